@@ -1,0 +1,7 @@
+"""`python -m detector <command>`: see `detector.cli`."""
+
+import sys
+
+from detector.cli import main
+
+sys.exit(main())

@@ -1,0 +1,62 @@
+"""`python -m detector <command>`: one sub-module per group of commands.
+
+Each sub-module in COMMAND_MODULES defines `register(subparsers)`, which adds its commands with
+`set_defaults(func=...)`; `func(args) -> int` returns the exit code. Contract (DESIGN.md): human
+output by default, `--json` for machines, exit 0 on success, non-zero with a one-line reason on
+stderr otherwise, never a traceback for bad input: raise `CliError` for that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Imported lazily by name so `--help` and light commands (validate) start fast.
+COMMAND_MODULES = ("detector.cli.anchors", "detector.cli.data", "detector.cli.train", "detector.cli.detect")
+
+
+class CliError(Exception):
+    """A bad input or a refused request: printed as one line on stderr, exit `code`."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse's own code)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python -m detector",
+        description="Faster R-CNN Explorer: anchors, datasets, training, evaluation and detection.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # that group is not built yet
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
