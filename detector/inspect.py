@@ -1,0 +1,312 @@
+"""A step-by-step eval forward of a torchvision Faster R-CNN that keeps every intermediate.
+
+Built from the model's own submodules, in the order `GeneralizedRCNN.forward` calls them, so its
+detections are bit-identical to `model(images)` and its post-NMS proposals to `model.rpn`'s.
+Two stages, so a page can re-run the cheap one alone:
+
+- `run_rpn_stage` (expensive, once per image): transform, backbone, RPN head, anchors, box decoding.
+- `run_heads` (cheap, per setting): proposal filtering (`detector.proposals.filter_proposals`),
+  RoIAlign, box head, box predictor, post-processing. Never touches the backbone.
+
+`inspect` runs both. Frames: "original" is the image as given; "input" is the model's resized
+image (the padded batch tensor extends it below and to the right, so padded and resized
+coordinates coincide). Every field says its frame; `ImageFrame.to_original` / `.to_input` map boxes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+from torchvision.models.detection.faster_rcnn import FasterRCNN
+from torchvision.models.detection.rpn import concat_box_prediction_layers
+from torchvision.models.detection.transform import resize_boxes
+
+from detector.proposals import ProposalFunnel, ProposalSettings, ProposalSet, filter_proposals
+
+
+@dataclass(frozen=True)
+class ImageFrame:
+    """The three sizes of one image, each (height, width) in pixels."""
+
+    original_size: tuple[int, int]  # as given to the model
+    input_size: tuple[int, int]  # after the transform's resize (torchvision's image_sizes)
+    padded_size: tuple[int, int]  # the batch tensor's size (shared by the batch)
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """(sy, sx): input pixels per original pixel."""
+        return (self.input_size[0] / self.original_size[0], self.input_size[1] / self.original_size[1])
+
+    def to_original(self, boxes: Tensor) -> Tensor:
+        """[x1, y1, x2, y2] boxes from the input frame to the original frame (as torchvision's postprocess)."""
+        boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+        return resize_boxes(boxes, list(self.input_size), list(self.original_size))
+
+    def to_input(self, boxes: Tensor) -> Tensor:
+        """[x1, y1, x2, y2] boxes from the original frame to the input frame (as the transform resizes targets)."""
+        boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+        return resize_boxes(boxes, list(self.original_size), list(self.input_size))
+
+
+@dataclass(frozen=True)
+class FeatureLevel:
+    """One FPN level as the RPN sees it."""
+
+    name: str  # the backbone's key ("0", "1", ..., "pool")
+    channels: int
+    grid: tuple[int, int]  # feature map (H, W)
+    stride: tuple[int, int]  # input pixels per cell (padded_size // grid), as the AnchorGenerator
+    sizes: tuple[int, ...]  # anchor sizes at this level (input pixels)
+    ratios: tuple[float, ...]  # anchor aspect ratios (height / width)
+    cell_anchors: Tensor  # (A, 4) anchors centred on (0, 0), a = ratio_index * len(sizes) + size_index
+
+    @property
+    def anchors_per_location(self) -> int:
+        return len(self.sizes) * len(self.ratios)
+
+    @property
+    def num_anchors(self) -> int:
+        return self.grid[0] * self.grid[1] * self.anchors_per_location
+
+
+@dataclass(frozen=True)
+class RPNStage:
+    """The expensive part, computed once per image batch: everything up to decoded proposals.
+
+    Tensors stay on the model's device (heads re-run from them); shapes name N images, A anchors
+    per location, (H, W) the level's grid, T the total number of anchors.
+    """
+
+    frames: tuple[ImageFrame, ...]
+    levels: tuple[FeatureLevel, ...]
+    features: "OrderedDict[str, Tensor]"  # FPN outputs, (N, C, H, W) per level
+    objectness: tuple[Tensor, ...]  # logits per level, (N, A, H, W)
+    bbox_deltas: tuple[Tensor, ...]  # regression per level, (N, A*4, H, W)
+    anchors: tuple[Tensor, ...]  # per level (H*W*A, 4), input frame, flat order (y, x, a)
+    proposals: Tensor  # (N, T, 4) decoded, unclipped, input frame, flat order (level, y, x, a)
+    objectness_flat: Tensor  # (N*T, 1) logits in the same order (as torchvision concatenates them)
+    timings: dict[str, float]  # seconds: transform, backbone, rpn_head, anchors_decode
+    _anchors_per_image: list[Tensor] = field(repr=False, default_factory=list)
+
+    @property
+    def num_anchors_per_level(self) -> list[int]:
+        return [lvl.num_anchors for lvl in self.levels]
+
+    @property
+    def image_sizes(self) -> list[tuple[int, int]]:
+        return [f.input_size for f in self.frames]
+
+    def objectness_prob(self, image: int, level: int) -> Tensor:
+        """sigmoid(objectness) of one image at one level, (A, H, W), on the CPU."""
+        return torch.sigmoid(self.objectness[level][image].detach()).cpu()
+
+    def anchor_boxes(self, anchor_index: Tensor) -> Tensor:
+        """Anchors (K, 4) in the input frame for flat (level, y, x, a) indices."""
+        return torch.cat(list(self.anchors))[anchor_index.to(self.anchors[0].device)].cpu()
+
+    def decoded_boxes(self, image: int, anchor_index: Tensor) -> Tensor:
+        """The unclipped regressed boxes (K, 4), input frame, for flat anchor indices of one image."""
+        return self.proposals[image][anchor_index.to(self.proposals.device)].cpu()
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Final detections of one image: boxes (D, 4) [x1, y1, x2, y2] in the ORIGINAL frame."""
+
+    boxes: Tensor
+    scores: Tensor
+    labels: Tensor  # 1-based class ids (0 is background)
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
+
+    def above(self, threshold: float) -> "Detections":
+        keep = self.scores >= threshold
+        return Detections(self.boxes[keep], self.scores[keep], self.labels[keep])
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """Every intermediate of one eval forward over a batch, per image where it is per image.
+
+    funnels: the proposal filtering stages (input frame); roi_*: one row per RoI, images in batch
+    order (`roi_image` says which); detections in the original frame.
+    """
+
+    stage: RPNStage
+    settings: ProposalSettings
+    funnels: tuple[ProposalFunnel, ...]
+    roi_image: Tensor  # (R,) image index of each RoI
+    roi_boxes: Tensor  # (R, 4) the RoIs = post-NMS proposals, input frame
+    roi_level: Tensor  # (R,) index into roi_featmap_names of the FPN level RoIAlign pooled from
+    roi_featmap_names: tuple[str, ...]  # FPN levels RoIAlign may pool from
+    pooled: Tensor  # (R, C, S, S) RoIAlign output
+    class_logits: Tensor  # (R, num_classes)
+    box_regression: Tensor  # (R, num_classes * 4)
+    detections: tuple[Detections, ...]  # original frame
+    raw_detections: tuple[dict[str, Tensor], ...]  # exactly what model(images) returns
+    timings: dict[str, float]  # seconds: the stage's, then proposal_filtering, roi_heads
+
+    @property
+    def frames(self) -> tuple[ImageFrame, ...]:
+        return self.stage.frames
+
+    @property
+    def proposals(self) -> tuple[ProposalSet, ...]:
+        """The post-NMS proposals of each image (equal to model.rpn's boxes), input frame."""
+        return tuple(f.post_nms for f in self.funnels)
+
+    def rois_of(self, image: int) -> Tensor:
+        """Row indices into the roi_* fields for one image."""
+        return torch.where(self.roi_image == image)[0]
+
+    def roi_level_counts(self, image: int) -> dict[str, int]:
+        """FPN level name -> how many of this image's RoIs RoIAlign pooled from it."""
+        levels = self.roi_level[self.rois_of(image)]
+        counts = torch.bincount(levels, minlength=len(self.roi_featmap_names)).tolist()
+        return dict(zip(self.roi_featmap_names, counts))
+
+    def counts(self, image: int) -> dict[str, int]:
+        """The funnel for one image: anchors ... post_nms, then rois and detections."""
+        out = self.funnels[image].counts()
+        out["rois"] = int(self.rois_of(image).numel())
+        out["detections"] = len(self.detections[image])
+        return out
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _as_tensors(images: list[Tensor] | Tensor, device: torch.device) -> list[Tensor]:
+    if isinstance(images, Tensor):
+        images = [images] if images.dim() == 3 else list(images)
+    out = []
+    for i, img in enumerate(images):
+        if img.dim() != 3 or img.shape[0] != 3:
+            raise ValueError(f"image {i}: expected a (3, H, W) float tensor in [0, 1], got shape {tuple(img.shape)}")
+        out.append(img.to(device))
+    return out
+
+
+@torch.no_grad()
+def run_rpn_stage(model: FasterRCNN, images: list[Tensor] | Tensor) -> RPNStage:
+    """Transform, backbone, RPN head, anchors and decoding for a batch of (3, H, W) images in [0, 1].
+
+    The model must be in eval mode (as `model(images)` returning detections).
+    """
+    if model.training:
+        raise ValueError("inspect needs the model in eval mode (call model.eval())")
+    device = next(model.parameters()).device
+    images = _as_tensors(images, device)
+    original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
+    timings: dict[str, float] = {}
+
+    _sync(device)
+    t0 = time.perf_counter()
+    image_list, _ = model.transform(images, None)
+    _sync(device)
+    t1 = time.perf_counter()
+    features = model.backbone(image_list.tensors)
+    if isinstance(features, Tensor):
+        features = OrderedDict([("0", features)])
+    _sync(device)
+    t2 = time.perf_counter()
+    feature_list = list(features.values())
+    objectness, bbox_deltas = model.rpn.head(feature_list)
+    _sync(device)
+    t3 = time.perf_counter()
+    anchors_per_image = model.rpn.anchor_generator(image_list, feature_list)
+    num_images = len(anchors_per_image)
+    num_anchors_per_level = [o[0].shape[0] * o[0].shape[1] * o[0].shape[2] for o in objectness]
+    objectness_flat, deltas_flat = concat_box_prediction_layers(objectness, bbox_deltas)
+    proposals = model.rpn.box_coder.decode(deltas_flat.detach(), anchors_per_image).view(num_images, -1, 4)
+    _sync(device)
+    t4 = time.perf_counter()
+    timings.update(transform=t1 - t0, backbone=t2 - t1, rpn_head=t3 - t2, anchors_decode=t4 - t3)
+
+    padded = (int(image_list.tensors.shape[-2]), int(image_list.tensors.shape[-1]))
+    frames = tuple(
+        ImageFrame(orig, (int(s[0]), int(s[1])), padded) for orig, s in zip(original_sizes, image_list.image_sizes)
+    )
+    generator = model.rpn.anchor_generator
+    levels = []
+    for name, feat, n, sizes, ratios, cell in zip(
+        features.keys(), feature_list, num_anchors_per_level, generator.sizes, generator.aspect_ratios,
+        generator.cell_anchors,
+    ):
+        grid = (int(feat.shape[-2]), int(feat.shape[-1]))
+        levels.append(FeatureLevel(
+            name=str(name), channels=int(feat.shape[1]), grid=grid,
+            stride=(padded[0] // grid[0], padded[1] // grid[1]),
+            sizes=tuple(int(s) for s in sizes), ratios=tuple(float(r) for r in ratios),
+            cell_anchors=cell.detach().cpu(),
+        ))
+    anchors = tuple(anchors_per_image[0].split(num_anchors_per_level, 0))
+    return RPNStage(
+        frames=frames, levels=tuple(levels), features=features, objectness=tuple(objectness),
+        bbox_deltas=tuple(bbox_deltas), anchors=anchors, proposals=proposals, objectness_flat=objectness_flat,
+        timings=timings, _anchors_per_image=anchors_per_image,
+    )
+
+
+@torch.no_grad()
+def run_heads(model: FasterRCNN, stage: RPNStage, settings: ProposalSettings | None = None) -> Inspection:
+    """Proposal filtering and the RoI heads from a cached RPNStage; `settings` default: the model's own.
+
+    Never runs the backbone. With the model's own settings the proposals and detections are
+    bit-identical to model.rpn's and model(images)'s.
+    """
+    if model.training:
+        raise ValueError("inspect needs the model in eval mode (call model.eval())")
+    settings = settings or ProposalSettings.from_rpn(model.rpn)
+    device = stage.proposals.device
+    image_sizes = stage.image_sizes
+
+    _sync(device)
+    t0 = time.perf_counter()
+    funnels = filter_proposals(
+        stage.proposals, stage.objectness_flat, image_sizes, stage.num_anchors_per_level, settings
+    )
+    _sync(device)
+    t1 = time.perf_counter()
+    proposals = [f.post_nms.boxes for f in funnels]
+    roi_heads = model.roi_heads
+    pooler = roi_heads.box_roi_pool
+    pooled = pooler(stage.features, proposals, image_sizes)
+    box_features = roi_heads.box_head(pooled)
+    class_logits, box_regression = roi_heads.box_predictor(box_features)
+    boxes, scores, labels = roi_heads.postprocess_detections(class_logits, box_regression, proposals, image_sizes)
+    raw = [{"boxes": b, "labels": lab, "scores": s} for b, s, lab in zip(boxes, scores, labels)]
+    raw = model.transform.postprocess(raw, image_sizes, [f.original_size for f in stage.frames])
+    _sync(device)
+    t2 = time.perf_counter()
+
+    featmap_names = tuple(k for k in stage.features if k in pooler.featmap_names)
+    if len(featmap_names) > 1 and pooler.map_levels is not None:
+        roi_level = pooler.map_levels(proposals)
+    else:
+        roi_level = torch.zeros(sum(len(p) for p in proposals), dtype=torch.int64, device=device)
+    roi_image = torch.cat([torch.full((len(p),), i, dtype=torch.int64) for i, p in enumerate(proposals)])
+    timings = dict(stage.timings)
+    timings.update(proposal_filtering=t1 - t0, roi_heads=t2 - t1)
+    return Inspection(
+        stage=stage, settings=settings, funnels=tuple(f.cpu() for f in funnels),
+        roi_image=roi_image, roi_boxes=torch.cat(proposals).cpu(), roi_level=roi_level.cpu(),
+        roi_featmap_names=featmap_names, pooled=pooled.cpu(), class_logits=class_logits.cpu(),
+        box_regression=box_regression.cpu(),
+        detections=tuple(Detections(d["boxes"].cpu(), d["scores"].cpu(), d["labels"].cpu()) for d in raw),
+        raw_detections=tuple(raw), timings=timings,
+    )
+
+
+def inspect(
+    model: FasterRCNN, images: list[Tensor] | Tensor, settings: ProposalSettings | None = None
+) -> Inspection:
+    """The whole eval forward with every intermediate: `run_heads(model, run_rpn_stage(model, images), settings)`."""
+    return run_heads(model, run_rpn_stage(model, images), settings)
