@@ -1,0 +1,30 @@
+"""Every page in the navigation renders in headless Chromium without an exception."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.browser.conftest import ROOT, assert_no_exception, wait_for_app
+
+pytestmark = pytest.mark.browser
+
+PAGES = {"": "pages/home.py", "anchors": "pages/anchors.py", "rpn": "pages/rpn.py", "data": "pages/data.py",
+         "train": "pages/train.py", "detect": "pages/detect.py"}
+
+
+def test_every_page_renders(app_url, page, session_tmp):
+    listed = [url for url, file in PAGES.items() if (ROOT / file).is_file()]
+    assert "" in listed
+    page.goto(app_url)
+    wait_for_app(page)
+    nav_links = page.locator("[data-testid='stSidebarNav'] a")
+    if len(listed) > 1:  # a single page has no navigation menu
+        assert nav_links.count() == len(listed)
+    for url in listed:
+        page.goto(f"{app_url}/{url}")
+        wait_for_app(page, 180)
+        assert_no_exception(page)
+        page.screenshot(path=str(session_tmp / f"page-{url or 'home'}.png"), full_page=True)
+    page.goto(app_url)
+    wait_for_app(page)
+    assert page.get_by_text("Faster R-CNN Explorer").first.is_visible()
