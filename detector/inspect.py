@@ -25,7 +25,10 @@ from torchvision.models.detection.faster_rcnn import FasterRCNN
 from torchvision.models.detection.rpn import concat_box_prediction_layers
 from torchvision.models.detection.transform import resize_boxes
 
-from detector.proposals import ProposalFunnel, ProposalSettings, ProposalSet, filter_proposals
+from detector.proposals import (
+    PAPER_TABLE1, AnchorLocation, ProposalFunnel, ProposalSet, ProposalSettings, filter_proposals,
+    locate_anchor, shape_of_anchor_index,
+)
 
 
 @dataclass(frozen=True)
@@ -310,3 +313,92 @@ def inspect(
 ) -> Inspection:
     """The whole eval forward with every intermediate: `run_heads(model, run_rpn_stage(model, images), settings)`."""
     return run_heads(model, run_rpn_stage(model, images), settings)
+
+
+# ---------------------------------------------------------------- reading an Inspection
+
+
+@dataclass(frozen=True)
+class ProposalTrace:
+    """One post-NMS proposal traced to its anchor; boxes [x1, y1, x2, y2] in the INPUT frame."""
+
+    rank: int  # position among the post-NMS proposals (0 = highest objectness)
+    score: float  # sigmoid(objectness)
+    anchor_index: int  # flat (level, y, x, a) index
+    location: AnchorLocation
+    level_name: str
+    anchor: Tensor  # (4,) the anchor
+    regressed: Tensor  # (4,) the anchor after the RPN's box regression, before clipping
+    proposal: Tensor  # (4,) the proposal (clipped)
+
+
+def trace_proposal(inspection: Inspection, image: int, rank: int) -> ProposalTrace:
+    """The anchor behind post-NMS proposal `rank` of `image`, and the box it was regressed to."""
+    post = inspection.funnels[image].post_nms
+    if not 0 <= rank < len(post):
+        raise IndexError(f"rank {rank} out of range: image {image} has {len(post)} proposals")
+    stage = inspection.stage
+    idx = int(post.anchor_index[rank])
+    location = locate_anchor(
+        idx, [lvl.grid for lvl in stage.levels], [lvl.sizes for lvl in stage.levels],
+        [lvl.ratios for lvl in stage.levels],
+    )
+    index = torch.tensor([idx])
+    return ProposalTrace(
+        rank=rank, score=float(post.scores[rank]), anchor_index=idx, location=location,
+        level_name=stage.levels[location.level].name, anchor=stage.anchor_boxes(index)[0],
+        regressed=stage.decoded_boxes(image, index)[0], proposal=post.boxes[rank].clone(),
+    )
+
+
+@dataclass(frozen=True)
+class ProposalSizeRow:
+    """One row of the paper's Table 1 for this model: an anchor shape and its learned proposal size.
+
+    Sizes are width x height in INPUT pixels (the paper's figures are for images resized to s = 600).
+    """
+
+    level: str  # FPN level name
+    size: int  # anchor size (sqrt of area)
+    ratio: float  # anchor height / width
+    anchor_wh: tuple[float, float]  # the anchor's own width, height
+    count: int  # post-NMS proposals regressed from this anchor shape
+    mean_wh: tuple[float, float] | None  # their average width, height; None without proposals
+    paper_wh: tuple[int, int] | None  # Faster R-CNN Table 1 (ZF) for this size and ratio, when listed
+
+
+def proposal_size_table(inspections: list[Inspection]) -> list[ProposalSizeRow]:
+    """The paper's Table 1 for this model: mean post-NMS proposal size per anchor shape, over images."""
+    if not inspections:
+        return []
+    levels = inspections[0].stage.levels
+    sums: dict[tuple[int, int], list[float]] = {}
+    for insp in inspections:
+        per_loc = [lvl.anchors_per_location for lvl in insp.stage.levels]
+        for funnel in insp.funnels:
+            post = funnel.post_nms
+            if len(post) == 0:
+                continue
+            lvl_idx, a = shape_of_anchor_index(post.anchor_index, insp.stage.num_anchors_per_level, per_loc)
+            wh = (post.boxes[:, 2:] - post.boxes[:, :2]).double()
+            for key in set(zip(lvl_idx.tolist(), a.tolist())):
+                mask = (lvl_idx == key[0]) & (a == key[1])
+                acc = sums.setdefault(key, [0.0, 0.0, 0.0])
+                acc[0] += float(wh[mask, 0].sum())
+                acc[1] += float(wh[mask, 1].sum())
+                acc[2] += int(mask.sum())
+    rows = []
+    for li, lvl in enumerate(levels):
+        for a in range(lvl.anchors_per_location):
+            ratio_i, size_i = divmod(a, len(lvl.sizes))
+            size, ratio = lvl.sizes[size_i], lvl.ratios[ratio_i]
+            cell = lvl.cell_anchors[a]
+            acc = sums.get((li, a), [0.0, 0.0, 0])
+            n = int(acc[2])
+            rows.append(ProposalSizeRow(
+                level=lvl.name, size=size, ratio=ratio,
+                anchor_wh=(float(cell[2] - cell[0]), float(cell[3] - cell[1])), count=n,
+                mean_wh=(acc[0] / n, acc[1] / n) if n else None,
+                paper_wh=PAPER_TABLE1.get((size, round(ratio, 3))),
+            ))
+    return rows

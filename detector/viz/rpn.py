@@ -1,0 +1,218 @@
+"""Figures of the RPN inspector: objectness heatmaps, proposals, the anchor trace, recall, the
+funnel, RoIAlign levels and pooled features.
+
+Every image figure is in ORIGINAL-image pixels (as `image_figure`); callers map input-frame boxes
+with `ImageFrame.to_original` first. Heatmaps and box sets are downsampled here so the browser
+gets small messages.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from PIL import Image
+from plotly.subplots import make_subplots
+
+from detector.viz.boxes import STYLES, add_boxes, image_figure
+
+MAX_SIDE = 640  # longest side of the image sent with each figure
+MAX_HEAT_CELLS = 96  # longest side of a heatmap sent to the browser (max-pooled beyond it)
+
+
+def _max_pool(heat: np.ndarray, factor: int) -> np.ndarray:
+    """Max over factor x factor blocks (peaks survive downsampling); edges padded with -inf."""
+    if factor <= 1:
+        return heat
+    h, w = heat.shape
+    ph, pw = math.ceil(h / factor) * factor, math.ceil(w / factor) * factor
+    padded = np.full((ph, pw), -np.inf, dtype=float)
+    padded[:h, :w] = heat
+    return padded.reshape(ph // factor, factor, pw // factor, factor).max(axis=(1, 3))
+
+
+def objectness_figure(
+    image: Image.Image,
+    heat: np.ndarray,
+    stride: tuple[int, int],
+    scale: tuple[float, float],
+    input_size: tuple[int, int],
+    opacity: float = 0.55,
+    title: str | None = None,
+    colorscale: str = "Inferno",
+) -> go.Figure:
+    """sigmoid(objectness) of one level, (H, W) cells, over the image in original pixels.
+
+    Cell (y, x) is the anchor centre (x * stride_w, y * stride_h) of the input frame, as
+    torchvision's AnchorGenerator places it; cells whose centre falls in the padding are dropped;
+    `scale` (sy, sx) is input pixels per original pixel.
+    """
+    heat = np.asarray(heat, dtype=float)
+    sh, sw = stride
+    keep_h = min(heat.shape[0], max(1, math.ceil(input_size[0] / sh)))
+    keep_w = min(heat.shape[1], max(1, math.ceil(input_size[1] / sw)))
+    heat = heat[:keep_h, :keep_w]
+    factor = max(1, math.ceil(max(heat.shape) / MAX_HEAT_CELLS))
+    pooled = _max_pool(heat, factor)
+    # a pooled cell covers `factor` original cells: its centre is the mean of theirs
+    dx = factor * sw / scale[1]
+    dy = factor * sh / scale[0]
+    x0 = (factor - 1) / 2 * sw / scale[1]
+    y0 = (factor - 1) / 2 * sh / scale[0]
+    fig = image_figure(image, max_side=MAX_SIDE, title=title)
+    fig.add_trace(go.Heatmap(
+        z=pooled, x0=x0, dx=dx, y0=y0, dy=dy, zmin=0.0, zmax=1.0, colorscale=colorscale, opacity=opacity,
+        colorbar=dict(title=dict(text="objectness<br>(sigmoid)"), thickness=12),
+        hovertemplate="x %{x:.0f}, y %{y:.0f}<br>objectness %{z:.3f}<extra></extra>", name="objectness",
+    ))
+    return fig
+
+
+def proposals_figure(
+    image: Image.Image,
+    boxes: np.ndarray,
+    scores: Sequence[float],
+    style: str = "proposal",
+    title: str | None = None,
+    hover: Sequence[str] | None = None,
+    clickable: bool = False,
+    gt_boxes: np.ndarray | None = None,
+) -> go.Figure:
+    """Proposals (original pixels, in rank order) on the image, scores on hover.
+
+    clickable: a marker at each box centre carrying its rank (customdata), so a click selects it.
+    """
+    boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)
+    scores = [float(s) for s in scores]
+    fig = image_figure(image, max_side=MAX_SIDE, title=title)
+    if gt_boxes is not None and len(gt_boxes):
+        add_boxes(fig, gt_boxes, style="ground_truth", show_labels=False)
+    hover = list(hover) if hover is not None else [
+        f"rank {i}, objectness {s:.3f}<br>[{b[0]:.0f}, {b[1]:.0f}, {b[2]:.0f}, {b[3]:.0f}]"
+        for i, (b, s) in enumerate(zip(boxes, scores))
+    ]
+    add_boxes(fig, boxes, style=style, hover=hover, show_labels=False)
+    if clickable and len(boxes):
+        fig.add_trace(go.Scatter(
+            x=(boxes[:, 0] + boxes[:, 2]) / 2, y=(boxes[:, 1] + boxes[:, 3]) / 2, mode="markers",
+            marker=dict(size=7, color=STYLES[style]["color"], line=dict(width=1, color="white")),
+            customdata=np.arange(len(boxes)), text=hover, hoverinfo="text",
+            name="click a centre to trace it",
+        ))
+        fig.update_layout(clickmode="event+select")
+    return fig
+
+
+def trace_figure(
+    image: Image.Image,
+    anchor: np.ndarray,
+    regressed: np.ndarray,
+    proposal: np.ndarray,
+    title: str | None = None,
+    anchor_label: str = "anchor",
+) -> go.Figure:
+    """One proposal traced back to its anchor: the anchor, the box it was regressed to, the clipped proposal.
+
+    All three [x1, y1, x2, y2] in original pixels; an arrow joins the anchor's centre to the proposal's.
+    """
+    fig = image_figure(image, max_side=MAX_SIDE, title=title)
+    anchor = np.asarray(anchor, dtype=float).reshape(4)
+    regressed = np.asarray(regressed, dtype=float).reshape(4)
+    proposal = np.asarray(proposal, dtype=float).reshape(4)
+    add_boxes(fig, [anchor], style="anchor", labels=[anchor_label], name="source anchor")
+    if not np.allclose(regressed, proposal):
+        add_boxes(fig, [regressed], style="pre_nms", name="regressed box (before clipping)", show_labels=False,
+                  color="#90a4ae")
+    add_boxes(fig, [proposal], style="highlight", labels=["proposal"], name="proposal")
+    ac = ((anchor[0] + anchor[2]) / 2, (anchor[1] + anchor[3]) / 2)
+    pc = ((proposal[0] + proposal[2]) / 2, (proposal[1] + proposal[3]) / 2)
+    fig.add_annotation(x=pc[0], y=pc[1], ax=ac[0], ay=ac[1], xref="x", yref="y", axref="x", ayref="y",
+                       showarrow=True, arrowhead=3, arrowwidth=2, arrowcolor="#ff00ff", text="")
+    # the view covers the image and both boxes, however far outside the anchor reaches
+    x_lo = min(0.0, anchor[0], regressed[0]) - 4
+    x_hi = max(image.width, anchor[2], regressed[2]) + 4
+    y_lo = min(0.0, anchor[1], regressed[1]) - 4
+    y_hi = max(image.height, anchor[3], regressed[3]) + 4
+    fig.update_xaxes(range=[x_lo, x_hi])
+    fig.update_yaxes(range=[y_hi, y_lo])
+    return fig
+
+
+def recall_figure(ks: Sequence[int], recalls: dict[float, Sequence[float]], title: str | None = None) -> go.Figure:
+    """Proposal recall against the number of top proposals K, one line per IoU threshold."""
+    fig = go.Figure()
+    for t, values in sorted(recalls.items()):
+        fig.add_trace(go.Scatter(x=list(ks), y=list(values), mode="lines+markers", name=f"IoU >= {t:g}"))
+    fig.update_xaxes(title_text="K (top proposals by objectness, after NMS)", type="log")
+    fig.update_yaxes(title_text="recall (share of ground-truth boxes covered)", range=[0, 1.02])
+    fig.update_layout(title=title, height=340, margin=dict(l=10, r=10, t=40 if title else 10, b=10))
+    return fig
+
+
+def funnel_figure(counts: dict[str, int], labels: dict[str, str] | None = None, title: str | None = None) -> go.Figure:
+    """How many boxes survive each stage, anchors to detections (log scale)."""
+    names = list(counts)
+    values = [int(counts[n]) for n in names]
+    text = [labels.get(n, n) if labels else n for n in names]
+    fig = go.Figure(go.Bar(
+        x=[max(v, 0.9) for v in values], y=text, orientation="h", text=[f"{v:,}" for v in values],
+        textposition="auto", marker_color="#2979ff", hovertemplate="%{y}: %{text}<extra></extra>",
+    ))
+    fig.update_xaxes(title_text="boxes (log scale)", type="log")
+    fig.update_yaxes(title_text="stage", autorange="reversed")
+    fig.update_layout(title=title, height=60 + 32 * len(names), margin=dict(l=10, r=10, t=40 if title else 10, b=10))
+    return fig
+
+
+def level_counts_figure(counts: dict[str, int], title: str | None = None, what: str = "RoIs") -> go.Figure:
+    """A bar per FPN level: how many `what` it holds."""
+    fig = go.Figure(go.Bar(x=[f"level {k}" for k in counts], y=list(counts.values()), text=list(counts.values()),
+                           textposition="auto", marker_color="#ffab00"))
+    fig.update_xaxes(title_text="FPN level (RoIAlign's choice, FPN eq. 1)")
+    fig.update_yaxes(title_text=what)
+    fig.update_layout(title=title, height=300, margin=dict(l=10, r=10, t=40 if title else 10, b=10))
+    return fig
+
+
+def pooled_features_figure(
+    crop: Image.Image, pooled: np.ndarray, channels: Sequence[int] = (), title: str | None = None
+) -> go.Figure:
+    """The image crop of one RoI beside its RoIAlign output (C, S, S): the channel mean and chosen channels."""
+    pooled = np.asarray(pooled, dtype=float)
+    maps = [("channel mean", pooled.mean(axis=0))] + [(f"channel {c}", pooled[c]) for c in channels]
+    fig = make_subplots(rows=1, cols=1 + len(maps), subplot_titles=["image crop"] + [m[0] for m in maps],
+                        horizontal_spacing=0.04)
+    small = crop.convert("RGB").copy()
+    small.thumbnail((160, 160))
+    fig.add_trace(go.Image(z=np.asarray(small), hoverinfo="skip"), row=1, col=1)
+    s = pooled.shape[-1]
+    for i, (name, m) in enumerate(maps, start=2):
+        fig.add_trace(go.Heatmap(z=m, colorscale="Viridis", showscale=i == 2, name=name,
+                                 colorbar=dict(thickness=10, x=1.0),
+                                 hovertemplate=f"{name}<br>bin (%{{y}}, %{{x}}): %{{z:.3f}}<extra></extra>"),
+                      row=1, col=i)
+        fig.update_yaxes(autorange="reversed", scaleanchor=f"x{i}", title_text="bin row" if i == 2 else None,
+                         row=1, col=i)
+        fig.update_xaxes(title_text=f"bin column (of {s})", row=1, col=i)
+    fig.update_xaxes(showticklabels=False, row=1, col=1)
+    fig.update_yaxes(showticklabels=False, scaleanchor="x", row=1, col=1)
+    fig.update_layout(title=title, height=280, margin=dict(l=10, r=10, t=60, b=10))
+    return fig
+
+
+def detections_figure(
+    image: Image.Image,
+    boxes: np.ndarray,
+    labels: Sequence[str],
+    scores: Sequence[float],
+    gt_boxes: np.ndarray | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """Final detections (original pixels) with class and score, ground truth dashed when known."""
+    fig = image_figure(image, max_side=MAX_SIDE, title=title)
+    if gt_boxes is not None and len(gt_boxes):
+        add_boxes(fig, gt_boxes, style="ground_truth", show_labels=False)
+    add_boxes(fig, boxes, style="prediction", labels=list(labels), scores=[float(s) for s in scores])
+    return fig
