@@ -73,7 +73,7 @@ def _open(source: Source, name: str) -> Image.Image:
     except UnidentifiedImageError:
         raise ImageError(name, "not an image file (content is not JPEG, PNG, WebP, BMP, GIF or TIFF)") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(name, f"cannot read image header ({exc})") from None
+        raise ImageError(name, f"corrupt or truncated image header ({exc})") from None
     if img.format not in FORMATS:
         raise ImageError(name, f"unsupported image format {img.format}")
     return img
