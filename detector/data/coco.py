@@ -1,0 +1,233 @@
+"""COCO detection layout: `images/` + `annotations.json`, CVAT's `annotations/instances_*.json`,
+Roboflow's split folders with `_annotations.coco.json`.
+
+COCO boxes are [x, y, width, height] in absolute pixels; they become [x1, y1, x2, y2] once, here.
+Categories are ordered by id; label id = position + 1. Roboflow's parent category (the one that is
+only a supercategory of the others and has no annotations) is not a class.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from pathlib import Path
+
+from detector.data.records import ImageRecord, Problem
+from detector.data.tree import FileTree, read_header
+from detector.data.validation import box_problem, parse_number
+
+SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                 "test": "test", "testing": "test"}
+
+
+def _peek_is_coco(path: Path) -> bool:
+    """A cheap look at the start of a JSON file: does it mention COCO's top-level keys?"""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 20)
+    except OSError:
+        return False
+    return b'"images"' in head or b'"annotations"' in head or b'"categories"' in head
+
+
+def find_annotation_files(tree: FileTree) -> list[str]:
+    """JSON files that look like COCO annotations (content checked, not only the name)."""
+    found = []
+    for rel in tree.with_suffix(".json"):
+        name = posixpath.basename(rel).lower()
+        if name in ("notes.json", "package.json", "labelmap.json") or name.endswith(".schema.json"):
+            continue
+        if _peek_is_coco(tree.root / rel):
+            found.append(rel)
+    return found
+
+
+def split_name(rel: str) -> str | None:
+    """The split a COCO file belongs to: instances_val.json -> val, train/_annotations.coco.json -> train."""
+    stem = posixpath.basename(rel).split(".")[0].lower()
+    for prefix in ("instances_", "annotations_", "person_keypoints_"):
+        if stem.startswith(prefix):
+            stem = stem[len(prefix):]
+    if stem.rstrip("0123456789") in SPLIT_ALIASES:
+        return SPLIT_ALIASES[stem.rstrip("0123456789")]
+    parent = posixpath.basename(posixpath.dirname(rel)).lower()
+    if parent in SPLIT_ALIASES:
+        return SPLIT_ALIASES[parent]
+    return stem or None
+
+
+def _class_names(categories: list, used: set, rel: str, problems: list[Problem]) -> tuple[list[str], dict]:
+    """Class names in category-id order and a map category id -> name."""
+    cats = []
+    for c in categories:
+        if not isinstance(c, dict) or "id" not in c or "name" not in c:
+            problems.append(Problem("warning", rel, None, None, f"category entry without id or name: {str(c)[:80]}", "category left out"))
+            continue
+        cats.append(c)
+    parents = {str(c.get("supercategory")) for c in cats}
+    names_by_id: dict = {}
+    order: list[str] = []
+    for c in sorted(cats, key=lambda c: (parse_number(c["id"]) is None, parse_number(c["id"]) or 0, str(c["id"]))):
+        name = str(c["name"])
+        if name in parents and c["id"] not in used and len(cats) > 1:
+            continue  # Roboflow's parent category: a supercategory, never annotated
+        if c["id"] in names_by_id:
+            problems.append(Problem("warning", rel, None, c["id"], f"duplicate category id {c['id']}", "first definition kept"))
+            continue
+        names_by_id[c["id"]] = name
+        if name not in order:
+            order.append(name)
+    return order, names_by_id
+
+
+def load_coco_file(tree: FileTree, rel: str, id_prefix: str = "") -> tuple[list[str], list[ImageRecord], list[Problem], list]:
+    """Parse one COCO JSON file: (class names, records with labels by *name index*, problems, names).
+
+    Labels in the returned records index into the returned class names (1-based).
+    """
+    problems: list[Problem] = []
+    path = tree.root / rel
+    try:
+        with open(path, "rb") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as exc:
+        problems.append(Problem("error", rel, exc.lineno, None, f"not valid JSON: {exc.msg} (column {exc.colno})", "file not used"))
+        return [], [], problems, []
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(Problem("error", rel, None, None, f"cannot read the file: {exc}", "file not used"))
+        return [], [], problems, []
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        problems.append(Problem("error", rel, None, None, "not a COCO detection file: no \"images\" list", "file not used"))
+        return [], [], problems, []
+    annotations = data.get("annotations") if isinstance(data.get("annotations"), list) else []
+    if "annotations" not in data:
+        problems.append(Problem("warning", rel, None, None, "no \"annotations\" list: every image is empty", "images kept as negatives"))
+    categories = data.get("categories") if isinstance(data.get("categories"), list) else []
+    used = {a.get("category_id") for a in annotations if isinstance(a, dict)}
+    class_names, cat_name = _class_names(categories, used, rel, problems)
+    label_of = {cid: class_names.index(name) + 1 for cid, name in cat_name.items()}
+
+    # Images: locate the file, read its header, check the size the annotation gives.
+    folder = posixpath.dirname(rel)
+    parent = posixpath.dirname(folder)
+    split = split_name(rel) or ""
+    bases = [folder, posixpath.join(folder, "images"), posixpath.join(parent, "images"),
+             posixpath.join(parent, "images", split), "images", posixpath.join("images", split), "", parent]
+    images: dict = {}  # id -> [file, width, height, boxes, labels]
+    order: list = []
+    seen_files: dict[str, object] = {}
+    for entry in data["images"]:
+        if not isinstance(entry, dict) or "id" not in entry or not entry.get("file_name"):
+            problems.append(Problem("warning", rel, None, entry.get("id") if isinstance(entry, dict) else None,
+                                    f"image entry without id or file_name: {str(entry)[:80]}", "image left out"))
+            continue
+        image_id = entry["id"]
+        if not isinstance(image_id, (int, str)) or isinstance(image_id, bool):
+            problems.append(Problem("warning", rel, None, None, f"image id is not a number or text: {str(image_id)[:40]}",
+                                    "image left out"))
+            continue
+        if image_id in images:
+            problems.append(Problem("warning", rel, None, image_id, f"duplicate image id {image_id} ({entry['file_name']})",
+                                    "first entry kept, this one left out"))
+            continue
+        found = tree.locate(str(entry["file_name"]), bases)
+        if found is None:
+            problems.append(Problem("warning", rel, None, image_id, f"image file not found: {entry['file_name']}", "image left out"))
+            images[image_id] = None
+            continue
+        if found in seen_files:
+            problems.append(Problem("warning", rel, None, image_id,
+                                    f"{found} is listed twice (image ids {seen_files[found]} and {image_id})",
+                                    "first entry kept, this one left out"))
+            images[image_id] = None
+            continue
+        header = read_header(tree.root, found, id_prefix + str(image_id) if id_prefix else image_id)
+        if isinstance(header, Problem):
+            problems.append(header)
+            images[image_id] = None
+            continue
+        seen_files[found] = image_id
+        aw, ah = parse_number(entry.get("width")), parse_number(entry.get("height"))
+        if (aw is not None and ah is not None) and (int(aw), int(ah)) != (header.width, header.height):
+            problems.append(Problem("warning", found, None, image_id,
+                                    f"annotation says {int(aw)}x{int(ah)}, the image file is {header.width}x{header.height}",
+                                    "the file's size is used; boxes are checked against it"))
+        images[image_id] = [found, header.width, header.height, [], []]
+        order.append(image_id)
+
+    # Annotations: known image and category, four finite numbers, then the common box checks.
+    seen_ann: set = set()
+    for ann in annotations:
+        if not isinstance(ann, dict):
+            problems.append(Problem("warning", rel, None, None, f"annotation is not an object: {str(ann)[:80]}", "annotation left out"))
+            continue
+        aid = ann.get("id")
+        if isinstance(aid, (int, str)):
+            if aid in seen_ann:
+                problems.append(Problem("warning", rel, None, aid, f"duplicate annotation id {aid}", "both annotations kept"))
+            seen_ann.add(aid)
+        iid = ann.get("image_id")
+        if not isinstance(iid, (int, str)) or iid not in images:
+            problems.append(Problem("warning", rel, None, aid, f"annotation {aid} refers to unknown image id {iid}", "annotation left out"))
+            continue
+        image = images[iid]
+        if image is None:
+            continue  # its image was already reported and left out
+        cid = ann.get("category_id")
+        if not isinstance(cid, (int, str)) or cid not in label_of:
+            problems.append(Problem("warning", image[0], None, aid,
+                                    f"annotation {aid} has unknown category id {ann.get('category_id')}", "annotation left out"))
+            continue
+        bbox = ann.get("bbox")
+        values = [parse_number(v) for v in bbox] if isinstance(bbox, (list, tuple)) else []
+        if len(values) != 4 or any(v is None for v in values):
+            problems.append(Problem("warning", image[0], None, aid,
+                                    f"annotation {aid} bbox is not four finite numbers: {str(bbox)[:80]}", "annotation left out"))
+            continue
+        x, y, w, h = values  # type: ignore[misc]
+        box = (x, y, x + w, y + h)
+        issue = box_problem(box, image[1], image[2], file=image[0], id=aid)
+        if issue:
+            problems.append(issue)
+        image[3].append(box)
+        image[4].append(label_of[ann["category_id"]])
+
+    records = [
+        ImageRecord(img[0], img[1], img[2], tuple(img[3]), tuple(img[4]), f"{id_prefix}{iid}" if id_prefix else iid)
+        for iid in order
+        for img in (images[iid],)
+    ]
+    return class_names, records, problems, [split]
+
+
+def load_coco(tree: FileTree, files: list[str] | None = None) -> tuple[tuple[str, ...], list[ImageRecord], list[Problem], dict | None]:
+    """Load every COCO file in the tree: (class names, records, problems, splits or None).
+
+    Several files (splits) are merged: classes united by name in first-seen order, image ids
+    prefixed with the split name, each image file counted once.
+    """
+    files = files if files is not None else find_annotation_files(tree)
+    class_names: list[str] = []
+    records: list[ImageRecord] = []
+    problems: list[Problem] = []
+    splits: dict[str, list[int]] = {}
+    seen: set[str] = set()
+    multi = len(files) > 1
+    for rel in files:
+        split = split_name(rel) or posixpath.splitext(posixpath.basename(rel))[0]
+        names, recs, probs, _ = load_coco_file(tree, rel, id_prefix=f"{split}/" if multi else "")
+        problems.extend(probs)
+        for n in names:
+            if n not in class_names:
+                class_names.append(n)
+        remap = {i + 1: class_names.index(n) + 1 for i, n in enumerate(names)}
+        for r in recs:
+            if r.file in seen:
+                problems.append(Problem("warning", rel, None, r.image_id, f"{r.file} is already listed in another annotation file",
+                                        "first listing kept"))
+                continue
+            seen.add(r.file)
+            splits.setdefault(split, []).append(len(records))
+            records.append(ImageRecord(r.file, r.width, r.height, r.boxes, tuple(remap[l] for l in r.labels), r.image_id))
+    out_splits = {k: tuple(v) for k, v in splits.items()} if multi else None
+    return tuple(class_names), records, problems, out_splits

@@ -1,0 +1,84 @@
+"""One entry point for every layout: detect the format, parse, validate, return a LoadedDataset."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from detector.data.records import DatasetError, LoadedDataset, Problem
+from detector.data.tree import FileTree
+from detector.data.validation import summary_problems
+
+FORMATS = ("coco", "voc", "yolo")
+
+
+def detect_format(tree: FileTree) -> str:
+    """'coco', 'voc' or 'yolo' from the files present (COCO JSON first, then VOC XML, then YOLO)."""
+    from detector.data import coco, voc, yolo
+
+    if coco.find_annotation_files(tree):
+        return "coco"
+    if voc.find_annotation_files(tree):
+        return "voc"
+    if yolo.looks_like_yolo(tree):
+        return "yolo"
+    raise DatasetError(
+        f"{tree.root.name}: no COCO JSON, Pascal VOC XML or YOLO labels found "
+        f"({len(tree.files)} files, {len(tree.images())} images)")
+
+
+def unpacked_dir(archive: Path) -> Path:
+    """Where an archive given by path is unpacked inside the workspace, keyed by its content."""
+    from detector.workspace import datasets_dir
+
+    digest = hashlib.sha256()
+    with open(archive, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return datasets_dir() / ".unpacked" / digest.hexdigest()[:16]
+
+
+def load_folder(root: Path, format: str = "auto") -> LoadedDataset:
+    """Parse a dataset folder in any supported layout; problems are reported, never raised."""
+    from detector.data import coco, voc, yolo
+
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: not a folder")
+    tree = FileTree(root)
+    fmt = detect_format(tree) if format == "auto" else format
+    if fmt not in FORMATS:
+        raise DatasetError(f"unknown format {format!r}: use auto, coco, voc or yolo")
+    loader = {"coco": coco.load_coco, "voc": voc.load_voc, "yolo": yolo.load_yolo}[fmt]
+    class_names, records, problems, splits = loader(tree)
+    problems = list(problems) + summary_problems(class_names, records)
+    return LoadedDataset(
+        root=root.resolve(), format=fmt, class_names=tuple(class_names), records=tuple(records),
+        problems=tuple(problems), splits=splits or None,
+    )
+
+
+def load_dataset(path: str | Path, format: str = "auto") -> LoadedDataset:
+    """A dataset folder or zip archive, parsed into records with every problem reported.
+
+    A zip is checked member by member and unpacked into the workspace (`datasets/.unpacked/`),
+    once per content; a hostile archive raises DatasetRefused and leaves nothing behind.
+    Raises DatasetError when the input cannot be opened at all.
+    """
+    from detector.data.archives import extract_zip, is_zip
+
+    path = Path(path)
+    if not path.exists():
+        raise DatasetError(f"{path}: no such file or folder")
+    if path.is_dir():
+        return load_folder(path, format)
+    if not is_zip(path):
+        raise DatasetError(f"{path.name}: not a folder or a zip archive")
+    target = unpacked_dir(path)
+    if not target.is_dir():
+        extract_zip(path, target, label=path.name)
+    return load_folder(target, format)
+
+
+def problems_for(dataset: LoadedDataset, file: str) -> list[Problem]:
+    return [p for p in dataset.problems if p.file == file]

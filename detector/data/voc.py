@@ -1,0 +1,208 @@
+"""Pascal VOC layout: `Annotations/*.xml`, `JPEGImages/`, `ImageSets/Main/*.txt` (CVAT adds
+`labelmap.txt`; Label Studio writes `images/`; Roboflow puts XML beside the images in split folders).
+
+VOC boxes are 1-based inclusive pixel indices: [xmin - 1, ymin - 1, xmax, ymax] are the pixel
+edges. Class order is sorted by name unless a label map (`labelmap.txt`, `classes.txt`) gives it.
+XML is parsed with defusedxml: no DTD entity expansion, no external entities.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import xml.etree.ElementTree as ET
+
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import DefusedXMLParser
+
+from detector.data.coco import SPLIT_ALIASES
+from detector.data.records import ImageRecord, Problem
+from detector.data.tree import IMAGE_EXTENSIONS, FileTree, read_header
+from detector.data.validation import box_problem, parse_number
+
+MAX_XML_BYTES = 10 * 1024**2  # one image's annotation; anything bigger is not a VOC file
+
+
+class _LineElement(ET.Element):
+    sourceline: int | None = None
+
+
+class _LineTreeBuilder(ET.TreeBuilder):
+    """Records the source line of every element (`elem.sourceline`) for problem locations."""
+
+    def __init__(self):
+        super().__init__(element_factory=_LineElement)
+        self.parser = None
+
+    def start(self, tag, attrs):
+        elem = super().start(tag, attrs)
+        elem.sourceline = self.parser.parser.CurrentLineNumber if self.parser else None  # type: ignore[attr-defined]
+        return elem
+
+
+def parse_xml(data: bytes) -> ET.Element:
+    """Parse XML safely (defusedxml): entity declarations and external references are refused."""
+    builder = _LineTreeBuilder()
+    parser = DefusedXMLParser(target=builder)
+    builder.parser = parser
+    parser.feed(data)
+    return parser.close()
+
+
+def _is_voc_xml(tree: FileTree, rel: str) -> bool:
+    try:
+        with open(tree.root / rel, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    return b"<annotation" in head
+
+
+def find_annotation_files(tree: FileTree) -> list[str]:
+    return [rel for rel in tree.with_suffix(".xml") if _is_voc_xml(tree, rel)]
+
+
+def _label_map(tree: FileTree) -> tuple[list[str] | None, str | None]:
+    """Class order from CVAT's labelmap.txt (`name:color:parts:actions`) or a classes.txt."""
+    for rel in tree.files:
+        base = posixpath.basename(rel).lower()
+        if base == "labelmap.txt":
+            names = []
+            for line in (tree.root / rel).read_text(errors="replace").splitlines():
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                name = line.split(":")[0].strip()
+                if name and name.lower() != "background" and name not in names:
+                    names.append(name)
+            return names, rel
+    for rel in tree.files:
+        if posixpath.basename(rel).lower() in ("classes.txt", "obj.names", "labels.txt"):
+            names = [l.strip() for l in (tree.root / rel).read_text(errors="replace").splitlines() if l.strip()]
+            return names, rel
+    return None, None
+
+
+def _text(elem: ET.Element | None, tag: str) -> str | None:
+    child = elem.find(tag) if elem is not None else None
+    return child.text.strip() if child is not None and child.text else None
+
+
+def _parse_one(tree: FileTree, rel: str, problems: list[Problem]):
+    """(image file, width, height, [(box, name, line)]) for one XML file, or None if unusable."""
+    path = tree.root / rel
+    if path.stat().st_size > MAX_XML_BYTES:
+        problems.append(Problem("warning", rel, None, None, f"XML file over {MAX_XML_BYTES // 1024**2} MiB", "file left out"))
+        return None
+    try:
+        root = parse_xml(path.read_bytes())
+    except DefusedXmlException as exc:
+        problems.append(Problem("warning", rel, None, None, f"XML refused: entity declarations or external references are not allowed ({type(exc).__name__})", "file left out"))
+        return None
+    except ET.ParseError as exc:
+        problems.append(Problem("warning", rel, exc.position[0], None, f"not well-formed XML: {exc}", "file left out"))
+        return None
+    if root.tag != "annotation":
+        return None
+    stem = posixpath.splitext(posixpath.basename(rel))[0]
+    folder = posixpath.dirname(rel)
+    parent = posixpath.dirname(folder)
+    filename = _text(root, "filename") or _text(root, "path") or ""
+    bases = [posixpath.join(parent, "JPEGImages"), posixpath.join(parent, "images"), folder, "JPEGImages", "images", parent, ""]
+    found = tree.locate(filename, bases) if filename else None
+    if found is None:  # the XML's own name with an image extension
+        for ext in IMAGE_EXTENSIONS:
+            found = tree.locate(stem + ext, bases)
+            if found:
+                break
+    if found is None:
+        problems.append(Problem("warning", rel, getattr(root.find("filename"), "sourceline", None), stem,
+                                f"image file not found: {filename or stem}", "image left out"))
+        return None
+    header = read_header(tree.root, found, stem)
+    if isinstance(header, Problem):
+        problems.append(header)
+        return None
+    size = root.find("size")
+    aw, ah = parse_number(_text(size, "width")), parse_number(_text(size, "height"))
+    if aw and ah and (int(aw), int(ah)) != (header.width, header.height):
+        problems.append(Problem("warning", rel, getattr(size, "sourceline", None), stem,
+                                f"annotation says {int(aw)}x{int(ah)}, {found} is {header.width}x{header.height}",
+                                "the file's size is used; boxes are checked against it"))
+    objects = []
+    for obj in root.findall("object"):
+        line = getattr(obj, "sourceline", None)
+        name = _text(obj, "name")
+        bnd = obj.find("bndbox")
+        raw = [_text(bnd, k) for k in ("xmin", "ymin", "xmax", "ymax")]
+        values = [parse_number(v) for v in raw]
+        if not name:
+            problems.append(Problem("warning", rel, line, stem, "object without a <name>", "box left out"))
+            continue
+        if bnd is None or any(v is None for v in values):
+            problems.append(Problem("warning", rel, line, stem, f"{name}: bndbox is not four finite numbers: {raw}", "box left out"))
+            continue
+        xmin, ymin, xmax, ymax = values  # type: ignore[misc]
+        objects.append(((xmin - 1.0, ymin - 1.0, xmax, ymax), name, line))
+    return found, header.width, header.height, objects
+
+
+def load_voc(tree: FileTree):
+    """(class names, records, problems, splits) for every VOC XML file in the tree."""
+    problems: list[Problem] = []
+    parsed = []
+    for rel in find_annotation_files(tree):
+        one = _parse_one(tree, rel, problems)
+        if one:
+            parsed.append((rel, one))
+    names, map_file = _label_map(tree)
+    seen_names = sorted({name for _, (_, _, _, objs) in parsed for _, name, _ in objs})
+    class_names = list(names) if names else seen_names
+    records: list[ImageRecord] = []
+    seen_files: dict[str, str] = {}
+    for rel, (file, width, height, objects) in parsed:
+        stem = posixpath.splitext(posixpath.basename(rel))[0]
+        if file in seen_files:
+            problems.append(Problem("warning", rel, None, stem, f"{file} is already annotated by {seen_files[file]}", "first annotation kept"))
+            continue
+        seen_files[file] = rel
+        boxes, labels = [], []
+        for box, name, line in objects:
+            if name not in class_names:
+                problems.append(Problem("warning", rel, line, stem, f"unknown class {name!r} (not in {map_file})", "box left out"))
+                continue
+            issue = box_problem(box, width, height, file=rel, line=line, id=stem)
+            if issue:
+                problems.append(issue)
+            boxes.append(box)
+            labels.append(class_names.index(name) + 1)
+        records.append(ImageRecord(file, width, height, tuple(boxes), tuple(labels), stem))
+    splits = _image_sets(tree, records)
+    return tuple(class_names), records, problems, splits
+
+
+def _image_sets(tree: FileTree, records: list[ImageRecord]) -> dict | None:
+    """Splits from ImageSets/Main/{train,val,test,...}.txt (CVAT: default.txt), by image stem."""
+    index = {r.image_id: i for i, r in enumerate(records)}
+    splits: dict[str, list[int]] = {}
+    assigned: set[int] = set()
+    for rel in tree.files:
+        if "/imagesets/main/" not in "/" + rel.lower() or not rel.lower().endswith(".txt"):
+            continue
+        name = posixpath.splitext(posixpath.basename(rel))[0].lower()
+        if "_" in name:  # per-class lists such as cat_train.txt
+            continue
+        split = SPLIT_ALIASES.get(name, name)
+        if split == "trainval":
+            continue
+        for line in (tree.root / rel).read_text(errors="replace").splitlines():
+            stem = line.strip().split(" ")[0] if line.strip() else ""
+            i = index.get(stem)
+            if i is not None and i not in assigned:
+                assigned.add(i)
+                splits.setdefault(split, []).append(i)
+    if not splits and tree.files:  # Roboflow: split folders (train/, valid/, test/)
+        for i, r in enumerate(records):
+            top = r.file.split("/")[0].lower()
+            if top in SPLIT_ALIASES and "/" in r.file:
+                splits.setdefault(SPLIT_ALIASES[top], []).append(i)
+    return {k: tuple(v) for k, v in splits.items()} or None
