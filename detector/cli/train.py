@@ -1,0 +1,219 @@
+"""`python -m detector train` and `python -m detector evaluate` (DESIGN.md's CLI contract).
+
+train: RUN_DIR/config.json is read when present (the training page writes it), flags override it,
+the merged config is written back, and the engine trains in this process (also under torchrun).
+evaluate: COCO mAP of a checkpoint, a run folder, `demo` or a builder on a dataset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from detector.cli import CliError
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "train", help="fine-tune a Faster R-CNN, writing a run folder",
+        description="Fine-tune a Faster R-CNN on DATASET, writing RUN_DIR (config.json, status.json, metrics.jsonl, "
+                    "checkpoints/, snapshots/, train.log). RUN_DIR/config.json is read when present; flags "
+                    "override it. Runs under `torchrun --nproc_per_node=N` too (DistributedDataParallel).",
+    )
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="the run folder (created if missing)")
+    p.add_argument("--data", metavar="DATASET", help="a dataset folder or zip, or a stored dataset's name")
+    p.add_argument("--val-data", metavar="DATASET", help="a separate validation dataset (default: DATASET's val split)")
+    p.add_argument("--model", metavar="NAME", help="architecture (default: the --init checkpoint's, else "
+                                                    "fasterrcnn_mobilenet_v3_large_320_fpn)")
+    p.add_argument("--init", metavar="CHECKPOINT", help="start from a checkpoint file, a run folder, or demo")
+    p.add_argument("--weights", choices=("coco", "none"), help="coco: start from cached COCO weights (default none)")
+    p.add_argument("--epochs", type=int, metavar="N")
+    p.add_argument("--batch-size", type=int, metavar="B", help="images per step per process (default 4)")
+    p.add_argument("--lr", type=float, metavar="LR", help="learning rate (default: 0.02 x total batch / 16 for SGD)")
+    p.add_argument("--optimizer", choices=("sgd", "adamw"))
+    p.add_argument("--schedule", choices=("step", "cosine"))
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="mixed precision (default: on for CUDA)")
+    p.add_argument("--workers", type=int, metavar="N", help="DataLoader worker processes (default 2)")
+    p.add_argument("--min-size", type=int, metavar="PX", help="the model's resize target for the short side")
+    p.add_argument("--max-size", type=int, metavar="PX", help="the model's limit for the long side")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
+                   help="any config field, e.g. --set model_kwargs='{\"min_size\": 128}' (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue RUN_DIR from checkpoints/last.pt")
+    p.set_defaults(func=cmd_train)
+
+    e = subparsers.add_parser(
+        "evaluate", help="COCO mAP of a model on a dataset",
+        description="COCO mAP (0.5:0.95), mAP50, mAP75 and per-class AP of a model on DATASET (pycocotools). "
+                    "Classes are matched by name.",
+    )
+    e.add_argument("--checkpoint", metavar="RUN_DIR|FILE|demo",
+                   help="a run folder (best.pt, else last.pt), a checkpoint file, or demo "
+                        "(default: COCO weights if cached, else demo)")
+    e.add_argument("--model", metavar="NAME", help="with no --checkpoint: this builder with its COCO weights")
+    e.add_argument("--data", required=True, metavar="DATASET")
+    e.add_argument("--split", choices=("val", "train", "all"), default="all",
+                   help="which images of DATASET (default all)")
+    e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    e.add_argument("--batch-size", type=int, default=2)
+    e.add_argument("--json", action="store_true", help="print the result as JSON")
+    e.set_defaults(func=cmd_evaluate)
+
+
+# ---------------------------------------------------------------- train
+
+
+def _config_from(args: argparse.Namespace, run_dir: Path) -> Any:
+    from detector import runs
+    from detector.train_config import TrainConfig
+
+    try:
+        stored = runs.read_config(run_dir)
+    except runs.RunError as exc:
+        raise CliError(str(exc)) from None
+    changes: dict[str, Any] = {}
+    for flag, field in (("data", "data"), ("val_data", "val_data"), ("model", "model"), ("init", "init"),
+                        ("weights", "weights"), ("epochs", "epochs"), ("batch_size", "batch_size"), ("lr", "lr"),
+                        ("optimizer", "optimizer"), ("schedule", "schedule"), ("device", "device"), ("amp", "amp"),
+                        ("workers", "workers")):
+        value = getattr(args, flag)
+        if value is not None:
+            changes[field] = value
+    for item in args.set:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise CliError(f"--set {item!r}: expected FIELD=JSON")
+        try:
+            changes[key.strip()] = json.loads(raw)
+        except ValueError:
+            changes[key.strip()] = raw  # a bare string
+    try:
+        config = TrainConfig.from_dict({**(stored or {}), **changes})
+        kwargs = dict(config.model_kwargs)
+        if args.min_size is not None:
+            kwargs["min_size"] = args.min_size
+        if args.max_size is not None:
+            kwargs["max_size"] = args.max_size
+        config = config.replace(model_kwargs=kwargs)
+    except (ValueError, TypeError) as exc:
+        where = f"{run_dir / runs.CONFIG}: " if stored else ""
+        raise CliError(f"{where}{exc}") from None
+    return config
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from detector import engine, runs
+    from detector.data import DatasetError
+    from detector.images import ImageError
+    from detector.models import MODEL_NAMES, CheckpointError, WeightsUnavailable
+
+    run_dir = Path(args.out)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise CliError(f"{run_dir}: not a folder")
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    config = _config_from(args, run_dir)
+    status = runs.read_status(run_dir)
+    if status.state in ("running", "stopping") and not status.interrupted and status.pid != os.getpid():
+        raise CliError(f"{run_dir}: already training (pid {status.pid}); stop it first")
+    if args.resume:
+        if not runs.checkpoint_path(run_dir, "last").is_file():
+            raise CliError(f"{run_dir}: nothing to resume (no checkpoints/last.pt yet)")
+    elif runs.has_started(run_dir) and main_rank:
+        raise CliError(f"{run_dir}: this folder already holds a run; use --resume to continue it, or a new folder")
+    if config.model and config.model not in MODEL_NAMES:
+        raise CliError(f"unknown model {config.model!r}; known: {', '.join(MODEL_NAMES)}")
+    if not config.data:
+        raise CliError("no dataset: pass --data DATASET (or set data in config.json)")
+    if main_rank:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        runs.write_config(run_dir, config.to_dict())
+    try:
+        result = engine.train(config, run_dir, resume=args.resume)
+    except (engine.TrainingFailed, runs.DeviceBusy, WeightsUnavailable, CheckpointError, DatasetError,
+            ImageError, runs.RunError) as exc:
+        raise CliError(str(exc)) from None
+    if main_rank:
+        best = f", best mAP {result.best_map:.4f}" if result.best_map is not None else ""
+        print(f"{result.state}: {result.epoch} epoch(s), {result.step} steps{best}; run folder {run_dir}")
+    return 0
+
+
+# ---------------------------------------------------------------- evaluate
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from detector.data import DatasetError, DetectionDataset, collate, prepare_for_training, resolve_dataset
+    from detector.evaluation import EvaluationUnavailable, evaluate_model
+    from detector.images import ImageError
+    from detector.models import CheckpointError, WeightsUnavailable, default_model, load_model, resolve_device
+
+    try:
+        device = resolve_device(args.device)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if args.checkpoint:
+        source = args.checkpoint
+    elif args.model:
+        source = args.model
+    else:
+        source, _ = default_model(device)
+    try:
+        loaded = load_model(source, device)
+        dataset, train_idx, val_idx = resolve_dataset(args.data)
+        records, fixes = prepare_for_training(dataset)
+    except (CheckpointError, WeightsUnavailable, DatasetError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    if args.model and not args.checkpoint and loaded.weights != "coco":
+        raise CliError(f"{args.model}: no COCO weights cached, so there is nothing to evaluate "
+                       "(download them first, or pass --checkpoint)")
+    if args.split != "all" and len(records) == len(dataset.records):
+        keep = set(val_idx if args.split == "val" else train_idx)
+        records = [r for i, r in enumerate(records) if i in keep]
+    # classes are matched by name: dataset label -> model label; unknown classes are reported
+    model_names = list(loaded.class_names)
+    lut = {i + 1: model_names.index(n) + 1 for i, n in enumerate(dataset.class_names) if n in model_names}
+    missing = [n for n in dataset.class_names if n not in model_names]
+    if not lut:
+        raise CliError(f"{args.data}: none of its classes ({', '.join(dataset.class_names[:8])}) are known to "
+                       f"{loaded.description}")
+    from detector.data import ImageRecord
+
+    mapped = [ImageRecord(r.file, r.width, r.height,
+                          tuple(b for b, l in zip(r.boxes, r.labels) if l in lut),
+                          tuple(lut[l] for l in r.labels if l in lut), r.image_id) for r in records]
+    torch_ds = DetectionDataset(mapped, dataset.root, train=False)
+    loader = torch.utils.data.DataLoader(torch_ds, batch_size=max(1, args.batch_size), collate_fn=collate)
+    present = sorted({l for r in mapped for l in r.labels})
+    try:
+        result = evaluate_model(loaded.model, loader, model_names, device)
+    except EvaluationUnavailable as exc:
+        raise CliError(str(exc)) from None
+    except ImageError as exc:
+        raise CliError(str(exc)) from None
+    per_class = {model_names[l - 1]: result.per_class.get(model_names[l - 1]) for l in present}
+    out = {"mAP": result.mAP, "mAP50": result.mAP50, "mAP75": result.mAP75, "per_class": per_class,
+           "images": result.images, "model": loaded.description, "data": str(args.data),
+           "classes_not_in_model": missing, "fixes": len(fixes)}
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(f"model: {loaded.description}")
+        print(f"data:  {args.data} ({result.images} images, {result.ground_truth} boxes)")
+        if missing:
+            print(f"classes the model does not know (left out): {', '.join(missing)}")
+        print(f"mAP {_f(result.mAP)}   mAP50 {_f(result.mAP50)}   mAP75 {_f(result.mAP75)}")
+        for name, ap in per_class.items():
+            print(f"  {name:<24} AP {_f(ap)}")
+    sys.stdout.flush()
+    return 0
+
+
+def _f(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

@@ -1,0 +1,793 @@
+"""The training loop: fine-tune a Faster R-CNN on a dataset, writing a run folder as it goes.
+
+`train(config, run_dir)` reads top to bottom: data, model, optimizer and schedule, then per
+epoch: iterations (four losses, lr and images/s to metrics.jsonl), validation (the model's own
+losses without touching weights or BatchNorm statistics, and COCO mAP), an RPN snapshot of a
+few fixed validation images, and the `last` / `best` checkpoints. It runs the same under
+`torchrun --nproc_per_node=N` (DistributedDataParallel; rank 0 writes the run folder).
+
+Faults end the run with a plain message in status.json and train.log, and the last good
+checkpoint kept: a non-finite loss (naming the batch's images), out of memory (saying what to
+lower), a STOP file or SIGTERM (a clean stop with a checkpoint, resumable). This module imports
+neither streamlit nor plotly: it runs on GPU machines that have neither.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Sampler
+
+from detector import runs
+from detector.evaluation import CocoEvaluator, EvalResult, EvaluationUnavailable, pycocotools_available
+from detector.models import (
+    DEMO_ARCH,
+    build_model,
+    checkpoint_path_for,
+    model_from_checkpoint,
+    read_checkpoint,
+    replace_box_predictor,
+    save_checkpoint,
+)
+from detector.train_config import TrainConfig
+
+LOSS_NAMES = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
+DEFAULT_ARCH = "fasterrcnn_mobilenet_v3_large_320_fpn"
+HEARTBEAT_S = 5.0
+LOG_EVERY_S = 15.0
+SNAPSHOT_MAP_SIDE = 64  # objectness maps are max-pooled down to at most this many cells a side
+SNAPSHOT_PROPOSALS = 50  # top proposals kept per snapshot image
+
+log = logging.getLogger("detector.engine")
+
+# A hook the tests use to reach fault paths on CPU: called as on_step(step, model, images) just
+# before each forward. It may raise (torch.OutOfMemoryError) or poison weights (NaN).
+StepHook = Callable[[int, nn.Module, Sequence[torch.Tensor]], None]
+
+
+class TrainingFailed(RuntimeError):
+    """The run cannot go on (non-finite loss, out of memory, bad data): `str()` is the user message."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """How a call to `train` ended."""
+
+    state: str  # "done", "stopped" or "failed"
+    epoch: int  # epochs completed
+    step: int  # global step reached
+    best_map: float | None
+    message: str
+
+
+# ---------------------------------------------------------------- distributed set-up
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a torchrun job (world_size 1 without torchrun)."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> "Distributed":
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        return cls(int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world)
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+
+def _init_distributed(ddp: Distributed, device: torch.device) -> None:
+    if ddp.enabled and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend)
+
+
+def _select_device(config: TrainConfig, ddp: Distributed) -> torch.device:
+    want = config.device
+    if want == "auto":
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+    if want == "cuda":
+        if not torch.cuda.is_available():
+            raise TrainingFailed("CUDA was asked for but no CUDA device is available (use --device cpu)")
+        index = ddp.local_rank % torch.cuda.device_count()
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
+    return torch.device("cpu")
+
+
+# ---------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The training and validation splits as torch Datasets, and what was done to the data."""
+
+    class_names: tuple[str, ...]
+    train: Any  # detector.data.DetectionDataset
+    val: Any | None
+    fixes: list[dict]
+    source: str
+
+
+def load_training_data(config: TrainConfig) -> TrainingData:
+    """Resolve the dataset(s), apply the validation fixes, and build the torch Datasets."""
+    from detector.data import DetectionDataset, prepare_for_training, resolve_dataset
+
+    if not config.data:
+        raise TrainingFailed("no dataset given: pass --data DATASET (a folder, a zip or a stored dataset name)")
+    ds, train_idx, val_idx = resolve_dataset(config.data)
+    if not ds.usable:
+        errors = [p for p in ds.problems if p.severity == "error"]
+        first = errors[0]
+        where = f"{first.file}" + (f":{first.line}" if first.line else "")
+        raise TrainingFailed(f"{config.data}: not usable for training ({len(errors)} error(s); first: {where}: {first.message})")
+    records, fixes = prepare_for_training(ds, decode=config.decode_check)
+    by_index = _align(ds.records, records)
+    train_records = [by_index[i] for i in train_idx if i in by_index]
+    val_records = [by_index[i] for i in val_idx if i in by_index]
+    val_root = ds.root
+    if config.val_data:
+        vds, vtrain, vval = resolve_dataset(config.val_data)
+        vrecords, vfixes = prepare_for_training(vds, decode=config.decode_check)
+        fixes += [dict(f, dataset="val_data") for f in vfixes]
+        val_records = _relabel(vrecords, vds.class_names, ds.class_names, config.val_data)
+        val_root = vds.root
+    if not train_records:
+        raise TrainingFailed(f"{config.data}: no training images left after validation")
+    if config.max_val_images is not None:
+        val_records = val_records[: config.max_val_images]
+    train = DetectionDataset(train_records, ds.root, train=config.hflip)
+    val = DetectionDataset(val_records, val_root, train=False) if val_records else None
+    return TrainingData(tuple(ds.class_names), train, val, fixes, str(config.data))
+
+
+def _align(original: Sequence[Any], prepared: Sequence[Any]) -> dict[int, Any]:
+    """Map dataset record index -> prepared record (prepare_for_training may leave images out)."""
+    if len(original) == len(prepared):
+        return dict(enumerate(prepared))
+    remaining = {}
+    for rec in prepared:
+        remaining.setdefault((rec.file, str(rec.image_id)), rec)
+    return {i: remaining[(r.file, str(r.image_id))] for i, r in enumerate(original)
+            if (r.file, str(r.image_id)) in remaining}
+
+
+def _relabel(records: Sequence[Any], names: Sequence[str], target: Sequence[str], label: str) -> list[Any]:
+    """Map a validation set's labels onto the training classes by name (unknown classes refused)."""
+    from detector.data.records import ImageRecord
+
+    missing = sorted(set(names) - set(target))
+    if missing:
+        raise TrainingFailed(f"{label}: classes not in the training data: {', '.join(missing)}")
+    lut = {i + 1: target.index(n) + 1 for i, n in enumerate(names)}
+    return [ImageRecord(r.file, r.width, r.height, r.boxes, tuple(lut[l] for l in r.labels), r.image_id)
+            for r in records]
+
+
+class GroupedBatchSampler(Sampler[list[int]]):
+    """Shuffled batches of images with like aspect ratio, sharded across processes, resumable.
+
+    Images are shuffled by (seed, epoch), dealt to ranks, then batched within their group
+    (landscape / portrait, as torchvision's reference with group factor 0); leftovers are batched
+    together at the end, so every rank gets exactly ceil(n / world / batch) batches (DDP needs
+    equal counts). `skip` drops the first batches of the next epoch (resuming mid-epoch).
+    """
+
+    def __init__(self, groups: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 grouping: bool = True):
+        self.groups = list(groups) if grouping else [0] * len(groups)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 1
+        self.skip = 0
+        self.per_rank = math.ceil(len(self.groups) / world_size)
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def __len__(self) -> int:
+        return math.ceil(self.per_rank / self.batch_size)
+
+    def batches(self) -> list[list[int]]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(len(self.groups), generator=g).tolist()
+        order += order[: self.per_rank * self.world_size - len(order)]  # pad so ranks share equally
+        mine = order[self.rank :: self.world_size]
+        buckets: dict[int, list[int]] = {}
+        out: list[list[int]] = []
+        for i in mine:
+            bucket = buckets.setdefault(self.groups[i], [])
+            bucket.append(i)
+            if len(bucket) == self.batch_size:
+                out.append(list(bucket))
+                bucket.clear()
+        rest = [i for k in sorted(buckets) for i in buckets[k]]
+        out += [rest[j : j + self.batch_size] for j in range(0, len(rest), self.batch_size)]
+        return out
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches()[self.skip :])
+
+
+def _loader(dataset: Any, batch_sampler: Sampler | None, config: TrainConfig, device: torch.device,
+            batch_size: int = 1) -> DataLoader:
+    from detector.data.torchdata import collate
+
+    kwargs: dict[str, Any] = {"num_workers": config.workers, "collate_fn": collate,
+                              "pin_memory": device.type == "cuda"}
+    if config.workers > 0:
+        kwargs["persistent_workers"] = True
+        kwargs["worker_init_fn"] = _seed_worker
+    if batch_sampler is not None:
+        return DataLoader(dataset, batch_sampler=batch_sampler, **kwargs)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, **kwargs)
+
+
+def _seed_worker(worker_id: int) -> None:
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+# ---------------------------------------------------------------- model, optimizer, schedule
+
+
+@dataclass
+class ModelSetup:
+    model: nn.Module
+    arch: str
+    model_kwargs: dict[str, Any]
+    origin: str  # one line: where the weights came from
+
+
+def build_training_model(config: TrainConfig, class_names: tuple[str, ...]) -> ModelSetup:
+    """The model to fine-tune: --init checkpoint (predictor replaced if classes differ), COCO, or random."""
+    if config.init:
+        path = checkpoint_path_for(config.init)
+        ckpt = read_checkpoint(path)
+        if config.model and config.model != ckpt["model"]:
+            raise TrainingFailed(f"--init {config.init} is a {ckpt['model']} checkpoint, but --model says {config.model}")
+        kwargs = {**ckpt.get("model_kwargs", {}), **config.model_kwargs}
+        model = model_from_checkpoint(ckpt, path.name, **config.model_kwargs)
+        origin = f"initialised from {config.init} ({ckpt['model']}, classes {', '.join(ckpt['class_names'][:6])})"
+        if list(ckpt["class_names"]) != list(class_names):
+            replace_box_predictor(model, len(class_names) + 1)
+            origin += f"; box predictor replaced for {len(class_names)} classes"
+        return ModelSetup(model, ckpt["model"], kwargs, origin)
+    arch = config.model or DEFAULT_ARCH
+    weights = "coco" if config.weights == "coco" else "none"
+    model = build_model(arch, class_names, weights=weights, **config.model_kwargs)
+    origin = f"{arch} with {'COCO weights' if weights == 'coco' else 'random weights'}"
+    return ModelSetup(model, arch, dict(config.model_kwargs), origin)
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig, lr: float) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def lr_factor(config: TrainConfig, iters_per_epoch: int) -> Callable[[int], float]:
+    """Learning-rate multiplier at iteration `it` (0-based): linear warm-up, then step or cosine."""
+    warmup = min(config.warmup_iters, max(iters_per_epoch - 1, 0))
+    total = max(config.epochs * iters_per_epoch, 1)
+    milestones = config.milestones()
+
+    def factor(it: int) -> float:
+        if config.schedule == "cosine":
+            value = 0.5 * (1.0 + math.cos(math.pi * min(it, total) / total))
+        else:
+            done_epochs = it // max(iters_per_epoch, 1)
+            value = config.lr_gamma ** sum(1 for m in milestones if done_epochs >= m)
+        if it < warmup:
+            alpha = it / warmup
+            value *= config.warmup_factor * (1 - alpha) + alpha
+        return value
+
+    return factor
+
+
+# ---------------------------------------------------------------- validation and snapshots
+
+
+def _batchnorm_frozen(model: nn.Module) -> contextlib.AbstractContextManager:
+    """Put BatchNorm layers in eval mode (no running-statistics update) for a training-mode forward."""
+
+    @contextlib.contextmanager
+    def ctx():
+        changed = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+        for m in changed:
+            m.eval()
+        try:
+            yield
+        finally:
+            for m in changed:
+                m.train()
+
+    return ctx()
+
+
+def validation_losses(model: nn.Module, loader: DataLoader, device: torch.device, amp: bool) -> dict[str, float]:
+    """Mean of the model's four training losses over the validation set, weights untouched.
+
+    The model runs in training mode (that is where torchvision computes losses) with gradients
+    off and BatchNorm in eval mode; the sampling RNG is forked so training's random stream is
+    unchanged.
+    """
+    was_training = model.training
+    sums = dict.fromkeys(LOSS_NAMES, 0.0)
+    count = 0
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.no_grad():
+        model.train()
+        with _batchnorm_frozen(model):
+            for images, targets in loader:
+                images = [i.to(device, non_blocking=True) for i in images]
+                targets = [{k: v.to(device) for k, v in t.items() if k in ("boxes", "labels")} for t in targets]
+                with torch.autocast(device.type, enabled=amp):
+                    losses = model(images, targets)
+                n = len(images)
+                for k in LOSS_NAMES:
+                    sums[k] += float(losses[k]) * n
+                count += n
+    model.train(was_training)
+    return {f"val_{k}": sums[k] / max(count, 1) for k in LOSS_NAMES}
+
+
+def validation_map(model: nn.Module, loader: DataLoader, device: torch.device, class_names: Sequence[str],
+                   amp: bool) -> EvalResult:
+    """COCO mAP of the model on the validation set (eval mode)."""
+    evaluator = CocoEvaluator(class_names)
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for images, targets in loader:
+            with torch.autocast(device.type, enabled=amp):
+                outputs = model([i.to(device, non_blocking=True) for i in images])
+            for img, target, out in zip(images, targets, outputs):
+                evaluator.process(img.shape[-1], img.shape[-2], target["boxes"], target["labels"],
+                                  out["boxes"].float(), out["scores"].float(), out["labels"])
+    model.train(was_training)
+    return evaluator.evaluate()
+
+
+@torch.inference_mode()
+def rpn_snapshot(model: nn.Module, dataset: Any, indices: Sequence[int], device: torch.device,
+                 class_names: Sequence[str], epoch: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The RPN's state on a few fixed images, through the model's own submodules (eval mode).
+
+    Mirrors `model(images)`: transform, backbone, rpn.head, anchors, decode, filter_proposals
+    (which rpn.forward calls, keeping its scores here), roi_heads, postprocess. Returns the
+    arrays and meta that `runs.write_snapshot` stores; boxes in original image pixels.
+    """
+    from torchvision.models.detection._utils import BoxCoder  # noqa: F401  (documented dependency)
+    from torchvision.models.detection.rpn import concat_box_prediction_layers
+    from torchvision.models.detection.transform import resize_boxes
+
+    was_training = model.training
+    model.eval()
+    arrays: dict[str, np.ndarray] = {}
+    info = []
+    level_names: list[str] = []
+    try:
+        for n, idx in enumerate(indices):
+            image, target = dataset[idx]
+            img = image.to(device)
+            original = (int(img.shape[-2]), int(img.shape[-1]))
+            image_list, _ = model.transform([img])
+            features = model.backbone(image_list.tensors)
+            if isinstance(features, torch.Tensor):
+                features = OrderedDict([("0", features)])
+            level_names = list(features.keys())
+            feats = list(features.values())
+            objectness, deltas = model.rpn.head(feats)
+            anchors = model.rpn.anchor_generator(image_list, feats)
+            per_level = [o[0].numel() for o in objectness]
+            obj_flat, deltas_flat = concat_box_prediction_layers(objectness, deltas)
+            proposals = model.rpn.box_coder.decode(deltas_flat.detach(), anchors).view(1, -1, 4)
+            boxes, scores = model.rpn.filter_proposals(proposals, obj_flat, image_list.image_sizes, per_level)
+            detections, _ = model.roi_heads(features, boxes, image_list.image_sizes)
+            detections = model.transform.postprocess(detections, image_list.image_sizes, [original])[0]
+            resized = tuple(image_list.image_sizes[0])
+            padded = tuple(image_list.tensors.shape[-2:])
+            for k, level in enumerate(objectness):
+                prob = level[0].float().sigmoid().amax(0)  # (H, W): best anchor shape per cell
+                stride_h, stride_w = padded[0] // prob.shape[0], padded[1] // prob.shape[1]
+                valid = prob[: math.ceil(resized[0] / stride_h), : math.ceil(resized[1] / stride_w)]
+                h, w = valid.shape
+                scale = max(h, w) / SNAPSHOT_MAP_SIDE
+                if scale > 1:
+                    out_hw = (max(1, round(h / scale)), max(1, round(w / scale)))
+                    valid = torch.nn.functional.adaptive_max_pool2d(valid[None, None], out_hw)[0, 0]
+                arrays[f"img{n}_objectness_{k}"] = valid.cpu().numpy().astype(np.float16)
+            top = boxes[0][:SNAPSHOT_PROPOSALS]
+            arrays[f"img{n}_proposals"] = resize_boxes(top, resized, original).float().cpu().numpy()
+            arrays[f"img{n}_proposal_scores"] = scores[0][:SNAPSHOT_PROPOSALS].float().cpu().numpy()
+            arrays[f"img{n}_boxes"] = detections["boxes"].float().cpu().numpy()
+            arrays[f"img{n}_scores"] = detections["scores"].float().cpu().numpy()
+            arrays[f"img{n}_labels"] = detections["labels"].cpu().numpy().astype(np.int64)
+            arrays[f"img{n}_gt_boxes"] = target["boxes"].numpy().astype(np.float32)
+            arrays[f"img{n}_gt_labels"] = target["labels"].numpy().astype(np.int64)
+            info.append({"file": dataset.records[idx].file, "width": original[1], "height": original[0],
+                         "resized": list(resized), "padded": list(padded)})
+    finally:
+        model.train(was_training)
+    meta = {"epoch": epoch, "class_names": list(class_names), "level_names": level_names, "images": info,
+            "map_side": SNAPSHOT_MAP_SIDE}
+    return arrays, meta
+
+
+# ---------------------------------------------------------------- run bookkeeping
+
+
+class _StatusKeeper:
+    """Holds the run's status in memory and rewrites status.json every few seconds (heartbeat)."""
+
+    def __init__(self, run_dir: Path, enabled: bool, **initial: Any):
+        self.run_dir = run_dir
+        self.enabled = enabled
+        self.fields: dict[str, Any] = dict(initial)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if not self.enabled:
+            return
+        self.write()
+        self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            with contextlib.suppress(OSError):
+                self.write()
+
+    def update(self, write: bool = False, **fields: Any) -> None:
+        with self._lock:
+            self.fields.update(fields)
+        if write:
+            self.write()
+
+    def write(self) -> None:
+        if self.enabled:
+            with self._lock:
+                runs.write_status(self.run_dir, **self.fields)
+
+    def close(self, **fields: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=HEARTBEAT_S * 2)
+        self.update(write=True, **fields)
+
+
+def _setup_logging(run_dir: Path, enabled: bool) -> list[logging.Handler]:
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    if not enabled:
+        return []
+    fmt = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S")
+    handlers: list[logging.Handler] = [logging.FileHandler(runs.log_path(run_dir), encoding="utf-8"),
+                                       logging.StreamHandler(sys.stdout)]
+    for h in handlers:
+        h.setFormatter(fmt)
+        log.addHandler(h)
+    return handlers
+
+
+def _batch_files(dataset: Any, targets: Sequence[dict]) -> list[str]:
+    return [dataset.records[int(t["image_id"])].file for t in targets]
+
+
+def _oom_message(device: torch.device, config: TrainConfig, model_kwargs: dict[str, Any], step: int) -> str:
+    size = model_kwargs.get("min_size", "the model's default")
+    return (f"out of memory on {device} at step {step} (batch size {config.batch_size}, min_size {size}): "
+            f"lower --batch-size (now {config.batch_size}), or the image size (model_kwargs min_size / max_size), "
+            "or rpn_batch_size_per_image / box_batch_size_per_image; on CUDA keep --amp on; "
+            "then --resume from the last checkpoint")
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, on_step: StepHook | None = None) -> TrainResult:
+    """Train as `config` says, writing `run_dir`; returns how it ended (never raises for faults).
+
+    Raises only for set-up errors the caller should show as-is (TrainingFailed, DeviceBusy,
+    WeightsUnavailable, CheckpointError, DatasetError); those are also written to status.json.
+    """
+    run_dir = Path(run_dir)
+    ddp = Distributed.from_env()
+    if ddp.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    handlers = _setup_logging(run_dir, ddp.main)
+    status = _StatusKeeper(run_dir, ddp.main, state="running", pid=os.getpid(), epoch=0, step=0, error=None,
+                           epochs=config.epochs, world_size=ddp.world_size)
+    try:
+        device = _select_device(config, ddp)
+        _init_distributed(ddp, device)
+        lock_key = str(device) if device.type == "cuda" else "cpu"
+        lock = runs.device_lock(lock_key, run_dir) if ddp.main else contextlib.nullcontext()
+        with lock:
+            status.update(device=str(device))
+            status.start()
+            return _train(config, run_dir, resume, on_step, ddp, device, status)
+    except BaseException as exc:  # record every way out in status.json, then let set-up errors through
+        message = str(exc) if not isinstance(exc, KeyboardInterrupt) else "interrupted"
+        if isinstance(exc, runs.DeviceBusy):
+            if Path(exc.holder).resolve() != run_dir.resolve():  # never overwrite the holder's own status
+                status.update(write=True, state="failed", error=message)
+        elif ddp.main:
+            log.exception("training failed: %s", message) if not isinstance(exc, TrainingFailed) else log.error("%s", message)
+            status.close(state="failed", error=message or type(exc).__name__)
+        raise
+    finally:
+        status._stop.set()
+        for h in handlers:
+            log.removeHandler(h)
+            h.close()
+        if ddp.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook | None, ddp: Distributed,
+           device: torch.device, status: _StatusKeeper) -> TrainResult:
+    began = time.monotonic()
+    torch.manual_seed(config.seed + ddp.rank)
+    random.seed(config.seed + ddp.rank)
+    amp = bool(config.amp if config.amp is not None else device.type == "cuda") and device.type == "cuda"
+    if config.amp and device.type != "cuda":
+        log.info("mixed precision is for CUDA: training in float32 on %s", device)
+
+    # data: resolve, apply the validation fixes, record them
+    data = load_training_data(config)
+    if ddp.main:
+        runs.write_fixes(run_dir, data.fixes)
+        log.info("data %s: %d training images, %d validation images, classes %s; %d fix(es) applied (fixes.json)",
+                 data.source, len(data.train), len(data.val) if data.val else 0, ", ".join(data.class_names),
+                 len(data.fixes))
+        if data.val is None:
+            log.info("no validation images: validation, mAP and snapshots are skipped; best.pt follows last.pt")
+
+    # model: from the last checkpoint when resuming, else --init / COCO / random
+    ckpt = None
+    if resume:
+        last = runs.checkpoint_path(run_dir, "last")
+        ckpt = read_checkpoint(last)
+        if list(ckpt["class_names"]) != list(data.class_names):
+            raise TrainingFailed(f"{last}: trained on classes {ckpt['class_names']}, but the data has {list(data.class_names)}")
+        model = model_from_checkpoint(ckpt, last.name)
+        setup = ModelSetup(model, ckpt["model"], dict(ckpt.get("model_kwargs", {})), f"resumed from {last}")
+    else:
+        setup = build_training_model(config, data.class_names)
+    model = setup.model.to(device)
+    if ddp.main:
+        log.info("model: %s; device %s%s; mixed precision %s", setup.origin, device,
+                 f" x{ddp.world_size} processes" if ddp.enabled else "", "on" if amp else "off")
+
+    # loaders: grouped, sharded, resumable batches; validation in order
+    groups = [0 if data.train.aspect_ratio(i) >= 1 else 1 for i in range(len(data.train))]
+    sampler = GroupedBatchSampler(groups, config.batch_size, config.seed, ddp.rank, ddp.world_size,
+                                  config.aspect_ratio_grouping)
+    train_loader = _loader(data.train, sampler, config, device)
+    val_loader = _loader(data.val, None, config, device, config.batch_size) if data.val is not None else None
+    iters_per_epoch = len(sampler)
+
+    # optimizer, schedule (per iteration), scaler
+    lr = config.base_lr(ddp.world_size)
+    optimizer = build_optimizer(model, config, lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, iters_per_epoch))
+    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    start_epoch, step, skip, best, time_offset = 0, 0, 0, None, 0.0
+    if ckpt is not None:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        start_epoch, step = int(ckpt["epoch"]), int(ckpt["step"])
+        skip = int(ckpt.get("batches_done", 0))
+        best = ckpt.get("best_metric")
+        time_offset = float(ckpt.get("time", 0.0))
+        if ddp.main:
+            log.info("resuming after epoch %d%s at step %d", start_epoch,
+                     f" (+{skip} batches of epoch {start_epoch + 1})" if skip else "", step)
+    if ddp.enabled:
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    core = _unwrap(model)
+    if ddp.main:
+        log.info("optimizer %s, lr %.5g (batch %d x %d processes), %s schedule%s, warm-up %d iterations, "
+                 "%d iterations per epoch", config.optimizer, lr, config.batch_size, ddp.world_size, config.schedule,
+                 f" (x{config.lr_gamma} after epochs {list(config.milestones())})" if config.schedule == "step" else "",
+                 min(config.warmup_iters, max(iters_per_epoch - 1, 0)), iters_per_epoch)
+
+    can_map = pycocotools_available()
+    if ddp.main and val_loader is not None and not can_map:
+        log.info("pycocotools is not installed here: mAP is skipped (validation losses are still computed)")
+    snap_idx = list(range(min(config.snapshot_images, len(data.val)))) if data.val is not None else []
+
+    def checkpoint(which: str, epoch: int, batches_done: int, full: bool = True) -> None:
+        extra: dict[str, Any] = {"step": step, "best_metric": best, "time": time_offset + time.monotonic() - began,
+                                 "config": config.to_dict()}
+        if full:
+            extra.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                         scaler=scaler.state_dict(), batches_done=batches_done)
+        save_checkpoint(runs.checkpoint_path(run_dir, which), core, setup.arch, data.class_names,
+                        setup.model_kwargs, epoch=epoch, **extra)
+
+    if ddp.main and snap_idx and ckpt is None:  # epoch 0: the RPN before any training
+        runs.write_snapshot(run_dir, 0, *rpn_snapshot(core, data.val, snap_idx, device, data.class_names, 0))
+
+    stop_flag = {"signal": False}
+    _install_sigterm(stop_flag)
+    status.update(write=True, state="running", epoch=start_epoch, step=step)
+    epoch = start_epoch
+    for epoch in range(start_epoch + 1, config.epochs + 1):
+        sampler.set_epoch(epoch, skip if epoch == start_epoch + 1 else 0)
+        model.train()
+        done_in_epoch = skip if epoch == start_epoch + 1 else 0
+        tick = time.perf_counter()
+        last_log = time.monotonic()
+        for images, targets in train_loader:
+            # stop requested? (STOP file or SIGTERM on any rank; decided together)
+            stop_local = ddp.main and (runs.stop_requested(run_dir) or stop_flag["signal"])
+            try:
+                if on_step is not None:
+                    on_step(step, core, images)
+                images = [i.to(device, non_blocking=True) for i in images]
+                gpu_targets = [{k: v.to(device, non_blocking=True) for k, v in t.items() if k in ("boxes", "labels")}
+                               for t in targets]
+                with torch.autocast(device.type, enabled=amp):
+                    losses = model(images, gpu_targets)
+                loss = sum(losses[k] for k in LOSS_NAMES)
+            except torch.OutOfMemoryError:
+                raise TrainingFailed(_oom_message(device, config, setup.model_kwargs, step + 1)) from None
+            # one collective per step: the losses (for logging), a non-finite flag and the stop flag
+            local = torch.stack([losses[k].detach().float() for k in LOSS_NAMES])
+            flags = torch.tensor([float(not torch.isfinite(local).all()), float(stop_local)], device=device)
+            shared = torch.cat([torch.nan_to_num(local, nan=0.0, posinf=0.0, neginf=0.0), flags])
+            if ddp.enabled:
+                dist.all_reduce(shared)
+            values = (shared[:4] / ddp.world_size).tolist()
+            if shared[4] > 0:
+                files = _batch_files(data.train, targets)
+                what = ", ".join(f"{k}={float(losses[k]):.4g}" for k in LOSS_NAMES)
+                here = f": {what}" if flags[0] > 0 else " (on another process)"
+                raise TrainingFailed(f"non-finite loss at epoch {epoch}, step {step + 1}{here}; batch images: "
+                                     f"{', '.join(files)}. The last good checkpoint is kept; lower --lr or check "
+                                     "these images' boxes, then --resume")
+            if shared[5] > 0:
+                checkpoint("last", epoch - 1, done_in_epoch)
+                if ddp.main:
+                    runs.clear_stop(run_dir)
+                    log.info("stopped at epoch %d, step %d: checkpoint saved; --resume continues from here", epoch, step)
+                status.close(state="stopped", epoch=epoch - 1, step=step)
+                return TrainResult("stopped", epoch - 1, step, _best_map(best), "stopped on request")
+            try:
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if config.grad_clip:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+            except torch.OutOfMemoryError:
+                raise TrainingFailed(_oom_message(device, config, setup.model_kwargs, step + 1)) from None
+            scheduler.step()
+            step += 1
+            done_in_epoch += 1
+            now = time.perf_counter()
+            ips = len(images) * ddp.world_size / max(now - tick, 1e-9)
+            tick = now
+            if ddp.main:
+                row = {"kind": "train", "epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"],
+                       "loss": sum(values), **dict(zip(LOSS_NAMES, values)), "images_per_s": ips,
+                       "time": time_offset + time.monotonic() - began}
+                runs.append_metrics(run_dir, row)
+                status.update(epoch=epoch, step=step)
+                if time.monotonic() - last_log > LOG_EVERY_S or done_in_epoch == iters_per_epoch:
+                    last_log = time.monotonic()
+                    log.info("epoch %d [%d/%d] step %d loss %.4f (cls %.4f box %.4f obj %.4f rpn %.4f) lr %.3g %.1f img/s",
+                             epoch, done_in_epoch, iters_per_epoch, step, row["loss"], *values, row["lr"], ips)
+        skip = 0
+
+        # end of epoch: validate, snapshot, checkpoint (rank 0), the others wait
+        if ddp.main:
+            val_row = None
+            due = epoch % max(config.val_every, 1) == 0 or epoch == config.epochs
+            if val_loader is not None and due:
+                status.update(write=True, phase="validating")
+                val_row = {"kind": "val", "epoch": epoch, "step": step,
+                           **validation_losses(core, val_loader, device, amp)}
+                val_row["val_loss"] = sum(val_row[f"val_{k}"] for k in LOSS_NAMES)
+                val_row.update(mAP=None, mAP50=None, mAP75=None)
+                if can_map:
+                    try:
+                        result = validation_map(core, val_loader, device, data.class_names, amp)
+                        val_row.update(mAP=result.mAP, mAP50=result.mAP50, mAP75=result.mAP75,
+                                       per_class=result.per_class, val_images=result.images)
+                    except EvaluationUnavailable as exc:
+                        val_row["note"] = str(exc)
+                else:
+                    val_row["note"] = "pycocotools is not installed here: mAP skipped"
+                val_row["time"] = time_offset + time.monotonic() - began
+                runs.append_metrics(run_dir, val_row)
+                log.info("epoch %d validation: loss %.4f (cls %.4f box %.4f obj %.4f rpn %.4f) mAP %s mAP50 %s",
+                         epoch, val_row["val_loss"], *(val_row[f"val_{k}"] for k in LOSS_NAMES),
+                         _fmt(val_row["mAP"]), _fmt(val_row["mAP50"]))
+            if snap_idx:
+                runs.write_snapshot(run_dir, epoch, *rpn_snapshot(core, data.val, snap_idx, device, data.class_names, epoch))
+            improved = False
+            if val_row is not None:
+                metric = val_row["mAP"] if val_row["mAP"] is not None else -val_row["val_loss"]
+                if best is None or metric > best:
+                    best, improved = metric, True
+            elif val_loader is None:
+                improved = True
+            checkpoint("last", epoch, 0)
+            if improved:
+                checkpoint("best", epoch, 0, full=False)
+            status.update(write=True, epoch=epoch, step=step, phase="training", best_map=_best_map(best))
+        ddp.barrier()
+
+    if ddp.main:
+        runs.clear_stop(run_dir)
+        log.info("done: %d epochs, %d steps, best mAP %s", epoch, step, _fmt(_best_map(best)))
+    status.close(state="done", epoch=epoch, step=step, phase=None)
+    return TrainResult("done", epoch, step, _best_map(best), "done")
+
+
+def _best_map(best: float | None) -> float | None:
+    """`best` holds mAP when pycocotools ran, else minus the validation loss (not an mAP)."""
+    return best if best is not None and best >= 0 else None
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _install_sigterm(flag: dict[str, bool]) -> None:
+    """SIGTERM asks for the same clean stop as the STOP file (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        flag["signal"] = True
+
+    with contextlib.suppress(ValueError):
+        signal.signal(signal.SIGTERM, handler)
