@@ -27,6 +27,12 @@ _CHUNK = 1 << 20
 ArchiveSource = Union[str, Path, bytes, BinaryIO]
 
 
+def _limits(max_members: int | None, max_total_bytes: int | None) -> tuple[int, int]:
+    """The caps in force: the arguments, or the module's MAX_MEMBERS / MAX_TOTAL_BYTES at call time."""
+    return (MAX_MEMBERS if max_members is None else max_members,
+            MAX_TOTAL_BYTES if max_total_bytes is None else max_total_bytes)
+
+
 def safe_member_name(name: str, archive: str = "archive") -> str:
     """The member's relative posix path, or DatasetRefused for a path that could escape the folder."""
     if "\x00" in name:
@@ -51,9 +57,10 @@ def _open_zip(source: ArchiveSource, label: str) -> zipfile.ZipFile:
         raise DatasetError(f"{label}: cannot open ({exc.strerror or exc})") from None
 
 
-def check_zip(zf: zipfile.ZipFile, label: str, max_members: int = MAX_MEMBERS,
-              max_total_bytes: int = MAX_TOTAL_BYTES) -> list[tuple[zipfile.ZipInfo, str]]:
+def check_zip(zf: zipfile.ZipFile, label: str, max_members: int | None = None,
+              max_total_bytes: int | None = None) -> list[tuple[zipfile.ZipInfo, str]]:
     """Every member checked (names, links, count, declared sizes) before anything is written."""
+    max_members, max_total_bytes = _limits(max_members, max_total_bytes)
     infos = zf.infolist()
     if len(infos) > max_members:
         raise DatasetRefused(f"{label}: {len(infos)} members is over the limit of {max_members}; archive refused")
@@ -76,13 +83,14 @@ def check_zip(zf: zipfile.ZipFile, label: str, max_members: int = MAX_MEMBERS,
     return members
 
 
-def extract_zip(source: ArchiveSource, dest: Path, label: str | None = None, max_members: int = MAX_MEMBERS,
-                max_total_bytes: int = MAX_TOTAL_BYTES) -> Path:
+def extract_zip(source: ArchiveSource, dest: Path, label: str | None = None, max_members: int | None = None,
+                max_total_bytes: int | None = None) -> Path:
     """Extract a checked archive into `dest` (which must not exist yet); return `dest`.
 
     Raises DatasetRefused (hostile or over the limits) or DatasetError (not a zip); in both cases
     nothing is left behind.
     """
+    max_members, max_total_bytes = _limits(max_members, max_total_bytes)
     label = label or (Path(source).name if isinstance(source, (str, Path)) else "upload.zip")
     dest = Path(dest)
     if dest.exists():
@@ -122,9 +130,10 @@ def extract_zip(source: ArchiveSource, dest: Path, label: str | None = None, max
     return dest
 
 
-def write_files(files: Mapping[str, bytes], dest: Path, label: str = "upload", max_members: int = MAX_MEMBERS,
-                max_total_bytes: int = MAX_TOTAL_BYTES) -> Path:
+def write_files(files: Mapping[str, bytes], dest: Path, label: str = "upload", max_members: int | None = None,
+                max_total_bytes: int | None = None) -> Path:
     """Write a folder upload ({relative path: bytes}) into `dest` with the same checks as an archive."""
+    max_members, max_total_bytes = _limits(max_members, max_total_bytes)
     dest = Path(dest)
     if dest.exists():
         raise DatasetError(f"{dest} already exists")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
-from detector.data.records import DatasetError, LoadedDataset, Problem
+from detector.data.records import DatasetError, DatasetRefused, LoadedDataset, Problem
 from detector.data.tree import FileTree
 from detector.data.validation import summary_problems
 
@@ -75,9 +76,14 @@ def load_dataset(path: str | Path, format: str = "auto") -> LoadedDataset:
     if not is_zip(path):
         raise DatasetError(f"{path.name}: not a folder or a zip archive")
     target = unpacked_dir(path)
-    if not target.is_dir():
-        extract_zip(path, target, label=path.name)
-    return load_folder(target, format)
+    if target.is_dir():
+        return load_folder(target, format)
+    extract_zip(path, target, label=path.name)
+    try:
+        return load_folder(target, format)
+    except DatasetRefused:  # hostile content inside a well-formed archive: leave nothing behind
+        shutil.rmtree(target, ignore_errors=True)
+        raise
 
 
 def problems_for(dataset: LoadedDataset, file: str) -> list[Problem]:

@@ -15,7 +15,7 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import DefusedXMLParser
 
 from detector.data.coco import SPLIT_ALIASES
-from detector.data.records import ImageRecord, Problem
+from detector.data.records import DatasetRefused, ImageRecord, Problem
 from detector.data.tree import IMAGE_EXTENSIONS, FileTree, read_header
 from detector.data.validation import box_problem, parse_number
 
@@ -95,9 +95,9 @@ def _parse_one(tree: FileTree, rel: str, problems: list[Problem]):
         return None
     try:
         root = parse_xml(path.read_bytes())
-    except DefusedXmlException as exc:
-        problems.append(Problem("warning", rel, None, None, f"XML refused: entity declarations or external references are not allowed ({type(exc).__name__})", "file left out"))
-        return None
+    except DefusedXmlException as exc:  # hostile input: refuse the whole dataset
+        raise DatasetRefused(
+            f"{rel}: XML declares entities or references external ones ({type(exc).__name__}); dataset refused") from None
     except ET.ParseError as exc:
         problems.append(Problem("warning", rel, exc.position[0], None, f"not well-formed XML: {exc}", "file left out"))
         return None
