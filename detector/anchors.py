@@ -774,3 +774,46 @@ def suggestions(fit: Fitness, source: AnchorSource, images: Sequence[FitnessImag
     ]
     out = [what_if(fit, source, images, s, r, name) for name, s, r in candidates]
     return tuple(sorted(out, key=lambda s: (-s.recall["0.7"], -s.mean_best_iou)))
+
+
+# ----------------------------------------------------------------------------- the paper's figures
+
+
+@dataclass(frozen=True)
+class PaperCounts:
+    """The paper's anchor counts for an image beside the original code's (py-faster-rcnn)."""
+
+    paper_total: int  # "about 20000" (~60 x 40 x 9) for a typical 1000 x 600 image
+    paper_inside: int  # "about 6000" left after ignoring cross-boundary anchors
+    original_code_total: int
+    original_code_inside: int
+
+
+def original_code_counts(image_size: tuple[int, int], stride: int = 16,
+                         scales: Sequence[float] = (8, 16, 32), ratios: Sequence[float] = (0.5, 1.0, 2.0)) -> PaperCounts:
+    """Anchor counts of the paper's original code (py-faster-rcnn `generate_anchors` + the
+    anchor-target layer with allowed_border = 0) for an image of (width, height), *input* frame.
+
+    Its base anchor is the 16 x 16 cell [0, 0, 15, 15] (centre 7.5, 7.5), widths and heights are
+    rounded per ratio and then scaled, corners are inclusive pixel indices, and an anchor is kept
+    when x1 >= 0, y1 >= 0, x2 < W, y2 < H. The grid is conv5's: ceil(size / 16) cells (Caffe's
+    ceil-mode pooling). Only for comparing counts; this project's anchors are torchvision's.
+    """
+    width, height = image_size
+    cx = cy = (stride - 1) / 2
+    base_area = float(stride * stride)
+    shapes = []
+    for r in ratios:  # py-faster-rcnn's _ratio_enum then _scale_enum
+        ws = np.round(np.sqrt(base_area / r))
+        hs = np.round(ws * r)
+        for s in scales:
+            shapes.append((ws * s, hs * s))
+    wh = np.array(shapes)
+    base = np.stack([cx - 0.5 * (wh[:, 0] - 1), cy - 0.5 * (wh[:, 1] - 1),
+                     cx + 0.5 * (wh[:, 0] - 1), cy + 0.5 * (wh[:, 1] - 1)], axis=1)
+    gw, gh = math.ceil(width / stride), math.ceil(height / stride)
+    sx, sy = np.meshgrid(np.arange(gw) * stride, np.arange(gh) * stride)
+    shifts = np.stack([sx.ravel(), sy.ravel(), sx.ravel(), sy.ravel()], axis=1)
+    boxes = (shifts[:, None, :] + base[None, :, :]).reshape(-1, 4)
+    inside = (boxes[:, 0] >= 0) & (boxes[:, 1] >= 0) & (boxes[:, 2] < width) & (boxes[:, 3] < height)
+    return PaperCounts(20_000, 6_000, int(len(boxes)), int(inside.sum()))

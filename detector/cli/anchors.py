@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--image-size", nargs=2, type=int, metavar=("W", "H"), help="original image width and height")
-    what.add_argument("--dataset", metavar="DATASET", help="a dataset folder or zip (COCO, VOC or YOLO)")
+    what.add_argument("--dataset", metavar="DATASET", help="a dataset folder or zip (COCO, VOC or YOLO), or a stored dataset name")
     p.add_argument("--model", metavar="NAME",
                    help="builder name, demo, checkpoint file or run folder (default: the default model)")
     p.add_argument("--sizes", help="custom anchor sizes: '/' between levels, ',' within one, e.g. 32/64/128/256/512")
@@ -94,17 +94,13 @@ def _print_grid(grid) -> None:
     print(f"{'total':>10} {'':>8} {'':>9} {'':>7} {grid.total:>9,} {grid.inside_image:>9,}")
 
 
-def _fitness_images(path: str):
+def _fitness_images(spec: str):
+    """Records of a dataset folder/zip or a stored dataset name, as FitnessImages (original frame)."""
     from detector.anchors import FitnessImage
+    from detector.data import DatasetError, resolve_dataset
 
     try:
-        from detector.data import load_dataset  # type: ignore[attr-defined]
-    except ImportError:
-        from detector.data.loader import load_dataset
-    from detector.data.records import DatasetError
-
-    try:
-        dataset = load_dataset(path)
+        dataset, _, _ = resolve_dataset(spec)
     except DatasetError as exc:
         raise CliError(str(exc), 2) from None
     images = [FitnessImage(r.width, r.height, _boxes(r.boxes)) for r in dataset.records]
