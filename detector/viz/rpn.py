@@ -140,11 +140,18 @@ def trace_figure(
     return fig
 
 
-def recall_figure(ks: Sequence[int], recalls: dict[float, Sequence[float]], title: str | None = None) -> go.Figure:
-    """Proposal recall against the number of top proposals K, one line per IoU threshold."""
+def recall_figure(
+    ks: Sequence[int], recalls: dict[float, Sequence[float]], title: str | None = None, marker_k: int | None = None
+) -> go.Figure:
+    """Proposal recall against the number of top proposals K, one line per IoU threshold.
+
+    marker_k: a vertical line there (e.g. post_nms_top_n, the number of RoIs the heads get).
+    """
     fig = go.Figure()
     for t, values in sorted(recalls.items()):
         fig.add_trace(go.Scatter(x=list(ks), y=list(values), mode="lines+markers", name=f"IoU >= {t:g}"))
+    if marker_k:
+        fig.add_vline(x=marker_k, line_dash="dot", line_color="#888", annotation_text=f"post_nms_top_n = {marker_k}")
     fig.update_xaxes(title_text="K (top proposals by objectness, after NMS)", type="log")
     fig.update_yaxes(title_text="recall (share of ground-truth boxes covered)", range=[0, 1.02])
     fig.update_layout(title=title, height=340, margin=dict(l=10, r=10, t=40 if title else 10, b=10))

@@ -1,0 +1,82 @@
+"""AppTest: the RPN inspector opens on a sample image, its knobs re-run only the cheap part,
+the trace and level widgets drive what is shown, an upload works and a bad upload is refused."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from detector.scenes import make_scene
+from tests.app.conftest import app_test
+
+
+def _captions(at) -> str:
+    return "\n".join(c.value for c in at.caption)
+
+
+def _timings(at) -> dict[str, float]:
+    df = at.dataframe[0].value
+    return dict(zip(df["stage"], df["ms"]))
+
+
+@pytest.fixture(scope="module")
+def at():
+    at = app_test("pages/rpn.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_opens_on_a_sample_with_heatmap_proposals_and_funnel(at):
+    text = _captions(at)
+    assert "Objectness p = sigmoid(cls_logits) at FPN level" in text
+    assert "After NMS" in text and "Before NMS" in text
+    assert "Proposal recall" in text  # the sample scene has ground truth
+    assert len(at.get("plotly_chart")) >= 6
+    timings = _timings(at)
+    assert set(timings) == {"transform", "backbone", "RPN head", "anchors + decoding", "proposal filtering", "RoI heads"}
+    assert timings["backbone"] > 0
+    assert not at.error
+
+
+def test_knobs_rerun_only_the_cheap_part(at):
+    before = _timings(at)
+    at.number_input(key="rpn_post_nms").set_value(12).run()
+    assert not at.exception
+    assert "of 12 proposals" in _captions(at)
+    after = _timings(at)
+    # the backbone, RPN head and decoding come from the cached stage: the very same measurements
+    for stage in ("transform", "backbone", "RPN head", "anchors + decoding"):
+        assert after[stage] == before[stage]
+    at.slider(key="rpn_score").set_value(0.99).run()  # random weights: every objectness is about 0.5
+    assert not at.exception
+    assert any("No proposal survived" in w.value for w in at.warning)
+    at.slider(key="rpn_score").set_value(0.0).run()
+    assert not at.warning
+
+
+def test_trace_level_and_shape_widgets(at):
+    at.number_input(key="rpn_rank").set_value(3).run()
+    assert not at.exception
+    text = _captions(at)
+    assert "Proposal 3 (objectness" in text and "RoIAlign output for proposal 3" in text
+    at.selectbox(key="rpn_level").set_value(1).run()
+    at.selectbox(key="rpn_shape").set_value(2).run()
+    assert not at.exception
+    assert "at FPN level 1:" in _captions(at)
+    at.slider(key="rpn_det_thresh").set_value(0.05).run()
+    assert not at.exception
+
+
+def test_upload_without_ground_truth_and_a_bad_file():
+    at = app_test("pages/rpn.py").run()
+    at.radio(key="rpn_source").set_value("Upload").run()
+    buf = io.BytesIO()
+    make_scene(3, 200, 150).image.save(buf, format="PNG")
+    at.file_uploader(key="rpn_upload").set_value(("shapes.png", buf.getvalue(), "image/png")).run()
+    assert not at.exception
+    assert "Objectness p = sigmoid" in _captions(at)
+    assert any("Recall needs ground truth" in i.value for i in at.info)
+    at.file_uploader(key="rpn_upload").set_value(("broken.png", b"not an image", "image/png")).run()
+    assert not at.exception
+    assert any("broken.png" in e.value for e in at.error)

@@ -1,0 +1,86 @@
+"""Cached inspection runs for the RPN page: the expensive stage once per (model, image), the cheap
+heads once per (model, image, proposal settings), Table 1 once per (model, image set).
+
+Models and results are cached as resources (the same object comes back, no pickling of feature
+maps); the model object's id is part of the key, so a reloaded checkpoint is run again.
+"""
+
+from __future__ import annotations
+
+import io
+
+import streamlit as st
+from PIL import Image
+
+from detector.images import ImageError, load_image, to_tensor
+from detector.inspect import Inspection, ProposalSizeRow, RPNStage, inspect, proposal_size_table, run_heads, run_rpn_stage
+from detector.models import LoadedModel
+from detector.proposals import ProposalSettings
+from ui.inputs import SAMPLE_SEEDS, PickedImage, sample_image
+
+TABLE1_IMAGES = 6  # images Table 1 averages over
+
+
+def model_key(loaded: LoadedModel) -> str:
+    """Identifies one loaded model object (source and identity)."""
+    return f"{loaded.source}|{id(loaded.model)}"
+
+
+@st.cache_resource(max_entries=6, show_spinner=False)
+def _stage(key: str, digest: str, _loaded: LoadedModel, _image: Image.Image) -> RPNStage:
+    return run_rpn_stage(_loaded.model, [to_tensor(_image)])
+
+
+@st.cache_resource(max_entries=24, show_spinner=False)
+def _heads(key: str, digest: str, settings: ProposalSettings, _loaded: LoadedModel, _stage: RPNStage) -> Inspection:
+    return run_heads(_loaded.model, _stage, settings)
+
+
+def rpn_stage(loaded: LoadedModel, picked: PickedImage) -> RPNStage:
+    """Transform + backbone + RPN head for this image (cached per model and image)."""
+    return _stage(model_key(loaded), picked.digest, loaded, picked.image)
+
+
+def inspection(loaded: LoadedModel, picked: PickedImage, settings: ProposalSettings) -> Inspection:
+    """Proposal filtering + RoI heads for these settings, from the cached stage (never the backbone)."""
+    stage = rpn_stage(loaded, picked)
+    return _heads(model_key(loaded), picked.digest, settings, loaded, stage)
+
+
+def table1_sources() -> list[str]:
+    """Image sets Table 1 can average over: the sample scenes, then stored datasets."""
+    names = ["Sample scenes"]
+    try:
+        from detector.data import store
+
+        names += [f"dataset: {d.name}" for d in store.list_datasets()]
+    except (ImportError, OSError):
+        pass
+    return names
+
+
+def _images_of(source: str) -> list[Image.Image]:
+    if source == "Sample scenes":
+        return [Image.open(io.BytesIO(sample_image(int(s))[0])).convert("RGB") for s in SAMPLE_SEEDS[:TABLE1_IMAGES]]
+    from detector.data import store
+
+    stored = store.open_dataset(source.removeprefix("dataset: "))
+    images = []
+    for record in stored.dataset.records[:TABLE1_IMAGES]:
+        try:
+            images.append(load_image(stored.dataset.root / record.file, name=record.file))
+        except ImageError:
+            continue  # Table 1 averages over the images that open; the Data page reports the others
+    return images
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _table1(key: str, source: str, settings: ProposalSettings, _loaded: LoadedModel) -> tuple[list[ProposalSizeRow], int]:
+    images = _images_of(source)
+    results = [inspect(_loaded.model, [to_tensor(img)], settings) for img in images]
+    return proposal_size_table(results), len(results)
+
+
+def table1(loaded: LoadedModel, source: str, settings: ProposalSettings) -> tuple[list[ProposalSizeRow], int]:
+    """(rows, number of images) of Table 1 for this model over the image set `source`."""
+    return _table1(model_key(loaded), source, settings, loaded)
