@@ -506,3 +506,17 @@ def default_model(device: str | torch.device = "cpu") -> tuple[str, str]:
     if DEMO_CHECKPOINT.is_file():
         return DEMO, "no COCO weights cached: the shipped demo model (trained offline on synthetic shapes)"
     return preferred, "no COCO weights cached and no demo checkpoint: random weights"
+
+
+def choose_source(checkpoint: str | None = None, model: str | None = None, device: str | torch.device = "cpu") -> str:
+    """The model source the CLI's `--checkpoint` / `--model` flags name (DESIGN.md).
+
+    `--checkpoint` wins (a run folder, a file or `demo`); `--model NAME` alone means that builder
+    with its COCO weights; neither means COCO weights when cached, else `demo`.
+    """
+    if checkpoint:
+        return checkpoint
+    if model:
+        architecture(model)  # ValueError for an unknown name
+        return model
+    return default_model(device)[0]

@@ -42,3 +42,23 @@ def _seed_everything():
     random.setstate(state[0])
     np.random.set_state(state[1])
     torch.set_rng_state(state[2])
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(session_tmp) -> Path:
+    """A small random-weight checkpoint that always detects something (box_score_thresh=0).
+
+    Architecture DEMO_ARCH at min_size 128, classes circle/rectangle/triangle, at most 5
+    detections per image: fast on CPU, and usable as a `model` source by pages and the CLI.
+    """
+    import torch
+
+    from detector import models
+
+    path = session_tmp / "tiny-checkpoint.pt"
+    if not path.exists():
+        torch.manual_seed(1)
+        kwargs = {"min_size": 128, "max_size": 160, "box_score_thresh": 0.0, "box_detections_per_img": 5}
+        model = models.build_model(models.DEMO_ARCH, ("circle", "rectangle", "triangle"), **kwargs)
+        models.save_checkpoint(path, model, models.DEMO_ARCH, ("circle", "rectangle", "triangle"), kwargs)
+    return path

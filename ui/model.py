@@ -87,6 +87,11 @@ def _load(source: str, mtime: float, device: str, overrides: tuple) -> models.Lo
     return models.load_model(source, device, **dict(overrides))
 
 
+def model_key(source: str, device: torch.device | str = "cpu") -> str:
+    """A key naming exactly this model (source, checkpoint mtime, device): for caches of results."""
+    return f"{source}|{_mtime(source)}|{device}"
+
+
 def get_model(source: str, device: torch.device | str = "cpu", **overrides) -> models.LoadedModel:
     """The cached LoadedModel for `source`; on a bad checkpoint, an error on the page and a stop."""
     try:

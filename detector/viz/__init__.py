@@ -4,6 +4,6 @@
 (anchors, rpn, data, training).
 """
 
-from detector.viz.boxes import STYLES, add_boxes, class_color, image_figure
+from detector.viz.boxes import STYLES, add_boxes, class_color, draw_boxes_on_image, image_figure
 
-__all__ = ["STYLES", "add_boxes", "class_color", "image_figure"]
+__all__ = ["STYLES", "add_boxes", "class_color", "draw_boxes_on_image", "image_figure"]

@@ -1,0 +1,110 @@
+"""Detect: upload images, get boxes, filter them live, compare two models, export the results."""
+
+import io
+import math
+from urllib.parse import quote
+
+import pandas as pd
+import streamlit as st
+
+from detector.detection import coco_results_json, detections_csv, table_rows
+from detector.images import encode_png
+from detector.viz import add_boxes, draw_boxes_on_image, image_figure
+from ui.detection import decode_uploads, cached_detections
+from ui.inputs import SAMPLE_SEEDS, sample_image
+from ui.model import current_device, model_choices, model_label, selected_source
+
+PER_PAGE = 6
+
+st.title("Detect")
+st.markdown(
+    "Upload images and the detector draws what it finds: each box is a region proposal that the second "
+    "stage classified and refined (class score after softmax, class-specific box regression, per-class NMS)."
+)
+
+uploads = st.file_uploader(
+    "Images (JPEG, PNG, WebP, BMP)", type=["jpg", "jpeg", "png", "webp", "bmp"], accept_multiple_files=True,
+    key="detect_upload", help="Detection starts as soon as the upload finishes; EXIF orientation is respected.",
+)
+if uploads:
+    files = [(u.name, u.getvalue()) for u in uploads]
+    st.caption(f"{len(files)} uploaded file(s).")
+else:
+    files = [(f"sample-{s}.png", sample_image(s)[0]) for s in SAMPLE_SEEDS[:4]]
+    st.info("No upload yet: showing synthetic sample images (generated offline). Upload your own above.")
+
+images = decode_uploads(files)
+for bad in (im for im in images if im.error):
+    st.error(f"{bad.name}: {bad.error}", icon=":material/broken_image:")
+good = [im for im in images if im.image is not None]
+
+source = selected_source()
+device = current_device()
+st.caption(f"Model: **{model_label(source)}** on {device.type.upper()} (change it in the sidebar).")
+if not good:
+    st.stop()
+
+results = cached_detections(source, device, good)
+
+# ---- filters: applied to cached results, never re-running the model
+all_classes = sorted({n for det in results.values() for n in det.label_names})
+c1, c2 = st.columns([1, 2])
+threshold = c1.slider("Score threshold", 0.0, 1.0, 0.5, 0.05, key="detect_threshold",
+                      help="Keep detections whose class score is at least this.")
+chosen = c2.multiselect("Classes", all_classes, default=all_classes, key="detect_classes",
+                        help="Only these classes are drawn, listed and exported.")
+filtered = {d: det.above(threshold, chosen) for d, det in results.items()}
+ordered = [filtered[im.digest] for im in good]
+
+# ---- tables
+rows = table_rows(ordered)
+table = pd.DataFrame(rows, columns=["image", "label", "score", "x1", "y1", "x2", "y2"]) if rows else pd.DataFrame(
+    columns=["image", "label", "score", "x1", "y1", "x2", "y2"])
+t1, t2 = st.columns([3, 1])
+t1.subheader(f"{len(table)} detection(s) in {len(good)} image(s)")
+t1.dataframe(table, hide_index=True, width="stretch", height=240, key="detect_table")
+counts = table.groupby("label").size().rename("count").reset_index() if len(table) else pd.DataFrame(columns=["label", "count"])
+t2.subheader("Per class")
+t2.dataframe(counts, hide_index=True, width="stretch", key="detect_counts")
+
+# ---- exports
+e1, e2 = st.columns(2)
+e1.download_button("Detections as COCO results JSON", coco_results_json(ordered), "detections_coco.json",
+                   "application/json", help="[{image_id, category_id, bbox: [x, y, w, h], score}]: loads in pycocotools.")
+e2.download_button("Detections as CSV", detections_csv(ordered), "detections.csv", "text/csv")
+
+# ---- gallery
+st.subheader("Gallery")
+st.caption("Boxes in original-image pixels; hover a box corner for its class, score and size.")
+pages = max(1, math.ceil(len(good) / PER_PAGE))
+page = st.number_input(f"Page (1 to {pages})", 1, pages, 1, key="detect_page") if pages > 1 else 1
+shown = good[(page - 1) * PER_PAGE: page * PER_PAGE]
+cols = st.columns(2)
+for k, im in enumerate(shown):
+    det = filtered[im.digest]
+    with cols[k % 2]:
+        fig = image_figure(im.image, max_side=720, title=f"{im.name}: {len(det)} detection(s)", height=380)
+        add_boxes(fig, det.boxes, "prediction", labels=list(det.label_names), scores=det.scores.tolist())
+        st.plotly_chart(fig, key=f"detect_fig_{im.digest}", config={"displaylogo": False})
+        png = encode_png(draw_boxes_on_image(im.image, det.boxes, list(det.label_names), det.scores.tolist()))
+        st.download_button("Annotated PNG", png, f"{im.name.rsplit('.', 1)[0]}_detections.png", "image/png",
+                           key=f"detect_png_{im.digest}")
+
+# ---- compare two models on one image
+st.subheader("Compare two models")
+st.caption("The same image through two models side by side, e.g. before and after fine-tuning.")
+choices = model_choices()
+k1, k2, k3 = st.columns([2, 2, 2])
+pick = k1.selectbox("Image", [im.name for im in good], key="compare_image")
+model_a = k2.selectbox("Model A", choices, index=choices.index(source) if source in choices else 0,
+                       format_func=model_label, key="compare_a")
+model_b = k3.selectbox("Model B", choices, index=min(1, len(choices) - 1), format_func=model_label, key="compare_b")
+if st.toggle("Run the comparison", key="compare_run", help="Runs both models on the chosen image (cached)."):
+    target = next(im for im in good if im.name == pick)
+    left, right = st.columns(2)
+    for col, src in ((left, model_a), (right, model_b)):
+        det = cached_detections(src, device, [target])[target.digest].above(threshold, None)
+        fig = image_figure(target.image, max_side=720, title=f"{model_label(src)}: {len(det)}", height=380)
+        add_boxes(fig, det.boxes, "prediction", labels=list(det.label_names), scores=det.scores.tolist())
+        col.plotly_chart(fig, key=f"compare_fig_{src}", config={"displaylogo": False})
+        col.markdown(f"[Open {model_label(src)} in the RPN inspector](rpn?model={quote(src, safe='')})")

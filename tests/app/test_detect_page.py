@@ -1,0 +1,50 @@
+"""AppTest: the Detect page with uploads, bad files, live filters and the comparison."""
+
+from __future__ import annotations
+
+import io
+
+from detector.scenes import make_scene
+from tests.app.conftest import app_test
+
+
+def _png(seed: int) -> bytes:
+    buf = io.BytesIO()
+    make_scene(seed, 160, 120).image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_offline_page_shows_samples():
+    at = app_test("pages/detect.py").run()
+    assert not at.exception
+    assert any("synthetic sample images" in i.value for i in at.info)
+
+
+def test_uploads_bad_files_filters_and_compare(tiny_checkpoint):
+    at = app_test("pages/detect.py")
+    at.query_params["model"] = str(tiny_checkpoint)
+    at.run()
+    at.file_uploader(key="detect_upload").set_value([
+        ("one.png", _png(1), "image/png"), ("two.png", _png(2), "image/png"),
+        ("broken.jpg", b"\xff\xd8\xff\xe0garbage", "image/jpeg"),
+    ])
+    at.slider(key="detect_threshold").set_value(0.0)
+    at.run()
+    assert not at.exception
+    assert any("broken.jpg" in e.value for e in at.error)
+    table = at.dataframe[0].value
+    assert set(table["image"]) == {"one.png", "two.png"}
+    assert len(table) == 10  # the tiny checkpoint returns its 5 best boxes per image
+    # a stricter threshold filters the cached results
+    cut = round(float(table["score"].median()) + 0.025, 2)
+    at.slider(key="detect_threshold").set_value(cut).run()
+    assert len(at.dataframe[0].value) == int((table["score"] >= cut).sum()) < 10
+    at.slider(key="detect_threshold").set_value(0.0).run()
+    classes = at.multiselect(key="detect_classes")
+    keep = [classes.options[0]]
+    at.multiselect(key="detect_classes").set_value(keep).run()
+    assert set(at.dataframe[0].value["label"]) <= set(keep)
+    counts = at.dataframe[1].value
+    assert counts["count"].sum() == len(at.dataframe[0].value)
+    at.toggle(key="compare_run").set_value(True).run()
+    assert not at.exception
