@@ -39,6 +39,16 @@ def unpacked_dir(archive: Path) -> Path:
     return datasets_dir() / ".unpacked" / digest.hexdigest()[:16]
 
 
+def _unwrap(root: Path) -> Path:
+    """Descend through folders that hold nothing but one folder (`export/` wrapping everything)."""
+    for _ in range(8):
+        entries = [p for p in root.iterdir() if not p.name.startswith(".") and p.name != "__MACOSX"]
+        if len(entries) != 1 or not entries[0].is_dir():
+            break
+        root = entries[0]
+    return root
+
+
 def load_folder(root: Path, format: str = "auto") -> LoadedDataset:
     """Parse a dataset folder in any supported layout; problems are reported, never raised."""
     from detector.data import coco, voc, yolo
@@ -46,6 +56,7 @@ def load_folder(root: Path, format: str = "auto") -> LoadedDataset:
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder")
+    root = _unwrap(root)
     tree = FileTree(root)
     fmt = detect_format(tree) if format == "auto" else format
     if fmt not in FORMATS:

@@ -141,7 +141,7 @@ def store_upload(
             "name": name,
             "created": time.time(),
             "upload": upload.relative_to(workspace_root()).as_posix(),
-            "root": root.relative_to(workspace_root()).as_posix(),
+            "root": Path(dataset.root).resolve().relative_to(workspace_root()).as_posix(),
             "format": dataset.format,
             "class_names": list(dataset.class_names),
             "records": [record_to_dict(r) for r in dataset.records],
