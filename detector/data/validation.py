@@ -126,3 +126,31 @@ def prepare_for_training(
             ImageRecord(record.file, record.width, record.height, tuple(boxes), tuple(labels), record.image_id)
         )
     return records, fixes
+
+
+def problems_by_record(dataset: LoadedDataset) -> dict[int, list[Problem]]:
+    """Record index -> the problems about that image (matched by image file, label file or image id)."""
+    by_file: dict[str, int] = {}
+    for i, r in enumerate(dataset.records):
+        by_file[r.file] = i
+        stem = r.file.rsplit(".", 1)[0]
+        by_file.setdefault(stem + ".txt", i)  # YOLO label beside the image
+        parts = stem.split("/")
+        for j in range(len(parts) - 2, -1, -1):
+            if parts[j].lower() == "images":  # YOLO label under labels/
+                by_file.setdefault("/".join(parts[:j] + ["labels"] + parts[j + 1:]) + ".txt", i)
+                break
+    by_id = {r.image_id: i for i, r in enumerate(dataset.records) if isinstance(r.image_id, str)}
+    out: dict[int, list[Problem]] = {}
+    for p in dataset.problems:
+        i = by_file.get(p.file) if p.file else None
+        if i is None and p.file and p.file.lower().endswith(".xml"):
+            i = by_id.get(p.id)  # type: ignore[arg-type]
+        if i is not None:
+            out.setdefault(i, []).append(p)
+    return out
+
+
+def action_kind(problem: Problem) -> str:
+    """A problem's action without its details ("box clipped to the image: [..]" -> "box clipped to the image")."""
+    return problem.action.split(":")[0].strip()

@@ -1,0 +1,67 @@
+"""AppTest for the data page: upload a zip and see the report; a refused zip; filters; browser."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from detector.data.synthetic import write_synthetic
+from tests.app.conftest import app_test
+
+
+def zip_of(folder: Path) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for p in sorted(folder.rglob("*")):
+            if p.is_file():
+                zf.write(p, p.relative_to(folder).as_posix())
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def yolo_zip(tmp_path_factory) -> bytes:
+    folder = write_synthetic(tmp_path_factory.mktemp("page") / "shapes", images=8, seed=7, format="yolo",
+                             width=96, height=72)
+    (folder / "labels" / "synth_00001.txt").write_text("0 0.5 0.5 0.2\n2 0.9 0.5 0.4 0.4\n")  # two problems
+    return zip_of(folder)
+
+
+def test_upload_a_zip_and_see_the_report(yolo_zip):
+    at = app_test("pages/data.py").run()
+    assert not at.exception
+    at.file_uploader(key="data_zip").set_value(("shapes.zip", yolo_zip, "application/zip"))
+    at.run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="data_dataset").value.startswith("shapes")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Format"] == "YOLO" and metrics["Images"] == "8" and metrics["Problems"] == "2"
+    assert any("Usable for training" in s.value for s in at.success)
+    table = at.dataframe[0].value
+    assert list(table["line"]) == [1, 2] and set(table["file"]) == {"labels/synth_00001.txt"}
+    assert at.query_params["dataset"] in (at.selectbox(key="data_dataset").value, [at.selectbox(key="data_dataset").value])
+
+    # filter the report, then the browser: only the image with problems, its warnings under it
+    at.multiselect(key="data_action").set_value(["line left out"]).run()
+    assert len(at.dataframe[0].value) == 1
+    at.selectbox(key="data_problem_filter").set_value("images with problems").run()
+    assert not at.exception
+    assert any("1 image(s) match" in c.value for c in at.caption)
+    assert any("expected 5 fields" in w.value for w in at.warning)
+    at.selectbox(key="data_problem_filter").set_value("all images")
+    at.multiselect(key="data_class_filter").set_value(["triangle"]).run()
+    assert not at.exception
+
+
+def test_a_hostile_zip_is_refused_with_one_line(tmp_path):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("../../escape.txt", b"x")
+    at = app_test("pages/data.py").run()
+    at.file_uploader(key="data_zip").set_value(("evil.zip", buf.getvalue(), "application/zip")).run()
+    assert not at.exception
+    assert any("archive refused" in e.value for e in at.error)
+    assert not any(o.startswith("evil") for o in (at.selectbox(key="data_dataset").options
+                                                   if at.selectbox else []))

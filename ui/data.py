@@ -1,0 +1,96 @@
+"""Streamlit glue for the data page: cached stored datasets, statistics and thumbnails; uploads."""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from pathlib import Path
+
+import streamlit as st
+from PIL import Image
+
+from detector.data import DatasetError, LoadedDataset, StoredDataset, open_dataset, store_upload
+from detector.data.stats import DatasetStatistics, dataset_statistics
+from detector.data.validation import problems_by_record
+from detector.images import ImageError, load_image
+from detector.workspace import datasets_dir, workspace_root
+
+
+def _stamp(name: str) -> float:
+    path = datasets_dir() / name / "dataset.json"
+    return path.stat().st_mtime if path.is_file() else 0.0
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _open(name: str, stamp: float) -> StoredDataset:
+    return open_dataset(name)
+
+
+def stored(name: str) -> StoredDataset:
+    """A stored dataset, parsed once per version of its dataset.json."""
+    return _open(name, _stamp(name))
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _stats(name: str, stamp: float) -> tuple[DatasetStatistics, dict]:
+    ds = _open(name, stamp).dataset
+    return dataset_statistics(ds), problems_by_record(ds)
+
+
+def statistics(name: str) -> tuple[DatasetStatistics, dict]:
+    """(statistics, record index -> problems) of a stored dataset, cached."""
+    return _stats(name, _stamp(name))
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def thumbnail(root: str, file: str, max_side: int = 480) -> tuple[Image.Image | None, str | None, float]:
+    """(downsampled image, error, scale) for the browser; boxes stay in original pixels."""
+    try:
+        image = load_image(Path(root) / file, name=file)
+    except ImageError as exc:
+        return None, str(exc), 1.0
+    scale = min(1.0, max_side / max(image.size))
+    if scale < 1.0:
+        image = image.resize((round(image.width * scale), round(image.height * scale)))
+    return image, None, scale
+
+
+def store_once(key: str, name_hint: str, data, format: str) -> tuple[str | None, str | None]:
+    """Store an upload once per (content, format) in this session: (dataset name, error message)."""
+    done = st.session_state.setdefault("_data_stored", {})
+    if key in done:
+        return done[key]
+    with st.spinner(f"Checking and storing {name_hint} ..."):
+        try:
+            result = (store_upload(name_hint, data, format=format).name, None)
+        except DatasetError as exc:
+            result = (None, str(exc))
+    done[key] = result
+    return result
+
+
+def content_key(*parts: bytes | str) -> str:
+    digest = hashlib.sha256()
+    for p in parts:
+        digest.update(p if isinstance(p, bytes) else p.encode())
+    return digest.hexdigest()[:16]
+
+
+def store_synthetic(images: int, seed: int, format: str) -> tuple[str | None, str | None]:
+    """Write a synthetic dataset in the workspace and store it (once per settings in this session)."""
+    from detector.data.synthetic import write_synthetic
+
+    key = f"synth-{images}-{seed}-{format}"
+    done = st.session_state.setdefault("_data_stored", {})
+    if key in done:
+        return done[key]
+    with st.spinner(f"Drawing {images} synthetic images ..."):
+        with tempfile.TemporaryDirectory(dir=workspace_root()) as tmp:
+            folder = write_synthetic(Path(tmp) / f"synthetic-{format}-seed{seed}", images=images, seed=seed,
+                                     format=format)
+            try:
+                result = (store_upload(folder.name, folder).name, None)
+            except DatasetError as exc:
+                result = (None, str(exc))
+    done[key] = result
+    return result
