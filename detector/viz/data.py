@@ -97,6 +97,8 @@ def record_figure(image: Image.Image, boxes: Sequence[Sequence[float]], labels: 
         fig.update_traces(selector=dict(type="image"), x0=trace.x0 * sx, y0=trace.y0 * sy, dx=trace.dx * sx, dy=trace.dy * sy)
         fig.update_xaxes(range=[0, width])
         fig.update_yaxes(range=[height, 0])
+    width, height = original_size or image.size
+    fig.update_layout(height=int(min(480, max(240, 40 + 380 * height / max(width, 1)))), showlegend=False)
     names = [class_names[l - 1] if 0 < l <= len(class_names) else str(l) for l in labels]
     add_boxes(fig, boxes, style="ground_truth", labels=names)
     return fig
