@@ -44,6 +44,11 @@ def fitness(key: str, dataset: str, _source: A.AnchorSource) -> A.Fitness:
     return A.fitness(_source, dataset_boxes(dataset))
 
 
+@st.cache_resource(max_entries=32, show_spinner="Recall of the what-if anchors ...")
+def what_if(key: str, dataset: str, sizes: tuple, ratios: tuple, _source: A.AnchorSource) -> A.Suggestion:
+    return A.what_if(fitness(key, dataset, _source), _source, dataset_boxes(dataset), sizes, ratios, name="what-if")
+
+
 @st.cache_resource(max_entries=16, show_spinner="Fitting anchor sizes and ratios (k-means) ...")
 def suggestions(key: str, dataset: str, _source: A.AnchorSource) -> tuple[A.Suggestion, ...]:
     return A.suggestions(fitness(key, dataset, _source), _source, dataset_boxes(dataset))
@@ -267,7 +272,7 @@ try:
     if len(alt_levels) == 1 and source.num_levels > 1:
         alt_levels = alt_levels * source.num_levels
     alt_r = [float(v) for v in alt_ratios.split(",") if v.strip()]
-    what = A.what_if(fit, source, dataset_boxes(dataset), alt_levels, alt_r, name="what-if")
+    what = what_if(key, dataset, tuple(map(tuple, alt_levels)), tuple(alt_r), source)
     alt_source = source.with_anchors(alt_levels, alt_r, name="what-if")
 except ValueError as exc:
     st.error(f"What-if anchors: {exc}")

@@ -31,12 +31,12 @@ def add_cell_centres(fig: go.Figure, grid: A.AnchorGrid, centres: A.CellCentres)
     lv = grid.levels[centres.level]
     sx, sy = grid.scale
     xs, ys = centres.xs / sx, centres.ys / sy
-    hover = [f"level {lv.name}, row {r}, column {c}" for r, c in zip(centres.rows.tolist(), centres.cols.tolist())]
     size = 7 if len(xs) < 2_000 else 4
     fig.add_trace(go.Scatter(
         x=xs, y=ys, mode="markers", name=CENTRES_TRACE,
         marker=dict(size=size, color="rgba(255,255,255,0.55)", line=dict(color="rgba(0,0,0,0.6)", width=0.5)),
-        customdata=np.stack([centres.rows, centres.cols], axis=1), text=hover, hoverinfo="text",
+        customdata=np.stack([centres.rows, centres.cols], axis=1),
+        hovertemplate=f"level {lv.name}, row %{{customdata[0]}}, column %{{customdata[1]}}<extra></extra>",
     ))
     return fig
 

@@ -1,0 +1,125 @@
+"""AppTest: the anchor explorer opens on a sample with anchors drawn; the level / row / column
+inputs (the twin of a click on a cell centre) choose the anchors shown; the paper preset, the
+RPN labels and the dataset fitness what-if work; bad custom input gets a message, not a crash."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from detector import anchors as A
+from tests.app.conftest import app_test
+
+PAPER = "The paper's preset (3 scales x 3 ratios)"
+
+
+def _counts(at):
+    df = at.dataframe[0].value
+    levels = df[df["level"] != "total"]
+    return levels, df[df["level"] == "total"].iloc[0]
+
+
+def _cell_indices(at) -> list[int]:
+    return [int(i) for i in at.dataframe[1].value["index"]]
+
+
+def _expected_indices(at, level: int, row: int, col: int) -> list[int]:
+    """Flat (level, y, x, a) indices of a cell, from the counts the page itself shows."""
+    levels, _ = _counts(at)
+    offset = int(levels["anchors"].iloc[:level].sum())
+    columns = int(levels["grid (columns x rows)"].iloc[level].split(" x ")[0])
+    per_location = int(levels["anchors per location"].iloc[level])
+    start = offset + (row * columns + col) * per_location
+    return list(range(start, start + per_location))
+
+
+def _image_size(at) -> tuple[int, int]:
+    text = "\n".join(c.value for c in at.caption)
+    w, h = re.search(r"Image (\d+)x(\d+) →", text).groups()
+    return int(w), int(h)
+
+
+@pytest.fixture(scope="module")
+def at():
+    at = app_test("pages/anchors.py", timeout=240).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_opens_on_a_sample_with_anchors_drawn(at):
+    assert at.radio(key="anchors_source").value == "Sample"
+    levels, total = _counts(at)
+    assert int(total["anchors"]) == int(levels["anchors"].sum()) > 0
+    assert int(total["fully inside the image"]) <= int(total["anchors"])
+    assert any(c.key == "anchors_chart" for c in at.get("plotly_chart"))
+    level, row, col = (int(at.number_input(key=k).value) for k in ("anchors_level", "anchors_row", "anchors_col"))
+    assert _cell_indices(at) == _expected_indices(at, level, row, col)
+    assert "Click a dot" in "\n".join(c.value for c in at.caption)
+    assert not at.error
+
+
+def test_level_row_column_inputs_choose_the_cell(at):
+    last = len(_counts(at)[0]) - 1
+    at.number_input(key="anchors_level").set_value(0).run()
+    at.number_input(key="anchors_row").set_value(1).run()
+    at.number_input(key="anchors_col").set_value(2).run()
+    assert not at.exception
+    assert _cell_indices(at) == _expected_indices(at, 0, 1, 2)
+    # a coarser level: the row and column are kept inside its grid
+    rows_last = int(_counts(at)[0]["grid (columns x rows)"].iloc[last].split(" x ")[1])
+    at.number_input(key="anchors_row").set_value(rows_last + 2).run()
+    at.number_input(key="anchors_level").set_value(last).run()
+    assert not at.exception
+    assert at.number_input(key="anchors_row").value == rows_last - 1
+    assert _cell_indices(at) == _expected_indices(at, last, rows_last - 1, int(at.number_input(key="anchors_col").value))
+    at.radio(key="anchors_view").set_value("all anchors of one shape").run()
+    assert not at.exception and at.selectbox(key="anchors_shape").value == 0
+
+
+def test_rpn_labels_cover_every_anchor(at):
+    metrics = {m.label: m.value for m in at.metric}
+    total = int(_counts(at)[1]["anchors"])
+    labelled = sum(int(metrics[k].replace(",", "")) for k in metrics if k.startswith(("positive (", "negative (", "ignored (")))
+    assert labelled == total
+    pos, neg = (int(v) for v in metrics["minibatch: positive + negative"].split(" + "))
+    assert pos + neg == 256 and pos <= 128
+
+
+def test_fitness_what_if_warns_when_anchors_per_location_change(at):
+    assert at.selectbox(key="anchors_fit_dataset").value.startswith("Synthetic scenes")
+    metrics = {m.label: m.value for m in at.metric}
+    assert {"recall at IoU 0.7", "recall at IoU 0.5", "recall at IoU 0.3"} <= set(metrics)
+    at.text_input(key="anchors_whatif_ratios").set_value("0.25,0.5,1,2").run()
+    assert not at.exception
+    assert any("anchors per location" in w.value for w in at.warning)
+    at.text_input(key="anchors_whatif_ratios").set_value("0.5,1,2").run()
+    assert not any("anchors per location" in w.value for w in at.warning)
+
+
+def test_paper_preset_counts_and_figures(at):
+    at.radio(key="anchors_from").set_value(PAPER).run()
+    assert not at.exception
+    _, total = _counts(at)
+    expected = A.anchor_grid(A.paper_source(), _image_size(at))
+    assert int(total["anchors"]) == expected.total
+    assert int(total["fully inside the image"]) == expected.inside_image
+    table = at.table[0].value
+    original = A.original_code_counts(expected.resized_size)
+    assert list(table["the paper"]) == ["about 20,000 (1000x600)", "about 6,000"]
+    assert list(table["original code (py-faster-rcnn)"]) == [f"{original.original_code_total:,}",
+                                                            f"{original.original_code_inside:,}"]
+    assert "does not reproduce" in "\n".join(c.value for c in at.caption)
+    assert len(_cell_indices(at)) == 9
+
+
+def test_custom_set_and_bad_input(at):
+    at.radio(key="anchors_from").set_value("Custom").run()
+    at.text_input(key="anchors_sizes").set_value("64").run()
+    at.text_input(key="anchors_strides").set_value("16").run()
+    assert not at.exception
+    levels, _ = _counts(at)
+    assert len(levels) == 1 and int(levels["anchors per location"].iloc[0]) == 3
+    at.text_input(key="anchors_sizes").set_value("64,abc").run()
+    assert not at.exception
+    assert any("Custom anchor set" in e.value for e in at.error)
