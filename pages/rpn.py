@@ -96,7 +96,8 @@ with tabs[1]:
     if len(post_set) == 0:
         st.warning("No proposal survived: lower score_thresh or raise pre_nms_top_n.")
     else:
-        k = st.slider("K: top proposals shown after NMS", 1, len(post_set), min(20, len(post_set)), key="rpn_k")
+        k = (st.slider("K: top proposals shown after NMS", 1, len(post_set), min(20, len(post_set)), key="rpn_k")
+             if len(post_set) > 1 else 1)
         pre_set = funnel.pre_nms
         viz_limit = 300  # boxes sent to the browser
         pre_order = pre_set.scores.argsort(descending=True)[:viz_limit]

@@ -121,11 +121,12 @@ def trace_figure(
     anchor = np.asarray(anchor, dtype=float).reshape(4)
     regressed = np.asarray(regressed, dtype=float).reshape(4)
     proposal = np.asarray(proposal, dtype=float).reshape(4)
-    add_boxes(fig, [anchor], style="anchor", labels=[anchor_label], name="source anchor")
     if not np.allclose(regressed, proposal):
         add_boxes(fig, [regressed], style="pre_nms", name="regressed box (before clipping)", show_labels=False,
                   color="#90a4ae")
     add_boxes(fig, [proposal], style="highlight", labels=["proposal"], name="proposal")
+    # the anchor on top, so it stays visible where the regression barely moved it
+    add_boxes(fig, [anchor], style="anchor", labels=[anchor_label], name="source anchor")
     ac = ((anchor[0] + anchor[2]) / 2, (anchor[1] + anchor[3]) / 2)
     pc = ((proposal[0] + proposal[2]) / 2, (proposal[1] + proposal[3]) / 2)
     fig.add_annotation(x=pc[0], y=pc[1], ax=ac[0], ay=ac[1], xref="x", yref="y", axref="x", ayref="y",

@@ -1,0 +1,59 @@
+"""Browser: open the RPN inspector, upload an image, see heatmaps and proposals, click a proposal
+to trace it."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from detector.scenes import make_scene
+from tests.browser.conftest import assert_no_exception, wait_for_app
+
+pytestmark = pytest.mark.browser
+
+
+def test_upload_shows_heatmap_and_proposals_and_a_click_traces(app_url, page, session_tmp):
+    image_path = session_tmp / "rpn-upload.png"
+    make_scene(21, 240, 180).image.save(image_path)
+
+    page.goto(f"{app_url}/rpn")
+    wait_for_app(page, 180)
+    assert_no_exception(page)
+    main = page.locator("[data-testid='stMain']")
+    # it opens on a sample: the heatmap is already on screen
+    expect(main.get_by_text(re.compile("Objectness p = sigmoid")).first).to_be_visible(timeout=60_000)
+
+    main.locator("[data-testid='stRadio'] label").filter(has_text="Upload").first.click()
+    wait_for_app(page)
+    main.locator("[data-testid='stFileUploader'] input[type='file']").set_input_files(str(image_path))
+    wait_for_app(page, 180)
+    assert_no_exception(page)
+    # an upload has no boxes: the recall tab says so once the new image has run
+    expect(main.get_by_text("Recall needs ground truth")).to_have_count(1, timeout=120_000)
+    expect(main.get_by_text(re.compile("Frames: original 240x180"))).to_have_count(1, timeout=60_000)
+
+    # the objectness heatmap is drawn over the image
+    heat_chart = main.locator(".js-plotly-plot").filter(has=page.locator(".heatmaplayer .hm, .heatmaplayer image"))
+    expect(heat_chart.first).to_be_visible(timeout=60_000)
+    expect(main.get_by_text(re.compile("Objectness p = sigmoid.*FPN level")).first).to_be_visible(timeout=60_000)
+    heat_chart.first.screenshot(path=str(session_tmp / "rpn-heatmap.png"))
+
+    # proposals before and after NMS
+    page.get_by_role("tab", name="Proposals").click()
+    wait_for_app(page)
+    expect(main.get_by_text(re.compile(r"After NMS .* the top \d+ of \d+ proposals")).first).to_be_visible(timeout=60_000)
+    expect(main.get_by_text(re.compile(r"Before NMS: \d+ proposals")).first).to_be_visible(timeout=60_000)
+    page.screenshot(path=str(session_tmp / "rpn-proposals.png"), full_page=True)
+
+    # clicking a proposal's centre selects it in the trace (its widget twin follows)
+    points = main.locator(".js-plotly-plot .scatterlayer .trace .points path.point")
+    expect(points.nth(3)).to_be_attached(timeout=60_000)
+    points.nth(3).click(force=True)
+    wait_for_app(page)
+    page.get_by_role("tab", name="Trace").click()
+    wait_for_app(page)
+    assert_no_exception(page)
+    expect(main.get_by_text(re.compile(r"Proposal 3 \(objectness")).first).to_be_visible(timeout=60_000)
+    main.locator(".js-plotly-plot").filter(has_text="source anchor").first.screenshot(path=str(session_tmp / "rpn-trace.png"))
