@@ -26,8 +26,16 @@ from detector.data.store import (
     split_indices,
     store_upload,
 )
-from detector.data.torchdata import DetectionDataset, collate
 from detector.data.validation import decode_problems, prepare_for_training
+
+
+def __getattr__(name: str):
+    """DetectionDataset and collate import torch: loaded on first use, so `validate` starts fast."""
+    if name in ("DetectionDataset", "collate"):
+        from detector.data import torchdata
+
+        return getattr(torchdata, name)
+    raise AttributeError(f"module 'detector.data' has no attribute {name!r}")
 
 __all__ = [
     "COCO_MEDIUM", "COCO_SMALL", "DatasetError", "DatasetRefused", "DetectionDataset", "ImageRecord",

@@ -150,6 +150,10 @@ def store_upload(
             "split": {"seed": seed, "val_fraction": val_fraction, "source": source, "train": list(train), "val": list(val)},
         }
         _write_json(ds_dir / "dataset.json", doc)
+        report = dataset.report()
+        _write_json(ds_dir / "summary.json", {  # what list_datasets reads: small, fast
+            "name": name, "format": dataset.format, "images": len(dataset.records), "boxes": report["boxes"],
+            "classes": report["classes"], "usable": report["usable"], "created": doc["created"]})
     except BaseException:
         for path in reversed(created):
             if is_inside(path, workspace_root()):
@@ -190,13 +194,20 @@ def list_datasets() -> list[StoredDatasetInfo]:
         if folder.name.startswith(".") or not (folder / "dataset.json").is_file():
             continue
         try:
-            doc = json.loads((folder / "dataset.json").read_text())
-            records = doc["records"]
-            out.append(StoredDatasetInfo(
-                name=doc["name"], format=doc["format"], images=len(records),
-                boxes=sum(len(r["boxes"]) for r in records), classes=tuple(doc["class_names"]),
-                usable=not any(p["severity"] == "error" for p in doc["problems"]), created=float(doc.get("created", 0)),
-            ))
+            if (folder / "summary.json").is_file():
+                s = json.loads((folder / "summary.json").read_text())
+                info = StoredDatasetInfo(s["name"], s["format"], int(s["images"]), int(s["boxes"]),
+                                         tuple(s["classes"]), bool(s["usable"]), float(s["created"]))
+            else:
+                doc = json.loads((folder / "dataset.json").read_text())
+                records = doc["records"]
+                info = StoredDatasetInfo(
+                    name=doc["name"], format=doc["format"], images=len(records),
+                    boxes=sum(len(r["boxes"]) for r in records), classes=tuple(doc["class_names"]),
+                    usable=not any(p["severity"] == "error" for p in doc["problems"]),
+                    created=float(doc.get("created", 0)),
+                )
+            out.append(info)
         except (OSError, ValueError, KeyError, TypeError):
             continue
     return sorted(out, key=lambda i: i.created, reverse=True)
