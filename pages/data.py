@@ -16,7 +16,7 @@ from detector.viz.data import (
     record_figure,
     size_bucket_figure,
 )
-from ui.data import content_key, statistics, store_once, store_synthetic, stored, thumbnail
+from ui.data import content_key, decoding_problems, statistics, store_once, store_synthetic, stored, thumbnail
 
 PER_PAGE = 6
 FORMATS = ["auto", "coco", "voc", "yolo"]
@@ -119,6 +119,19 @@ if len(problems):
                "records it in the run.")
 else:
     st.caption("No problems found.")
+if st.button("Decode every image", key="data_decode",
+             help="Parsing read only image headers. Decoding finds truncated or corrupt pixel data; "
+                  "training leaves such images out and records it."):
+    st.session_state[f"data_decoded_{name}"] = True
+if st.session_state.get(f"data_decoded_{name}"):
+    with st.spinner(f"Decoding {len(ds.records)} images ..."):
+        late = decoding_problems(name)
+    if late:
+        st.warning(f"{len(late)} image(s) fail to decode and will be left out of training.")
+        st.dataframe(pd.DataFrame([p.to_dict() for p in late]).astype({"id": "string"}), hide_index=True,
+                     width="stretch")
+    else:
+        st.success(f"All {len(ds.records)} images decode.", icon=":material/check_circle:")
 st.download_button("Report as JSON", json.dumps(report, indent=2), f"{name}-report.json", "application/json",
                    key="data_report_download")
 

@@ -94,3 +94,15 @@ def store_synthetic(images: int, seed: int, format: str) -> tuple[str | None, st
                 result = (None, str(exc))
     done[key] = result
     return result
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _decoded(name: str, stamp: float) -> list:
+    from detector.data.validation import decode_problems
+
+    return decode_problems(_open(name, stamp).dataset)
+
+
+def decoding_problems(name: str) -> list:
+    """Problems found by decoding every image of a stored dataset (slow; cached per version)."""
+    return _decoded(name, _stamp(name))

@@ -178,6 +178,11 @@ def load_coco_file(tree: FileTree, rel: str, id_prefix: str = "") -> tuple[list[
             problems.append(Problem("warning", image[0], None, aid,
                                     f"annotation {aid} has unknown category id {ann.get('category_id')}", "annotation left out"))
             continue
+        if ann.get("iscrowd") in (1, True):
+            problems.append(Problem("warning", image[0], None, aid,
+                                    f"annotation {aid} is a crowd region (iscrowd=1)",
+                                    "annotation left out (as torchvision's COCO training does)"))
+            continue
         bbox = ann.get("bbox")
         values = [parse_number(v) for v in bbox] if isinstance(bbox, (list, tuple)) else []
         if len(values) != 4 or any(v is None for v in values):

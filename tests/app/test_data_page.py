@@ -50,6 +50,8 @@ def test_upload_a_zip_and_see_the_report(yolo_zip):
     assert not at.exception
     assert any("1 image(s) match" in c.value for c in at.caption)
     assert any("expected 5 fields" in w.value for w in at.warning)
+    at.button(key="data_decode").click().run()
+    assert any("All 8 images decode" in s.value for s in at.success)
     at.selectbox(key="data_problem_filter").set_value("all images")
     at.multiselect(key="data_class_filter").set_value(["triangle"]).run()
     assert not at.exception
@@ -65,3 +67,16 @@ def test_a_hostile_zip_is_refused_with_one_line(tmp_path):
     assert any("archive refused" in e.value for e in at.error)
     assert not any(o.startswith("evil") for o in (at.selectbox(key="data_dataset").options
                                                    if at.selectbox else []))
+
+
+def test_folder_upload_keeps_sub_folders(tmp_path):
+    folder = write_synthetic(tmp_path / "vocset", images=4, seed=3, format="voc", width=64, height=48)
+    files = [(f"vocset/{p.relative_to(folder).as_posix()}", p.read_bytes(), "application/octet-stream")
+             for p in sorted(folder.rglob("*")) if p.is_file()]
+    at = app_test("pages/data.py").run()
+    at.file_uploader(key="data_folder").set_value(files).run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="data_dataset").value.startswith("vocset")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Format"] == "VOC" and metrics["Images"] == "4"
+    assert any("3 train / 1 validation" in s.value for s in at.success)  # the dataset's own ImageSets split

@@ -51,6 +51,7 @@ def broken_coco(tmp_path_factory):
         {"id": 10, "image_id": 2, "category_id": 2, "bbox": [1, 1, 4, 4]},  # duplicate annotation id
         {"id": 16, "image_id": 1, "category_id": 2, "bbox": [100, 100, 5, 5]},  # entirely outside
         {"id": 17, "image_id": 1, "category_id": 2, "bbox": [float("nan"), 1, 5, 5]},  # NaN
+        {"id": 18, "image_id": 1, "category_id": 2, "bbox": [1, 1, 5, 5], "iscrowd": 1},  # crowd region
     ]
     doc = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]}
     (root / "annotations.json").write_text(json.dumps(doc))  # json writes NaN as the bare word NaN
@@ -70,6 +71,7 @@ def test_coco_problems_have_file_and_id(broken_coco):
     find(ds, file="images/ok.png", id=13, message="not four finite numbers", action="annotation left out")
     find(ds, file="images/ok.png", id=17, message="not four finite numbers", action="annotation left out")
     find(ds, file="images/ok.png", id=14, message="unknown category id 9")
+    find(ds, file="images/ok.png", id=18, message="crowd region")
     find(ds, file="annotations.json", id=15, message="unknown image id 99")
     find(ds, file="annotations.json", id=10, message="duplicate annotation id 10")
     assert ds.usable and all(p.severity == "warning" for p in ds.problems)
