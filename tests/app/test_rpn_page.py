@@ -80,3 +80,21 @@ def test_upload_without_ground_truth_and_a_bad_file():
     at.file_uploader(key="rpn_upload").set_value(("broken.png", b"not an image", "image/png")).run()
     assert not at.exception
     assert any("broken.png" in e.value for e in at.error)
+
+
+def test_stored_dataset_image_gives_recall_and_table1(session_tmp):
+    from detector.data import store
+    from detector.data.synthetic import write_synthetic
+
+    folder = write_synthetic(session_tmp / "rpn-synth", images=3, seed=5, width=160, height=120)
+    stored = store.store_upload("rpn-shapes", folder)
+    at = app_test("pages/rpn.py").run()
+    at.radio(key="rpn_source").set_value("Stored dataset").run()
+    at.selectbox(key="rpn_dataset").set_value(stored.name).run()
+    at.number_input(key="rpn_index").set_value(1).run()
+    assert not at.exception
+    record = stored.dataset.records[1]
+    assert f"the share of the {len(record.boxes)} ground-truth boxes" in _captions(at)
+    at.selectbox(key="rpn_table1_source").set_value(f"dataset: {stored.name}").run()
+    assert not at.exception
+    assert "over 3 images" in _captions(at)

@@ -12,10 +12,10 @@ import torch
 from torchvision.ops import box_iou
 
 from detector.inspect import ImageFrame, inspect, proposal_size_table, run_heads, run_rpn_stage, trace_proposal
-from detector.models import build_model
+from detector.models import DEMO_ARCH, build_model
 from detector.proposals import FUNNEL_STAGES, ProposalSettings, locate_anchor, proposal_recall
 
-BUILDERS = ("fasterrcnn_mobilenet_v3_large_320_fpn", "fasterrcnn_resnet50_fpn")
+BUILDERS = ("fasterrcnn_mobilenet_v3_large_320_fpn", "fasterrcnn_resnet50_fpn", DEMO_ARCH)
 
 
 @pytest.fixture(scope="session")
