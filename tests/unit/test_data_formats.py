@@ -176,3 +176,14 @@ def test_format_override(tmp_path):
 def test_prepare_for_training_round_trips_clean_data(three_formats):
     records, fixes = prepare_for_training(three_formats["coco"])
     assert records == list(three_formats["coco"].records) and fixes == []
+
+
+def test_ultralytics_yolo_images_train_labels_train(tmp_path):
+    for split in ("train", "val"):
+        tiny_image(tmp_path / "images" / split / f"{split}_0.jpg", size=(100, 50))
+        _yolo_label(tmp_path / "labels" / split / f"{split}_0.txt", "0 0.25 0.5 0.1 0.2\n")
+    (tmp_path / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/val\nnames:\n  0: bolt\n")
+    (tmp_path / "train.txt").write_text("images/train/train_0.jpg\n")  # CVAT's Ultralytics export adds this
+    ds = load_dataset(tmp_path)
+    assert ds.class_names == ("bolt",) and ds.splits == {"train": (0,), "val": (1,)}
+    assert ds.records[0].boxes == ((20.0, 20.0, 30.0, 30.0),) and ds.records[0].labels == (1,)
