@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Iterable
 
 import torch
 from torch import Tensor
@@ -367,13 +368,15 @@ class ProposalSizeRow:
     paper_wh: tuple[int, int] | None  # Faster R-CNN Table 1 (ZF) for this size and ratio, when listed
 
 
-def proposal_size_table(inspections: list[Inspection]) -> list[ProposalSizeRow]:
-    """The paper's Table 1 for this model: mean post-NMS proposal size per anchor shape, over images."""
-    if not inspections:
-        return []
-    levels = inspections[0].stage.levels
+def proposal_size_table(inspections: Iterable[Inspection]) -> list[ProposalSizeRow]:
+    """The paper's Table 1 for this model: mean post-NMS proposal size per anchor shape, over images.
+
+    `inspections` is read once, so a generator keeps one image's intermediates in memory at a time.
+    """
+    levels: tuple[FeatureLevel, ...] = ()
     sums: dict[tuple[int, int], list[float]] = {}
     for insp in inspections:
+        levels = levels or insp.stage.levels
         per_loc = [lvl.anchors_per_location for lvl in insp.stage.levels]
         for funnel in insp.funnels:
             post = funnel.post_nms

@@ -26,12 +26,12 @@ def model_key(loaded: LoadedModel) -> str:
     return f"{loaded.source}|{id(loaded.model)}"
 
 
-@st.cache_resource(max_entries=6, show_spinner=False)
+@st.cache_resource(max_entries=4, show_spinner=False)
 def _stage(key: str, digest: str, _loaded: LoadedModel, _image: Image.Image) -> RPNStage:
     return run_rpn_stage(_loaded.model, [to_tensor(_image)])
 
 
-@st.cache_resource(max_entries=24, show_spinner=False)
+@st.cache_resource(max_entries=8, show_spinner=False)
 def _heads(key: str, digest: str, settings: ProposalSettings, _loaded: LoadedModel, _stage: RPNStage) -> Inspection:
     return run_heads(_loaded.model, _stage, settings)
 
@@ -77,8 +77,9 @@ def _images_of(source: str) -> list[Image.Image]:
 @st.cache_resource(max_entries=8, show_spinner=False)
 def _table1(key: str, source: str, settings: ProposalSettings, _loaded: LoadedModel) -> tuple[list[ProposalSizeRow], int]:
     images = _images_of(source)
-    results = [inspect(_loaded.model, [to_tensor(img)], settings) for img in images]
-    return proposal_size_table(results), len(results)
+    # one image at a time: each inspection is dropped once its proposals are counted
+    rows = proposal_size_table(inspect(_loaded.model, [to_tensor(img)], settings) for img in images)
+    return rows, len(images)
 
 
 def table1(loaded: LoadedModel, source: str, settings: ProposalSettings) -> tuple[list[ProposalSizeRow], int]:
