@@ -9,7 +9,7 @@ from pathlib import Path
 import streamlit as st
 from PIL import Image
 
-from detector.data import DatasetError, LoadedDataset, StoredDataset, open_dataset, store_upload
+from detector.data import DatasetError, StoredDataset, open_dataset, store_upload
 from detector.data.stats import DatasetStatistics, dataset_statistics
 from detector.data.validation import problems_by_record
 from detector.images import ImageError, load_image

@@ -46,7 +46,8 @@ def safe_member_name(name: str, archive: str = "archive") -> str:
     return "/".join(p for p in parts if p not in ("", "."))
 
 
-def _open_zip(source: ArchiveSource, label: str) -> zipfile.ZipFile:
+def open_zip(source: ArchiveSource, label: str) -> zipfile.ZipFile:
+    """A ZipFile for a path, bytes or file object; DatasetError (one line) when it is not a zip."""
     try:
         if isinstance(source, (bytes, bytearray)):
             return zipfile.ZipFile(io.BytesIO(source))
@@ -95,7 +96,7 @@ def extract_zip(source: ArchiveSource, dest: Path, label: str | None = None, max
     dest = Path(dest)
     if dest.exists():
         raise DatasetError(f"{dest} already exists")
-    with _open_zip(source, label) as zf:
+    with open_zip(source, label) as zf:
         members = check_zip(zf, label, max_members, max_total_bytes)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest.parent))

@@ -80,8 +80,8 @@ def _class_names(categories: list, used: set, rel: str, problems: list[Problem])
     return order, names_by_id
 
 
-def load_coco_file(tree: FileTree, rel: str, id_prefix: str = "") -> tuple[list[str], list[ImageRecord], list[Problem], list]:
-    """Parse one COCO JSON file: (class names, records with labels by *name index*, problems, names).
+def load_coco_file(tree: FileTree, rel: str, id_prefix: str = "") -> tuple[list[str], list[ImageRecord], list[Problem]]:
+    """Parse one COCO JSON file: (class names, records, problems).
 
     Labels in the returned records index into the returned class names (1-based).
     """
@@ -92,13 +92,13 @@ def load_coco_file(tree: FileTree, rel: str, id_prefix: str = "") -> tuple[list[
             data = json.load(f)
     except json.JSONDecodeError as exc:
         problems.append(Problem("error", rel, exc.lineno, None, f"not valid JSON: {exc.msg} (column {exc.colno})", "file not used"))
-        return [], [], problems, []
+        return [], [], problems
     except (OSError, UnicodeDecodeError) as exc:
         problems.append(Problem("error", rel, None, None, f"cannot read the file: {exc}", "file not used"))
-        return [], [], problems, []
+        return [], [], problems
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         problems.append(Problem("error", rel, None, None, "not a COCO detection file: no \"images\" list", "file not used"))
-        return [], [], problems, []
+        return [], [], problems
     annotations = data.get("annotations") if isinstance(data.get("annotations"), list) else []
     if "annotations" not in data:
         problems.append(Problem("warning", rel, None, None, "no \"annotations\" list: every image is empty", "images kept as negatives"))
@@ -202,7 +202,7 @@ def load_coco_file(tree: FileTree, rel: str, id_prefix: str = "") -> tuple[list[
         for iid in order
         for img in (images[iid],)
     ]
-    return class_names, records, problems, [split]
+    return class_names, records, problems
 
 
 def load_coco(tree: FileTree, files: list[str] | None = None) -> tuple[tuple[str, ...], list[ImageRecord], list[Problem], dict | None]:
@@ -220,7 +220,7 @@ def load_coco(tree: FileTree, files: list[str] | None = None) -> tuple[tuple[str
     multi = len(files) > 1
     for rel in files:
         split = split_name(rel) or posixpath.splitext(posixpath.basename(rel))[0]
-        names, recs, probs, _ = load_coco_file(tree, rel, id_prefix=f"{split}/" if multi else "")
+        names, recs, probs = load_coco_file(tree, rel, id_prefix=f"{split}/" if multi else "")
         problems.extend(probs)
         for n in names:
             if n not in class_names:

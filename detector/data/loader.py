@@ -6,7 +6,7 @@ import hashlib
 import shutil
 from pathlib import Path
 
-from detector.data.records import DatasetError, DatasetRefused, LoadedDataset, Problem
+from detector.data.records import DatasetError, DatasetRefused, LoadedDataset
 from detector.data.tree import FileTree
 from detector.data.validation import summary_problems
 
@@ -96,6 +96,3 @@ def load_dataset(path: str | Path, format: str = "auto") -> LoadedDataset:
         shutil.rmtree(target, ignore_errors=True)
         raise
 
-
-def problems_for(dataset: LoadedDataset, file: str) -> list[Problem]:
-    return [p for p in dataset.problems if p.file == file]

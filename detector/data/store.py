@@ -19,7 +19,7 @@ from typing import Mapping, Union
 
 import numpy as np
 
-from detector.data.archives import extract_zip, is_zip, write_files, check_zip, _open_zip
+from detector.data.archives import check_zip, extract_zip, is_zip, open_zip, write_files
 from detector.data.loader import load_dataset, load_folder
 from detector.data.records import (
     DatasetError,
@@ -114,7 +114,7 @@ def store_upload(
             label = Path(str(name_hint)).name
             if not is_zip(data):
                 raise DatasetError(f"{label}: not a zip archive")
-            with _open_zip(data, label) as zf:
+            with open_zip(data, label) as zf:
                 check_zip(zf, label)  # refuse before keeping anything
             upload = uploads_dir() / f"{name}.zip"
             if isinstance(data, (bytes, bytearray)):

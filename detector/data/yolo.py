@@ -16,7 +16,7 @@ import yaml
 
 from detector.data.coco import SPLIT_ALIASES
 from detector.data.records import ImageRecord, Problem
-from detector.data.tree import FileTree, is_image_name, read_header
+from detector.data.tree import FileTree, read_header
 from detector.data.validation import box_problem, parse_number
 
 NAME_FILES = ("data.yaml", "dataset.yaml", "data.yml", "obj.names", "classes.txt", "classes.names")

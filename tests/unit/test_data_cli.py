@@ -8,9 +8,7 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import pytest
 from PIL import Image
 
 from detector.cli import main as cli_main

@@ -10,7 +10,6 @@ import zlib
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from detector.cli import main as cli_main
 from detector.data import DatasetError, DatasetRefused, load_dataset, store_upload

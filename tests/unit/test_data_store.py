@@ -4,8 +4,6 @@ reopened from JSON (as after a restart), resolvable as `--data`."""
 from __future__ import annotations
 
 import io
-import json
-import shutil
 import zipfile
 from pathlib import Path
 
