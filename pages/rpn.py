@@ -1,15 +1,17 @@
 """RPN inspector: what the Region Proposal Network sees in one image, stage by stage."""
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 from detector.inspect import trace_proposal
 from detector.models import ARCHITECTURES
-from detector.proposals import FUNNEL_STAGES, PAPER_TABLE1, ProposalSettings, proposal_recall
+from detector.proposals import FUNNEL_STAGES, ProposalSettings, proposal_recall
 from detector.viz import rpn as viz
 from ui.inputs import image_input
-from ui.inspection import inspection, rpn_stage, table1, table1_sources
+from ui.inspection import (
+    detections_frame, inspection, paper_table1_frame, rpn_stage, table1, table1_frame, table1_sources,
+    timings_frame,
+)
 from ui.model import current_device, current_model
 
 st.title("RPN inspector")
@@ -52,14 +54,9 @@ labels = {"anchors": "anchors", **{k: k.replace("_", " ") for k, _ in FUNNEL_STA
 left.plotly_chart(viz.funnel_figure(counts, labels), key="rpn_funnel")
 left.caption("The proposal funnel: every anchor is scored, the top pre_nms_top_n per level are regressed into "
              "proposals, clipped, filtered, suppressed by NMS; post_nms_top_n become the RoIs of the detection head.")
-t = result.timings
 right.markdown(f"**Frames**: original {frame.original_size[1]}x{frame.original_size[0]}, resized "
                f"{frame.input_size[1]}x{frame.input_size[0]}, padded {frame.padded_size[1]}x{frame.padded_size[0]} (W x H)")
-right.dataframe(pd.DataFrame({
-    "stage": ["transform", "backbone", "RPN head", "anchors + decoding", "proposal filtering", "RoI heads"],
-    "ms": [round(1000 * t[k], 1) for k in ("transform", "backbone", "rpn_head", "anchors_decode",
-                                            "proposal_filtering", "roi_heads")],
-}), hide_index=True)
+right.dataframe(timings_frame(result.timings), hide_index=True)
 right.caption(f"Time per stage on {current_device().type.upper()}: the first four when this image was first run "
               "(cached since), the last two on this run.")
 
@@ -186,9 +183,7 @@ with tabs[5]:
     st.caption(f"{len(det)} detections with score >= {thresh:.2f}: the Fast R-CNN head's softmax over classes for each "
                "RoI, class-specific box regression, then per-class NMS. Ground truth dashed.")
     if len(det):
-        st.dataframe(pd.DataFrame({"class": names, "score": np.round(det.scores.numpy(), 3),
-                                   **{c: np.round(det.boxes[:, i].numpy(), 1) for i, c in enumerate(("x1", "y1", "x2", "y2"))}}),
-                     hide_index=True)
+        st.dataframe(detections_frame(det, names), hide_index=True)
 
 # ---- the paper's Table 1 for this model
 with tabs[6]:
@@ -197,18 +192,11 @@ with tabs[6]:
     if st.toggle("Compute Table 1 for this model", value=fast, key="rpn_table1_on"):
         with st.spinner("Running the model over the image set ..."):
             rows, n_images = table1(loaded, source, defaults)
-        st.dataframe(pd.DataFrame([{
-            "level": r.level, "anchor": f"{r.size}^2, {r.ratio:g}", "anchor w x h": f"{r.anchor_wh[0]:.0f} x {r.anchor_wh[1]:.0f}",
-            "proposals": r.count,
-            "mean proposal w x h": f"{r.mean_wh[0]:.0f} x {r.mean_wh[1]:.0f}" if r.mean_wh else "-",
-            "paper (ZF)": f"{r.paper_wh[0]} x {r.paper_wh[1]}" if r.paper_wh else "",
-        } for r in rows]), hide_index=True)
+        st.dataframe(table1_frame(rows), hide_index=True)
         st.caption(f"Table 1 of the paper for this model: the average size of the post-NMS proposals regressed from each "
                    f"anchor shape, over {n_images} images, in input pixels (ratio = h/w; the paper's 2:1 anchor is 0.5). "
                    "The paper's figures are for the ZF net at s = 600, beside matching sizes.")
     else:
         st.caption("Slow on this device: switch on to run the model over the image set.")
-    st.dataframe(pd.DataFrame([{"anchor": f"{s}^2, {'2:1' if r == 0.5 else '1:1' if r == 1 else '1:2'}",
-                                "proposal w x h (ZF, paper)": f"{w} x {h}"} for (s, r), (w, h) in PAPER_TABLE1.items()]),
-                 hide_index=True)
+    st.dataframe(paper_table1_frame(), hide_index=True)
     st.caption("The paper's Table 1 (Ren et al. 2015): learned average proposal size for each anchor, ZF net, s = 600.")

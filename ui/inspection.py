@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
+import pandas as pd
 import streamlit as st
 from PIL import Image
 
 from detector.images import ImageError, load_image, to_tensor
-from detector.inspect import Inspection, ProposalSizeRow, RPNStage, inspect, proposal_size_table, run_heads, run_rpn_stage
+from detector.inspect import (
+    Detections, Inspection, ProposalSizeRow, RPNStage, inspect, proposal_size_table, run_heads, run_rpn_stage,
+)
 from detector.models import LoadedModel
-from detector.proposals import ProposalSettings
+from detector.proposals import PAPER_TABLE1, ProposalSettings
 from ui.inputs import SAMPLE_SEEDS, PickedImage, sample_image
 
 TABLE1_IMAGES = 6  # images Table 1 averages over
@@ -75,7 +79,9 @@ def _images_of(source: str) -> list[Image.Image]:
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
-def _table1(key: str, source: str, settings: ProposalSettings, _loaded: LoadedModel) -> tuple[list[ProposalSizeRow], int]:
+def _table1(
+    key: str, source: str, settings: ProposalSettings, _loaded: LoadedModel
+) -> tuple[list[ProposalSizeRow], int]:
     images = _images_of(source)
     # one image at a time: each inspection is dropped once its proposals are counted
     rows = proposal_size_table(inspect(_loaded.model, [to_tensor(img)], settings) for img in images)
@@ -85,3 +91,40 @@ def _table1(key: str, source: str, settings: ProposalSettings, _loaded: LoadedMo
 def table1(loaded: LoadedModel, source: str, settings: ProposalSettings) -> tuple[list[ProposalSizeRow], int]:
     """(rows, number of images) of Table 1 for this model over the image set `source`."""
     return _table1(model_key(loaded), source, settings, loaded)
+
+
+def table1_frame(rows: list[ProposalSizeRow]) -> pd.DataFrame:
+    """Table 1 rows for display: anchor shape, its size, the mean proposal regressed from it, the paper's."""
+    return pd.DataFrame([{
+        "level": r.level,
+        "anchor": f"{r.size}^2, {r.ratio:g}",
+        "anchor w x h": f"{r.anchor_wh[0]:.0f} x {r.anchor_wh[1]:.0f}",
+        "proposals": r.count,
+        "mean proposal w x h": f"{r.mean_wh[0]:.0f} x {r.mean_wh[1]:.0f}" if r.mean_wh else "-",
+        "paper (ZF)": f"{r.paper_wh[0]} x {r.paper_wh[1]}" if r.paper_wh else "",
+    } for r in rows])
+
+
+def paper_table1_frame() -> pd.DataFrame:
+    """The paper's Table 1 (ZF net, s = 600) as printed: anchor as scale^2 and width:height."""
+    shape = {0.5: "2:1", 1.0: "1:1", 2.0: "1:2"}
+    return pd.DataFrame([{"anchor": f"{s}^2, {shape[r]}", "proposal w x h (ZF, paper)": f"{w} x {h}"}
+                         for (s, r), (w, h) in PAPER_TABLE1.items()])
+
+
+def detections_frame(det: Detections, names: list[str]) -> pd.DataFrame:
+    """Detections as a table: class, score, box in original pixels."""
+    boxes = det.boxes.numpy()
+    return pd.DataFrame({"class": names, "score": np.round(det.scores.numpy(), 3),
+                         **{c: np.round(boxes[:, i], 1) for i, c in enumerate(("x1", "y1", "x2", "y2"))}})
+
+
+TIMED_STAGES = (("transform", "transform"), ("backbone", "backbone"), ("rpn_head", "RPN head"),
+                ("anchors_decode", "anchors + decoding"), ("proposal_filtering", "proposal filtering"),
+                ("roi_heads", "RoI heads"))
+
+
+def timings_frame(timings: dict[str, float]) -> pd.DataFrame:
+    """Milliseconds per stage, in pipeline order."""
+    return pd.DataFrame({"stage": [label for _, label in TIMED_STAGES],
+                         "ms": [round(1000 * timings[key], 1) for key, _ in TIMED_STAGES]})
