@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import BinaryIO, Union
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # 50 megapixels: far above any photo a detector is fine-tuned on, far below what exhausts memory
@@ -165,8 +164,10 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def to_tensor(img: Image.Image) -> torch.Tensor:
+def to_tensor(img: Image.Image) -> "torch.Tensor":  # noqa: F821 - torch imported lazily
     """Float tensor (3, H, W) in [0, 1], the input torchvision's detection models expect."""
+    import torch  # lazily: `validate` and other light commands start without torch
+
     arr = np.asarray(to_rgb(img) if img.mode != "RGB" else img, dtype=np.uint8)
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
 
