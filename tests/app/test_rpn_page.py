@@ -7,6 +7,7 @@ import io
 
 import pytest
 
+from detector.models import DEMO_ARCH
 from detector.scenes import make_scene
 from tests.app.conftest import app_test
 
@@ -20,9 +21,19 @@ def _timings(at) -> dict[str, float]:
     return dict(zip(df["stage"], df["ms"]))
 
 
+RANDOM_MODEL = "fasterrcnn_mobilenet_v3_large_320_fpn"  # random weights here: objectness about 0.5 everywhere
+
+
+def _pinned(source: str = RANDOM_MODEL):
+    """The page with a given model (the sidebar's choice), whatever the default model becomes."""
+    at = app_test("pages/rpn.py")
+    at.session_state["model_source"] = source
+    return at
+
+
 @pytest.fixture(scope="module")
 def at():
-    at = app_test("pages/rpn.py").run()
+    at = _pinned().run()
     assert not at.exception, at.exception
     return at
 
@@ -98,3 +109,16 @@ def test_stored_dataset_image_gives_recall_and_table1(session_tmp):
     at.selectbox(key="rpn_table1_source").set_value(f"dataset: {stored.name}").run()
     assert not at.exception
     assert "over 3 images" in _captions(at)
+
+
+def test_knobs_follow_the_model_and_reset():
+    at = _pinned().run()
+    assert at.number_input(key="rpn_pre_nms").value == 150  # mobilenet_320's own test-time setting
+    at.number_input(key="rpn_pre_nms").set_value(7).run()
+    assert at.number_input(key="rpn_pre_nms").value == 7
+    at.button(key="rpn_reset").click().run()
+    assert at.number_input(key="rpn_pre_nms").value == 150
+    at.session_state["model_source"] = DEMO_ARCH  # another model: its own settings
+    at.run()
+    assert not at.exception
+    assert at.number_input(key="rpn_pre_nms").value == 300 and at.number_input(key="rpn_post_nms").value == 100
