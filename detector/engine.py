@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, Sampler
 from detector import runs
 from detector.evaluation import CocoEvaluator, EvalResult, EvaluationUnavailable, pycocotools_available
 from detector.models import (
-    DEMO_ARCH,
+    WeightsUnavailable,
     build_model,
     checkpoint_path_for,
     model_from_checkpoint,
@@ -287,7 +287,11 @@ def build_training_model(config: TrainConfig, class_names: tuple[str, ...]) -> M
         return ModelSetup(model, ckpt["model"], kwargs, origin)
     arch = config.model or DEFAULT_ARCH
     weights = "coco" if config.weights == "coco" else "none"
-    model = build_model(arch, class_names, weights=weights, **config.model_kwargs)
+    try:
+        model = build_model(arch, class_names, weights=weights, **config.model_kwargs)
+    except WeightsUnavailable as exc:
+        raise TrainingFailed(f"--weights coco: {exc}; nothing is downloaded during training. Download the weights "
+                             "first (Detect or home page), or train from --init demo or --weights none") from None
     origin = f"{arch} with {'COCO weights' if weights == 'coco' else 'random weights'}"
     return ModelSetup(model, arch, dict(config.model_kwargs), origin)
 
@@ -547,7 +551,13 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, on_
         with lock:
             status.update(device=str(device))
             status.start()
-            return _train(config, run_dir, resume, on_step, ddp, device, status)
+            stop_flag = {"signal": False}
+            previous_handler = _install_sigterm(stop_flag)
+            try:
+                return _train(config, run_dir, resume, on_step, ddp, device, status, stop_flag)
+            finally:
+                if previous_handler is not None:
+                    signal.signal(signal.SIGTERM, previous_handler)
     except BaseException as exc:  # record every way out in status.json, then let set-up errors through
         message = str(exc) if not isinstance(exc, KeyboardInterrupt) else "interrupted"
         if isinstance(exc, runs.DeviceBusy):
@@ -567,11 +577,13 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, on_
 
 
 def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook | None, ddp: Distributed,
-           device: torch.device, status: _StatusKeeper) -> TrainResult:
+           device: torch.device, status: _StatusKeeper, stop_flag: dict[str, bool]) -> TrainResult:
     began = time.monotonic()
     torch.manual_seed(config.seed + ddp.rank)
     random.seed(config.seed + ddp.rank)
     amp = bool(config.amp if config.amp is not None else device.type == "cuda") and device.type == "cuda"
+    if device.type == "cpu":
+        torch.set_flush_denormal(True)  # tiny gradients late in training otherwise slow CPU kernels several-fold
     if config.amp and device.type != "cuda":
         log.info("mixed precision is for CUDA: training in float32 on %s", device)
 
@@ -641,7 +653,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook |
         log.info("pycocotools is not installed here: mAP is skipped (validation losses are still computed)")
     snap_idx = list(range(min(config.snapshot_images, len(data.val)))) if data.val is not None else []
 
-    def checkpoint(which: str, epoch: int, batches_done: int, full: bool = True) -> None:
+    def checkpoint(which: str, epoch: int, batches_done: int, step: int, best: float | None, full: bool = True) -> None:
         extra: dict[str, Any] = {"step": step, "best_metric": best, "time": time_offset + time.monotonic() - began,
                                  "config": config.to_dict()}
         if full:
@@ -653,8 +665,6 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook |
     if ddp.main and snap_idx and ckpt is None:  # epoch 0: the RPN before any training
         runs.write_snapshot(run_dir, 0, *rpn_snapshot(core, data.val, snap_idx, device, data.class_names, 0))
 
-    stop_flag = {"signal": False}
-    _install_sigterm(stop_flag)
     status.update(write=True, state="running", epoch=start_epoch, step=step)
     epoch = start_epoch
     for epoch in range(start_epoch + 1, config.epochs + 1):
@@ -686,18 +696,19 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook |
             values = (shared[:4] / ddp.world_size).tolist()
             if shared[4] > 0:
                 files = _batch_files(data.train, targets)
-                what = ", ".join(f"{k}={float(losses[k]):.4g}" for k in LOSS_NAMES)
+                what = ", ".join(f"{k}={v:.4g}" for k, v in zip(LOSS_NAMES, local.tolist()))
                 here = f": {what}" if flags[0] > 0 else " (on another process)"
                 raise TrainingFailed(f"non-finite loss at epoch {epoch}, step {step + 1}{here}; batch images: "
                                      f"{', '.join(files)}. The last good checkpoint is kept; lower --lr or check "
                                      "these images' boxes, then --resume")
             if shared[5] > 0:
-                checkpoint("last", epoch - 1, done_in_epoch)
                 if ddp.main:
+                    checkpoint("last", epoch - 1, done_in_epoch, step, best)
                     runs.clear_stop(run_dir)
                     log.info("stopped at epoch %d, step %d: checkpoint saved; --resume continues from here", epoch, step)
                 status.close(state="stopped", epoch=epoch - 1, step=step)
                 return TrainResult("stopped", epoch - 1, step, _best_map(best), "stopped on request")
+            step_lr = optimizer.param_groups[0]["lr"]  # the rate this step uses
             try:
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
@@ -715,7 +726,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook |
             ips = len(images) * ddp.world_size / max(now - tick, 1e-9)
             tick = now
             if ddp.main:
-                row = {"kind": "train", "epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"],
+                row = {"kind": "train", "epoch": epoch, "step": step, "lr": step_lr,
                        "loss": sum(values), **dict(zip(LOSS_NAMES, values)), "images_per_s": ips,
                        "time": time_offset + time.monotonic() - began}
                 runs.append_metrics(run_dir, row)
@@ -759,9 +770,9 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook |
                     best, improved = metric, True
             elif val_loader is None:
                 improved = True
-            checkpoint("last", epoch, 0)
+            checkpoint("last", epoch, 0, step, best)
             if improved:
-                checkpoint("best", epoch, 0, full=False)
+                checkpoint("best", epoch, 0, step, best, full=False)
             status.update(write=True, epoch=epoch, step=step, phase="training", best_map=_best_map(best))
         ddp.barrier()
 
@@ -781,13 +792,15 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def _install_sigterm(flag: dict[str, bool]) -> None:
-    """SIGTERM asks for the same clean stop as the STOP file (main thread only)."""
+def _install_sigterm(flag: dict[str, bool]) -> Any:
+    """SIGTERM asks for the same clean stop as the STOP file (main thread only); returns the old handler."""
     if threading.current_thread() is not threading.main_thread():
-        return
+        return None
 
     def handler(signum: int, frame: Any) -> None:
         flag["signal"] = True
 
-    with contextlib.suppress(ValueError):
-        signal.signal(signal.SIGTERM, handler)
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:
+        return None

@@ -118,7 +118,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     main_rank = int(os.environ.get("RANK", "0")) == 0
     config = _config_from(args, run_dir)
     status = runs.read_status(run_dir)
-    if status.state in ("running", "stopping") and not status.interrupted and status.pid != os.getpid():
+    if main_rank and status.state in ("running", "stopping") and not status.interrupted:
         raise CliError(f"{run_dir}: already training (pid {status.pid}); stop it first")
     if args.resume:
         if not runs.checkpoint_path(run_dir, "last").is_file():

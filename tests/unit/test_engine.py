@@ -1,0 +1,330 @@
+"""detector.engine and `python -m detector train/evaluate`: tiny real trainings on synthetic data.
+
+One session-scoped run (through the CLI, from a config.json as the training page writes it) is
+shared by the assertions on the run folder; the fault paths (STOP, kill -9 + resume, NaN, out of
+memory, the device lock, DDP) each run a few iterations at a small input size.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from detector import engine, runs
+from detector.cli import main as cli_main
+from detector.data.synthetic import write_synthetic
+from detector.models import DEMO_ARCH, load_model, read_checkpoint
+from detector.train_config import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+LOSSES = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
+# small and fast: 64..128 px inputs, few proposals
+TINY = {"min_size": 96, "max_size": 128, "rpn_pre_nms_top_n_train": 200, "rpn_post_nms_top_n_train": 100,
+        "rpn_pre_nms_top_n_test": 100, "rpn_post_nms_top_n_test": 50, "box_batch_size_per_image": 64,
+        "rpn_batch_size_per_image": 64}
+TINIER = {**TINY, "min_size": 64, "max_size": 96}
+
+
+def _config(data: Path, **changes) -> TrainConfig:
+    base = TrainConfig(data=str(data), model=DEMO_ARCH, epochs=1, batch_size=2, workers=0, device="cpu",
+                       snapshot_images=1, max_val_images=2, decode_check=False, model_kwargs=TINIER)
+    return base.replace(**changes)
+
+
+@pytest.fixture(scope="session")
+def dataset(session_tmp) -> Path:
+    """10 synthetic 128x96 images in COCO layout (8 train, 2 val)."""
+    return write_synthetic(session_tmp / "engine-data", images=10, seed=3, format="coco", width=128, height=96)
+
+
+@pytest.fixture(scope="session")
+def small(session_tmp) -> Path:
+    """5 synthetic 128x96 images (4 train, one of them empty; 1 val): for the fault paths."""
+    return write_synthetic(session_tmp / "engine-small", images=5, seed=3, format="coco", width=128, height=96)
+
+
+@pytest.fixture(scope="session")
+def trained_run(dataset) -> Path:
+    """A 2-epoch run started the way the page starts one: config.json first, then `train --out`."""
+    config = TrainConfig(data=str(dataset), model=DEMO_ARCH, epochs=5, batch_size=4, workers=0, device="cpu",
+                         snapshot_images=2, decode_check=True, model_kwargs=TINY)
+    run_dir = runs.create_run(config.to_dict(), name="engine-session")
+    assert cli_main(["train", "--out", str(run_dir), "--epochs", "2"]) == 0  # the flag overrides config.json
+    return run_dir
+
+
+# ---------------------------------------------------------------- the shared run
+
+
+def test_run_folder_describes_itself(trained_run):
+    config = runs.read_config(trained_run)
+    assert config["epochs"] == 2 and config["model_kwargs"]["min_size"] == 96
+    status = runs.read_status(trained_run)
+    assert (status.state, status.epoch, status.error, status.interrupted) == ("done", 2, None, False)
+    assert runs.read_fixes(trained_run) == []  # clean synthetic data: nothing fixed, but recorded
+    assert any("validation" in line for line in runs.log_tail(trained_run, 200))
+    assert not list(trained_run.rglob("*.tmp"))
+
+
+def test_every_iteration_logs_four_losses_lr_and_speed(trained_run):
+    train, val = runs.read_metrics(trained_run)
+    iters = math.ceil(8 / 4)
+    assert [r["step"] for r in train] == list(range(1, 2 * iters + 1))
+    assert [r["epoch"] for r in train] == [1] * iters + [2] * iters
+    for row in train:
+        assert all(math.isfinite(row[k]) and row[k] >= 0 for k in LOSSES)
+        assert row["loss"] == pytest.approx(sum(row[k] for k in LOSSES), rel=1e-5)
+        assert row["lr"] > 0 and row["images_per_s"] > 0 and row["time"] > 0
+    assert train[0]["lr"] < train[1]["lr"]  # warm-up
+    assert [v["epoch"] for v in val] == [1, 2]
+    for row in val:
+        assert all(math.isfinite(row[f"val_{k}"]) for k in LOSSES)
+        assert all(isinstance(row[k], float) and 0.0 <= row[k] <= 1.0 for k in ("mAP", "mAP50", "mAP75"))
+        assert set(row["per_class"]) == {"circle", "rectangle", "triangle"}
+
+
+def test_checkpoints_load_with_weights_only_and_carry_resume_state(trained_run):
+    last = torch.load(runs.checkpoint_path(trained_run, "last"), map_location="cpu", weights_only=True)
+    assert last["epoch"] == 2 and last["step"] == 4 and last["batches_done"] == 0
+    assert {"optimizer", "scheduler", "scaler", "state_dict", "model_kwargs", "class_names"} <= set(last)
+    assert last["class_names"] == ["circle", "rectangle", "triangle"] and last["model"] == DEMO_ARCH
+    best = read_checkpoint(runs.checkpoint_path(trained_run, "best"))
+    assert "optimizer" not in best and best["epoch"] in (1, 2)
+    loaded = load_model(trained_run)  # a run folder means its best.pt
+    assert loaded.class_names == ("circle", "rectangle", "triangle")
+    summary = {r.name: r for r in runs.list_runs()}["engine-session"]
+    assert summary.state == "done" and summary.best_map == max(v["mAP"] for v in runs.read_metrics(trained_run)[1])
+
+
+def test_rpn_snapshots_each_epoch_in_original_pixels(trained_run):
+    assert runs.list_snapshots(trained_run) == [0, 1, 2]  # 0: before training
+    first, last = runs.read_snapshot(trained_run, 0), runs.read_snapshot(trained_run, 2)
+    assert len(last.images) == 2 and last.class_names == ("circle", "rectangle", "triangle")
+    image = last.images[0]
+    assert (image.width, image.height) == (128, 96)
+    assert len(image.objectness) == len(image.level_names) >= 2
+    assert all(o.ndim == 2 and 0.0 <= float(o.min()) and float(o.max()) <= 1.0 for o in image.objectness)
+    assert 0 < len(image.proposals) <= engine.SNAPSHOT_PROPOSALS and image.proposals.shape[1] == 4
+    assert (image.proposals[:, 2] <= 128 + 1e-3).all() and (image.proposals[:, 3] <= 96 + 1e-3).all()
+    assert list(image.proposal_scores) == sorted(image.proposal_scores, reverse=True)
+    assert len(image.boxes) == len(image.scores) == len(image.labels)
+    assert not all((a == b).all() for a, b in zip(first.images[0].objectness, image.objectness))  # the RPN learned
+
+
+def test_evaluate_cli_matches_the_runs_own_validation(trained_run, dataset, capsys):
+    assert cli_main(["evaluate", "--checkpoint", str(runs.checkpoint_path(trained_run, "last")), "--data",
+                     str(dataset), "--split", "val", "--device", "cpu", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    final = runs.read_metrics(trained_run)[1][-1]
+    assert out["images"] == 2 and out["mAP"] == pytest.approx(final["mAP"], abs=1e-6)
+    assert set(out) >= {"mAP", "mAP50", "mAP75", "per_class", "images"}
+
+
+# ---------------------------------------------------------------- learning and validation
+
+
+def test_loss_falls_on_a_tiny_set_it_can_overfit(small, tmp_path):
+    config = _config(small, epochs=10, lr=0.01, warmup_iters=2, max_val_images=0, snapshot_images=0,
+                     hflip=False, lr_steps=(100,))
+    result = engine.train(config, tmp_path / "overfit")
+    train, _ = runs.read_metrics(tmp_path / "overfit")
+    assert result.state == "done" and len(train) == 20
+    first = sum(r["loss"] for r in train[:4]) / 4
+    last = sum(r["loss"] for r in train[-4:]) / 4
+    assert last < 0.6 * first, (first, last)
+
+
+def test_validation_losses_touch_neither_weights_nor_batchnorm_statistics(dataset):
+    from detector.models import build_model
+
+    data = engine.load_training_data(_config(dataset))
+    model = build_model(DEMO_ARCH, data.class_names, **TINIER).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    loader = engine._loader(data.val, None, _config(dataset), torch.device("cpu"), 2)
+    losses = engine.validation_losses(model, loader, torch.device("cpu"), amp=False)
+    assert set(losses) == {f"val_{k}" for k in LOSSES} and all(math.isfinite(v) for v in losses.values())
+    assert model.training
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "validation changed the model"
+
+
+# ---------------------------------------------------------------- faults
+
+
+def test_stop_file_ends_cleanly_and_resume_continues_mid_epoch(small, tmp_path):
+    run_dir = tmp_path / "stop"
+    config = _config(small, max_val_images=0, snapshot_images=0)  # 2 iterations, one epoch
+
+    def ask_to_stop(step, model, images):
+        if step == 0:
+            runs.request_stop(run_dir)  # seen before the next iteration
+
+    result = engine.train(config, run_dir, on_step=ask_to_stop)
+    assert (result.state, result.step) == ("stopped", 1)
+    assert runs.read_status(run_dir).state == "stopped" and not runs.stop_requested(run_dir)
+    ckpt = read_checkpoint(runs.checkpoint_path(run_dir, "last"))
+    assert (ckpt["epoch"], ckpt["step"], ckpt["batches_done"]) == (0, 1, 1)
+    result = engine.train(config, run_dir, resume=True)
+    assert (result.state, result.step, result.epoch) == ("done", 2, 1)
+    train, _ = runs.read_metrics(run_dir)
+    assert [r["step"] for r in train] == [1, 2] and {r["epoch"] for r in train} == {1}
+
+
+def test_kill_9_then_resume_continues_with_continuous_steps(small, tmp_path):
+    run_dir = tmp_path / "killed"
+    run_dir.mkdir()
+    runs.write_config(run_dir, _config(small, epochs=2).to_dict())
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"}
+    proc = subprocess.Popen([sys.executable, "-m", "detector", "train", "--out", str(run_dir)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    tail = runs.MetricsTail(run_dir)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            tail.update()
+            if any(r["epoch"] == 2 for r in tail.train):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read().decode()
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    status = runs.read_status(run_dir)
+    assert status.state == "running" and status.interrupted and status.resumable
+    assert read_checkpoint(runs.checkpoint_path(run_dir, "last"))["epoch"] == 1
+    assert cli_main(["train", "--out", str(run_dir), "--resume"]) == 0
+    rows, _ = runs.read_metrics_from(run_dir)
+    steps_written = [r["step"] for r in rows if r["kind"] == "train"]
+    assert len(steps_written) > len(set(steps_written))  # the killed epoch's steps were written again
+    train, val = runs.read_metrics(run_dir)
+    assert [r["step"] for r in train] == [1, 2, 3, 4] and [r["epoch"] for r in train] == [1, 1, 2, 2]
+    assert [v["epoch"] for v in val] == [1, 2]
+    assert runs.read_status(run_dir).state == "done"
+
+
+def test_nan_loss_stops_naming_the_images_and_keeps_the_last_good_checkpoint(small, tmp_path):
+    run_dir = tmp_path / "nan"
+    config = _config(small, epochs=2, max_val_images=0, snapshot_images=0)
+
+    def poison(step, model, images):
+        if step == 3:  # the second iteration of epoch 2
+            with torch.no_grad():
+                model.rpn.head.cls_logits.weight.fill_(float("nan"))
+
+    with pytest.raises(engine.TrainingFailed, match="non-finite loss at epoch 2, step 4") as info:
+        engine.train(config, run_dir, on_step=poison)
+    message = str(info.value)
+    assert "images/synth_" in message and message.count(".jpg") == 2
+    status = runs.read_status(run_dir)
+    assert status.state == "failed" and "non-finite loss" in status.error
+    ckpt = read_checkpoint(runs.checkpoint_path(run_dir, "last"))
+    assert ckpt["epoch"] == 1 and all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+
+
+def test_out_of_memory_says_what_to_lower(small, tmp_path):
+    def oom(step, model, images):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with pytest.raises(engine.TrainingFailed, match="out of memory") as info:
+        engine.train(_config(small, max_val_images=0, snapshot_images=0), tmp_path / "oom", on_step=oom)
+    assert "--batch-size" in str(info.value) and "min_size" in str(info.value)
+    assert runs.read_status(tmp_path / "oom").state == "failed"
+
+
+def test_a_second_training_on_a_busy_device_is_refused_naming_the_holder(dataset, tmp_path, capsys):
+    holder = tmp_path / "holder-run"
+    with runs.device_lock("cpu", holder):
+        code = cli_main(["train", "--out", str(tmp_path / "second"), "--data", str(dataset), "--device", "cpu",
+                         "--epochs", "1"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "holder-run" in err and "busy" in err and "Traceback" not in err
+    status = runs.read_status(tmp_path / "second")
+    assert status.state == "failed" and "holder-run" in status.error
+
+
+def test_cli_refuses_bad_requests_with_one_line(dataset, tmp_path, capsys):
+    cases = [
+        (["train", "--out", str(tmp_path / "a")], "no dataset"),
+        (["train", "--out", str(tmp_path / "b"), "--resume"], "nothing to resume"),
+        (["train", "--out", str(tmp_path / "c"), "--data", str(dataset), "--model", "nope"], "unknown model"),
+        (["train", "--out", str(tmp_path / "d"), "--data", str(tmp_path / "missing")], "missing"),
+        (["train", "--out", str(tmp_path / "e"), "--data", str(dataset), "--weights", "coco", "--device", "cpu"], "coco"),
+        (["train", "--out", str(tmp_path / "f"), "--data", str(dataset), "--set", "colour=1"], "unknown config field"),
+        (["evaluate", "--model", "fasterrcnn_mobilenet_v3_large_320_fpn", "--data", str(dataset)], "no COCO weights"),
+    ]
+    for argv, expected in cases:
+        assert cli_main(argv) != 0, argv
+        err = capsys.readouterr().err
+        assert expected.lower() in err.lower() and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+# ---------------------------------------------------------------- pieces
+
+
+def test_grouped_batches_are_equal_per_rank_homogeneous_and_resumable():
+    groups = [0, 1, 0, 0, 1, 1, 0, 1, 0, 0, 0]
+    samplers = [engine.GroupedBatchSampler(groups, 2, seed=1, rank=r, world_size=2) for r in range(2)]
+    batches = [s.batches() for s in samplers]
+    assert len(batches[0]) == len(batches[1]) == len(samplers[0]) == 3
+    seen = [i for b in batches for batch in b for i in batch]
+    assert set(seen) == set(range(len(groups)))  # every image, one padded repeat at most
+    full = [b for b in batches[0] if len(b) == 2]
+    assert all(len({groups[i] for i in b}) == 1 for b in full[:-1])
+    samplers[0].set_epoch(1, skip=2)
+    assert list(samplers[0]) == batches[0][2:]
+    samplers[0].set_epoch(2)
+    assert samplers[0].batches() != batches[0]  # reshuffled per epoch
+
+
+def test_learning_rate_warms_up_then_steps_down():
+    config = TrainConfig(epochs=3, warmup_iters=4, warmup_factor=0.01, lr_steps=(2,))
+    factor = engine.lr_factor(config, iters_per_epoch=10)
+    assert factor(0) == pytest.approx(0.01) and factor(2) == pytest.approx(0.505) and factor(5) == 1.0
+    assert factor(19) == 1.0 and factor(20) == pytest.approx(0.1)
+    cosine = engine.lr_factor(config.replace(schedule="cosine", warmup_iters=0), 10)
+    assert cosine(0) == 1.0 and cosine(15) == pytest.approx(0.5) and cosine(30) == pytest.approx(0.0)
+    assert TrainConfig(batch_size=4).base_lr() == pytest.approx(0.005)
+    assert TrainConfig(batch_size=4).base_lr(world_size=2) == pytest.approx(0.01)
+
+
+def test_config_round_trips_through_json_and_checks_fields():
+    config = TrainConfig(data="d", epochs=3, lr_steps=(2,), model_kwargs={"min_size": 128})
+    assert TrainConfig.from_dict(json.loads(config.to_json())) == config
+    with pytest.raises(ValueError, match="unknown config field"):
+        TrainConfig.from_dict({"data": "d", "learning_rate": 1})
+    with pytest.raises(ValueError, match="optimizer"):
+        TrainConfig(optimizer="lbfgs").checked()
+
+
+# ---------------------------------------------------------------- multi-process
+
+
+def test_ddp_two_processes_with_gloo(dataset, tmp_path):
+    run_dir = tmp_path / "ddp"
+    run_dir.mkdir()
+    runs.write_config(run_dir, _config(dataset, max_val_images=1).to_dict())
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "detector", "train", "--out", str(run_dir)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    status = runs.read_status(run_dir)
+    assert status.state == "done" and status.extra["world_size"] == 2
+    train, val = runs.read_metrics(run_dir)
+    # 8 training images, 2 processes x batch 2: 2 steps per epoch, logged once (rank 0)
+    assert [r["step"] for r in train] == [1, 2]
+    assert len(val) == 1 and runs.checkpoint_path(run_dir, "last").is_file()
+    ckpt = read_checkpoint(runs.checkpoint_path(run_dir, "last"))
+    assert not any(k.startswith("module.") for k in ckpt["state_dict"])
+    assert ckpt["config"]["batch_size"] == 2
