@@ -1,7 +1,7 @@
 """Anchors: the grids a Faster R-CNN lays over its input, their matching to ground truth, fitness.
 
 Everything is built from torchvision's own pieces: the model's `GeneralizedRCNNTransform` resize
-and padding rule, its backbone's feature-map shapes (run on fake tensors, so no computation),
+and padding rule, its backbone's feature-map shapes (run on the meta device: shapes only),
 `AnchorGenerator` for the boxes themselves, `Matcher` + `box_iou` for the RPN labels and
 `BalancedPositiveNegativeSampler` for the 256-anchor minibatch.
 
@@ -18,6 +18,7 @@ Anchor order (torchvision 0.29): flat index over (level, y, x, a) with
 
 from __future__ import annotations
 
+import copy
 import math
 import weakref
 from dataclasses import dataclass, field, replace
@@ -28,7 +29,7 @@ import torch
 from torchvision.models.detection._utils import BalancedPositiveNegativeSampler, Matcher
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.image_list import ImageList
-from torchvision.models.detection.transform import _resize_image_and_masks, resize_boxes
+from torchvision.models.detection.transform import resize_boxes
 from torchvision.ops import box_iou
 
 # RPN training defaults of the paper and torchvision.
@@ -188,6 +189,7 @@ class AnchorLevel:
     inside_image: int
     offset: int  # index of this level's first anchor in the flat order
     shapes: tuple[tuple[float, float], ...]  # (width, height) of each anchor a at this level, input pixels
+    base: tuple[tuple[float, float, float, float], ...] = ()  # the generator's cell anchors, centred on (0, 0)
 
     def shape_label(self, a: int) -> str:
         """'size 128, ratio 0.5' for anchor index a (a = ratio_index * len(sizes) + size_index)."""
@@ -209,6 +211,8 @@ class AnchorGrid:
 
     anchors: (N, 4) float32 xyxy in the *input* frame (resized, padded), flat order (level, y, x, a).
     inside: (N,) bool, anchor fully inside the resized, unpadded image.
+    Both are None in a layout-only grid (`anchor_grid(..., with_anchors=False)`): levels, counts and
+    sizes without the boxes, which is all the fitness report needs.
     """
 
     source_name: str
@@ -216,16 +220,16 @@ class AnchorGrid:
     resized_size: tuple[int, int]  # (width, height) after the transform's resize
     padded_size: tuple[int, int]  # (width, height) after padding: the AnchorGenerator's image size
     levels: tuple[AnchorLevel, ...]
-    anchors: torch.Tensor = field(repr=False)
-    inside: torch.Tensor = field(repr=False)
+    anchors: torch.Tensor | None = field(repr=False)
+    inside: torch.Tensor | None = field(repr=False)
 
     @property
     def total(self) -> int:
-        return int(self.anchors.shape[0])
+        return sum(lv.count for lv in self.levels)
 
     @property
     def inside_image(self) -> int:
-        return int(self.inside.sum())
+        return sum(lv.inside_image for lv in self.levels)
 
     @property
     def scale(self) -> tuple[float, float]:
@@ -259,37 +263,39 @@ class AnchorGrid:
 def input_sizes(source: AnchorSource, image_size: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
     """(resized, padded) (width, height) of an image of `image_size`, by torchvision's own rule.
 
-    Runs `_resize_image_and_masks` (the transform's eval-mode resize) and `batch_images`'s rounding
-    on a fake tensor, so only shapes are computed.
+    The eval-mode resize of `GeneralizedRCNNTransform` (`_resize_image_and_masks`): scale =
+    min(min_size / short side, max_size / long side), and `interpolate(recompute_scale_factor=True)`
+    makes each side floor(side * scale); `batch_images` pads up to a multiple of size_divisible.
     """
     width, height = int(image_size[0]), int(image_size[1])
     if width <= 0 or height <= 0:
         raise ValueError(f"image size must be positive, got {width}x{height}")
-    if source.min_size is None and source.fixed_size is None:
+    if source.fixed_size is not None:
+        rw, rh = int(source.fixed_size[0]), int(source.fixed_size[1])
+    elif source.min_size is None:
         rw, rh = width, height
     else:
-        from torch._subclasses.fake_tensor import FakeTensorMode
-
-        with FakeTensorMode():
-            fake = torch.empty(1, height, width)
-            resized, _ = _resize_image_and_masks(
-                fake, float(source.min_size or 0), float(source.max_size or 0), None, source.fixed_size
-            )
-            rh, rw = int(resized.shape[-2]), int(resized.shape[-1])
+        scale = min(source.min_size / min(height, width), source.max_size / max(height, width))
+        rw, rh = int(math.floor(width * scale)), int(math.floor(height * scale))
     d = float(source.size_divisible)
     padded = (int(math.ceil(rw / d) * d), int(math.ceil(rh / d) * d))
     return (rw, rh), padded
 
 
-# backbone -> ({padded (w, h): grids}, level names); weak, so a dropped model leaves nothing behind
-_BACKBONE_GRIDS: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[dict, tuple[str, ...]]]" = weakref.WeakKeyDictionary()
+# backbone -> ({("x" | "y", padded length): cells per level}, level names, its copy on the meta
+# device). A conv/pool backbone's output length along one axis depends only on the input length
+# along that axis, so one shape-only run serves every padded size that reuses its lengths.
+# Weak keys: a dropped model leaves nothing behind.
+_BACKBONE_GRIDS: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[dict, tuple[str, ...], torch.nn.Module]]" = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def feature_grids(source: AnchorSource, padded_size: tuple[int, int]) -> tuple[tuple[int, int], ...]:
     """(rows, columns) of each level's feature map for a padded input of (width, height).
 
-    A model's grids come from running its backbone on a fake tensor (shapes only, no arithmetic);
-    a custom set's are padded_size // stride.
+    A model's grids come from running a copy of its backbone on the meta device (shapes only, no
+    arithmetic, about 40 ms); a custom set's are padded_size // stride.
     """
     pw, ph = padded_size
     if source.strides is not None:
@@ -297,17 +303,18 @@ def feature_grids(source: AnchorSource, padded_size: tuple[int, int]) -> tuple[t
     if source.model is None:
         raise ValueError("an anchor source without strides needs a model")
     backbone = source.model.backbone
-    cache, _ = _BACKBONE_GRIDS.setdefault(backbone, ({}, ()))
-    if (pw, ph) not in cache:
-        from torch._subclasses.fake_tensor import FakeTensorMode
-
-        with torch.no_grad(), FakeTensorMode(allow_non_fake_inputs=True):
-            features = backbone(torch.empty(1, 3, ph, pw))
+    if backbone not in _BACKBONE_GRIDS:
+        _BACKBONE_GRIDS[backbone] = ({}, (), copy.deepcopy(backbone).to("meta").eval())
+    cache, names, meta = _BACKBONE_GRIDS[backbone]
+    if ("x", pw) not in cache or ("y", ph) not in cache:
+        with torch.no_grad():
+            features = meta(torch.empty(1, 3, ph, pw, device="meta"))
         if isinstance(features, torch.Tensor):
             features = {"0": features}
-        cache[(pw, ph)] = tuple((int(f.shape[-2]), int(f.shape[-1])) for f in features.values())
-        _BACKBONE_GRIDS[backbone] = (cache, tuple(str(k) for k in features.keys()))
-    grids = cache[(pw, ph)]
+        cache[("y", ph)] = tuple(int(f.shape[-2]) for f in features.values())
+        cache[("x", pw)] = tuple(int(f.shape[-1]) for f in features.values())
+        _BACKBONE_GRIDS[backbone] = (cache, tuple(str(k) for k in features.keys()), meta)
+    grids = tuple(zip(cache[("y", ph)], cache[("x", pw)]))
     if len(grids) != source.num_levels:
         raise ValueError(
             f"{source.name}: the backbone gives {len(grids)} feature maps but the anchor set has "
@@ -316,22 +323,41 @@ def feature_grids(source: AnchorSource, padded_size: tuple[int, int]) -> tuple[t
     return grids
 
 
-def anchor_grid(source: AnchorSource, image_size: tuple[int, int]) -> AnchorGrid:
+def _inside_count(base: Sequence[Sequence[float]], grid: tuple[int, int], stride: tuple[int, int],
+                  resized: tuple[int, int]) -> int:
+    """Anchors of one level fully inside the resized image, counted per shape without building them:
+    column c qualifies when c * stride_x + x1 >= 0 and c * stride_x + x2 <= width (rows alike)."""
+    total = 0
+    for x1, y1, x2, y2 in base:
+        n = 1
+        for lo_edge, hi_edge, cells, step, size in ((x1, x2, grid[0], stride[0], resized[0]),
+                                                    (y1, y2, grid[1], stride[1], resized[1])):
+            lo = max(0, math.ceil(-lo_edge / step))
+            hi = min(cells - 1, math.floor((size - hi_edge) / step))
+            n *= max(0, hi - lo + 1)
+        total += n
+    return total
+
+
+def anchor_grid(source: AnchorSource, image_size: tuple[int, int], with_anchors: bool = True) -> AnchorGrid:
     """Every anchor for an original image of (width, height), from torchvision's AnchorGenerator.
 
     Anchors are in the input frame (resized, padded); the generator is called with an ImageList of
     the padded size and empty feature maps of the backbone's grid shapes, exactly as the RPN does.
+    with_anchors=False skips the boxes (anchors and inside are None; counts are computed per shape).
     """
     resized, padded = input_sizes(source, image_size)
     grids = feature_grids(source, padded)
     generator = source.anchor_generator()
     pw, ph = padded
-    image_list = ImageList(torch.empty(1, 3, ph, pw), [(resized[1], resized[0])])
-    feature_maps = [torch.empty(1, 0, gh, gw) for gh, gw in grids]
-    with torch.no_grad():
-        anchors = generator(image_list, feature_maps)[0]
     rw, rh = resized
-    inside = (anchors[:, 0] >= 0) & (anchors[:, 1] >= 0) & (anchors[:, 2] <= rw) & (anchors[:, 3] <= rh)
+    anchors = inside = None
+    if with_anchors:
+        image_list = ImageList(torch.empty(1, 3, ph, pw), [(rh, rw)])
+        feature_maps = [torch.empty(1, 0, gh, gw) for gh, gw in grids]
+        with torch.no_grad():
+            anchors = generator(image_list, feature_maps)[0]
+        inside = (anchors[:, 0] >= 0) & (anchors[:, 1] >= 0) & (anchors[:, 2] <= rw) & (anchors[:, 3] <= rh)
     if source.level_names:
         names = source.level_names
     elif source.model is not None and source.model.backbone in _BACKBONE_GRIDS:
@@ -343,16 +369,24 @@ def anchor_grid(source: AnchorSource, image_size: tuple[int, int]) -> AnchorGrid
     for i, ((gh, gw), sizes, ratios) in enumerate(zip(grids, source.sizes, source.ratios)):
         a = len(sizes) * len(ratios)
         count = gh * gw * a
-        cell = generator.cell_anchors[i]
-        shapes = tuple((float(b[2] - b[0]), float(b[3] - b[1])) for b in cell.tolist())
+        base = tuple(tuple(b) for b in generator.cell_anchors[i].to(torch.float32).tolist())
+        shapes = tuple((b[2] - b[0], b[3] - b[1]) for b in base)
+        stride = (pw // gw, ph // gh)
+        n_inside = (int(inside[offset:offset + count].sum()) if inside is not None
+                    else _inside_count(base, (gw, gh), stride, resized))
         levels.append(AnchorLevel(
-            name=names[i], stride=(pw // gw, ph // gh), grid=(gw, gh), sizes=sizes, ratios=ratios,
-            anchors_per_location=a, count=count, inside_image=int(inside[offset:offset + count].sum()),
-            offset=offset, shapes=shapes,
+            name=names[i], stride=stride, grid=(gw, gh), sizes=sizes, ratios=ratios, anchors_per_location=a,
+            count=count, inside_image=n_inside, offset=offset, shapes=shapes, base=base,
         ))
         offset += count
     return AnchorGrid(source.name, (int(image_size[0]), int(image_size[1])), resized, padded, tuple(levels),
                       anchors, inside)
+
+
+def _anchors(grid: AnchorGrid) -> torch.Tensor:
+    if grid.anchors is None:
+        raise ValueError("this anchor grid was built without its anchors (with_anchors=False)")
+    return grid.anchors
 
 
 # ----------------------------------------------------------------------------- frames
@@ -431,7 +465,7 @@ def anchors_at(grid: AnchorGrid, level: int | str, row: int, col: int) -> Anchor
     a = lv.anchors_per_location
     start = lv.offset + (row * gw + col) * a
     idx = np.arange(start, start + a)
-    boxes = grid.anchors[start:start + a].numpy().astype(float)
+    boxes = _anchors(grid)[start:start + a].numpy().astype(float)
     labels = tuple(f"#{i} {lv.shape_label(k)}" for k, i in enumerate(idx.tolist()))
     return AnchorsAt(li, row, col, (float(col * lv.stride[0]), float(row * lv.stride[1])), idx, boxes, labels)
 
@@ -452,7 +486,7 @@ def anchors_of_shape(grid: AnchorGrid, level: int | str, shape_index: int, max_b
     if not 0 <= shape_index < lv.anchors_per_location:
         raise ValueError(f"shape index {shape_index} out of range 0..{lv.anchors_per_location - 1}")
     gw, gh = lv.grid
-    block = grid.anchors[lv.offset:lv.offset + lv.count].view(gh, gw, lv.anchors_per_location, 4)
+    block = _anchors(grid)[lv.offset:lv.offset + lv.count].view(gh, gw, lv.anchors_per_location, 4)
     step = max(1, int(math.ceil(math.sqrt(gw * gh / max(max_boxes, 1)))))
     return block[::step, ::step, shape_index].reshape(-1, 4).numpy().astype(float), step
 
@@ -513,7 +547,7 @@ def match_anchors(
         return Matching(torch.zeros(n, dtype=torch.int8), torch.full((n,), -1, dtype=torch.int64),
                         torch.zeros(n), zeros, zeros.long(), zeros.long(), gt, fg_iou, bg_iou)
     # IoU of every (box, anchor) pair, M x N
-    iou = box_iou(gt, grid.anchors)
+    iou = box_iou(gt, _anchors(grid))
     # torchvision's matcher: best box per anchor, thresholds, low-quality matches
     matched = Matcher(fg_iou, bg_iou, allow_low_quality_matches=allow_low_quality_matches)(iou)
     labels = torch.zeros(n, dtype=torch.int8)
@@ -556,31 +590,30 @@ def best_anchor_iou(grid: AnchorGrid, boxes_input) -> np.ndarray:
     so the best anchor of each (level, shape) is the one at the cell nearest the box centre.
     That is M x levels x shapes IoUs instead of M x all anchors (equal to `box_iou(...).max(1)`).
     """
-    b = torch.as_tensor(np.asarray(boxes_input, dtype=np.float32).reshape(-1, 4))
+    b = np.asarray(boxes_input, dtype=np.float32).reshape(-1, 4)
     if len(b) == 0:
         return np.zeros(0)
-    cx = (b[:, 0] + b[:, 2]) / 2
-    cy = (b[:, 1] + b[:, 3]) / 2
-    best = torch.zeros(len(b))
+    cx = (b[:, 0] + b[:, 2]) / np.float32(2)
+    cy = (b[:, 1] + b[:, 3]) / np.float32(2)
+    area_b = ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))[:, None]
+    best = np.zeros(len(b), dtype=np.float32)
     for lv in grid.levels:
         gw, gh = lv.grid
-        col = torch.clamp(torch.round(cx / lv.stride[0]), 0, gw - 1).long()
-        row = torch.clamp(torch.round(cy / lv.stride[1]), 0, gh - 1).long()
-        a = lv.anchors_per_location
-        # the A anchors at each box's nearest cell, (M, A, 4)
-        start = lv.offset + (row * gw + col) * a
-        idx = start[:, None] + torch.arange(a)[None, :]
-        cand = grid.anchors[idx]
-        # IoU of each box with its A candidates, as torchvision's box_iou computes it
-        lt = torch.max(b[:, None, :2], cand[..., :2])
-        rb = torch.min(b[:, None, 2:], cand[..., 2:])
-        wh = (rb - lt).clamp(min=0)
+        col = np.clip(np.round(cx / lv.stride[0]), 0, gw - 1).astype(np.int64)
+        row = np.clip(np.round(cy / lv.stride[1]), 0, gh - 1).astype(np.int64)
+        # the A anchors at each box's nearest cell, (M, A, 4): integer shift + cell anchor, as torchvision adds them
+        shift = np.stack([col * lv.stride[0], row * lv.stride[1], col * lv.stride[0], row * lv.stride[1]], axis=1)
+        cand = shift[:, None, :].astype(np.float32) + np.asarray(lv.base, dtype=np.float32)[None, :, :]
+        # IoU of each box with its A candidates, float32 as torchvision's box_iou
+        lt = np.maximum(b[:, None, :2], cand[..., :2])
+        rb = np.minimum(b[:, None, 2:], cand[..., 2:])
+        wh = np.clip(rb - lt, 0, None)
         inter = wh[..., 0] * wh[..., 1]
-        area_b = ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))[:, None]
         area_c = (cand[..., 2] - cand[..., 0]) * (cand[..., 3] - cand[..., 1])
-        iou = inter / (area_b + area_c - inter)
-        best = torch.maximum(best, iou.max(dim=1).values)
-    return best.numpy().astype(float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            iou = np.nan_to_num(inter / (area_b + area_c - inter))
+        best = np.maximum(best, iou.max(axis=1))
+    return best.astype(float)
 
 
 @dataclass(frozen=True)
@@ -667,7 +700,7 @@ def fitness(source: AnchorSource, images: Iterable[FitnessImage | tuple]) -> Fit
             continue
         size = (item.width, item.height)
         if size not in grids:
-            grids[size] = anchor_grid(source, size)
+            grids[size] = anchor_grid(source, size, with_anchors=False)
         grid = grids[size]
         inp = to_input_frame(boxes, grid)
         best_parts.append(best_anchor_iou(grid, inp))

@@ -263,6 +263,9 @@ st.dataframe(pd.DataFrame([{
 st.caption("Sizes and ratios from k-means on the box shapes with an IoU distance (log size and log aspect ratio), "
            "keeping the number of anchors per location; recall measured on the same grids and boxes.")
 best = sugg[0]
+if best.recall["0.7"] <= fit.recall["0.7"]:
+    st.info("None of the fitted sets beats the current anchors at IoU 0.7 on this data: the current ones fit well, "
+            "or the boxes need more shapes per location (try more sizes or ratios below).")
 w1, w2 = st.columns(2)
 alt_sizes = w1.text_input("What-if sizes ('/' between levels)",
                           " / ".join(",".join(map(str, lv)) for lv in best.sizes), key="anchors_whatif_sizes")

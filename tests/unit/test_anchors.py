@@ -64,6 +64,28 @@ def test_paper_check_from_design():
     assert int(direct) == 8_044
 
 
+@pytest.mark.parametrize("size", [(1000, 600), (190, 150), (37, 301)])
+def test_layout_only_grid_counts_without_building_anchors(mobilenet, size):
+    for source in (A.custom_source([[128, 256, 512]], [0.5, 1, 2], [16]), A.model_source(mobilenet),
+                   A.custom_source([[20, 40], [90]], [0.4, 1.7], [8, 32], min_size=200)):
+        full = A.anchor_grid(source, size)
+        layout = A.anchor_grid(source, size, with_anchors=False)
+        assert layout.anchors is None and layout.total == full.total == len(full.anchors)
+        assert [lv.inside_image for lv in layout.levels] == [lv.inside_image for lv in full.levels]
+        assert layout.inside_image == int(full.inside.sum())
+
+
+def test_input_sizes_follow_torchvisions_resize(mobilenet):
+    from torchvision.models.detection.transform import _resize_image_and_masks
+
+    source = A.model_source(mobilenet)
+    rng = np.random.default_rng(0)
+    for width, height in [(190, 150), (333, 17), (17, 333), (128, 128), (640, 480)] + [
+            tuple(int(v) for v in rng.integers(5, 700, 2)) for _ in range(20)]:
+        resized, _ = _resize_image_and_masks(torch.zeros(1, height, width), 128.0, 200.0)
+        assert A.input_sizes(source, (width, height))[0] == (resized.shape[-1], resized.shape[-2])
+
+
 def test_paper_preset_resizes_short_side_to_600():
     grid = A.anchor_grid(A.paper_source(), (500, 300))
     assert grid.resized_size == (1000, 600) and grid.total == 21_546
