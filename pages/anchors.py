@@ -199,20 +199,25 @@ if not picked.has_ground_truth or len(picked.boxes) == 0:
 else:
     gt_input = A.to_input_frame(picked.boxes, grid).numpy()
     match = matching(key, picked.digest, grid, gt_input)
-    seed = int(st.number_input("Sampler seed", 0, 1_000_000, 0, key="anchors_sampler_seed"))
+    s1, s2 = st.columns([1, 2])
+    seed = int(s1.number_input("Sampler seed", 0, 1_000_000, 0, key="anchors_sampler_seed"))
+    kinds = s2.multiselect("Draw", ["positive", "ignored", "negative"], default=["positive", "negative"],
+                           key="anchors_draw", format_func=lambda k: "sampled negative" if k == "negative" else k)
     batch = A.sample_minibatch(match, seed=seed)
     counts = match.counts
     m1, m2, m3, m4 = st.columns(4)
-    m1.metric("positive (IoU ≥ 0.7 or a box's best)", f"{counts['positive']:,}")
-    m2.metric("negative (IoU < 0.3)", f"{counts['negative']:,}")
-    m3.metric("ignored (between)", f"{counts['ignored']:,}")
-    m4.metric("minibatch: positive + negative", f"{len(batch.positive)} + {len(batch.negative)}")
-    st.plotly_chart(V.matching_figure(picked.image, grid, match, batch, picked.boxes), key="anchors_matching",
-                    width="stretch")
+    m1.metric("positive", f"{counts['positive']:,}", help="IoU ≥ 0.7 with a box, or a box's best anchor")
+    m2.metric("negative", f"{counts['negative']:,}", help="IoU < 0.3 with every box")
+    m3.metric("ignored", f"{counts['ignored']:,}", help="IoU between 0.3 and 0.7: no loss")
+    m4.metric("minibatch (pos + neg)", f"{len(batch.positive)} + {len(batch.negative)}",
+              help="torchvision's BalancedPositiveNegativeSampler: 256 anchors, at most half positive")
+    st.plotly_chart(V.matching_figure(picked.image, grid, match, batch, picked.boxes, max_per_kind=150, show=kinds),
+                    key="anchors_matching", width="stretch")
     st.caption(
         "The paper's RPN labels (section 3.1.2) as torchvision's Matcher gives them: an anchor is positive at IoU ≥ 0.7 "
         "with a ground-truth box, or when it is a box's best anchor; negative under 0.3; otherwise it does not count. "
-        f"Each step samples 256 anchors, up to half positive (seed {seed}); the negatives drawn are that sample."
+        f"Each step samples 256 anchors, up to half positive (seed {seed}); the negatives drawn are that sample "
+        "(at most 150 of each kind are drawn)."
     )
     missing = set(match.gt_without_positive.tolist())
     st.dataframe(pd.DataFrame({

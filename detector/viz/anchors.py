@@ -79,9 +79,11 @@ def anchor_cell_figure(image: Image.Image, grid: A.AnchorGrid, centres: A.CellCe
 
 
 def matching_figure(image: Image.Image, grid: A.AnchorGrid, matching: A.Matching, minibatch: A.Minibatch,
-                    gt_boxes: np.ndarray, max_per_kind: int = 300) -> go.Figure:
+                    gt_boxes: np.ndarray, max_per_kind: int = 300,
+                    show: Sequence[str] = ("positive", "ignored", "negative")) -> go.Figure:
     """RPN labels over the image: positive (IoU >= 0.7 or a box's best), ignored (between) and the
-    sampled negatives of the 256-anchor minibatch; boxes with no positive anchor highlighted."""
+    sampled negatives of the 256-anchor minibatch, the kinds in `show`, at most max_per_kind of each;
+    ground-truth boxes with no positive anchor highlighted."""
     fig = image_figure(image, title="RPN training labels: positive / ignored / sampled negative anchors")
     labels = matching.labels.numpy()
     neg = _limit(minibatch.negative, max_per_kind)
@@ -92,7 +94,7 @@ def matching_figure(image: Image.Image, grid: A.AnchorGrid, matching: A.Matching
     sampled = set(minibatch.positive.tolist())
     for style, idx, what in (("negative", neg, "sampled negative"), ("ignored", ign, "ignored"),
                              ("positive", pos, "positive")):
-        if len(idx):
+        if len(idx) and style in show:
             hover = [f"{what} anchor #{i}, IoU {iou[i]:.2f}" + (" (in the minibatch)" if i in sampled else "")
                      for i in idx.tolist()]
             add_boxes(fig, A.to_original_frame(anchors[idx], grid), style=style, hover=hover, show_labels=False)
