@@ -60,18 +60,19 @@ def parse_custom(sizes: str, ratios: str, strides: str, min_size: int) -> A.Anch
                            [int(v) for v in strides.split(",") if v.strip()], min_size or None)
 
 
-def pick_source() -> tuple[str, A.AnchorSource]:
-    """(cache key, anchor source) from the source radio."""
+def pick_source() -> tuple[str, A.AnchorSource, str]:
+    """(cache key, anchor source, the `python -m detector anchors` flags that give the same anchors)."""
     kind = st.radio("Anchor source", SOURCES, key="anchors_from", horizontal=True)
     if kind == SOURCES[0]:
         loaded = current_model()
         st.caption(f"Model: {loaded.description}. Its transform resizes and pads the image; its backbone sets "
                    "each level's grid; its `rpn.anchor_generator` builds the anchors.")
-        return f"model:{loaded.source}:{id(loaded.model)}", A.model_source(loaded.model, loaded.arch)
+        return f"model:{loaded.source}:{id(loaded.model)}", A.model_source(loaded.model, loaded.arch), \
+            f"--model {loaded.source}"
     if kind == SOURCES[1]:
         st.caption("Ren et al. 2015, section 3.1: one level at stride 16 (VGG-16 conv5), box areas 128², 256², "
                    "512² x aspect ratios 1:2, 1:1, 2:1, so k = 9 anchors per location; short side rescaled to 600.")
-        return "paper", A.paper_source()
+        return "paper", A.paper_source(), "--sizes 128,256,512 --ratios 0.5,1,2 --strides 16 --min-size 600 --max-size 1000"
     c1, c2, c3, c4 = st.columns(4)
     sizes = c1.text_input("Sizes ('/' between levels)", "32/64/128/256/512", key="anchors_sizes")
     ratios = c2.text_input("Ratios (height / width)", "0.5,1,2", key="anchors_ratios")
@@ -82,7 +83,10 @@ def pick_source() -> tuple[str, A.AnchorSource]:
     except ValueError as exc:
         st.error(f"Custom anchor set: {exc}")
         st.stop()
-    return f"custom:{source!r}", source
+    flags = f"--sizes {sizes.replace(' ', '')} --ratios {ratios.replace(' ', '')} --strides {strides.replace(' ', '')}"
+    if source.min_size:
+        flags += f" --min-size {source.min_size} --max-size {source.max_size}"
+    return f"custom:{source!r}", source, flags
 
 
 def apply_click(grid: A.AnchorGrid) -> None:
@@ -121,7 +125,7 @@ st.markdown(
 picked = image_input("anchors")
 if picked is None:
     st.stop()
-key, source = pick_source()
+key, source, cli_flags = pick_source()
 grid = anchor_grid(key, picked.image.size, source)
 
 # ---- counts
@@ -135,8 +139,8 @@ st.dataframe(pd.DataFrame(rows), hide_index=True, key="anchors_counts")
 st.caption(
     f"Image {grid.image_size[0]}x{grid.image_size[1]} → resized {grid.resized_size[0]}x{grid.resized_size[1]} → "
     f"padded {grid.padded_size[0]}x{grid.padded_size[1]} (the model's input frame). Anchors are built on the padded "
-    "size and none is dropped at the border; 'fully inside' means inside the resized image. "
-    "Same numbers as `python -m detector anchors`."
+    "size and none is dropped at the border; 'fully inside' means inside the resized image. Same numbers as "
+    f"`python -m detector anchors --image-size {grid.image_size[0]} {grid.image_size[1]} {cli_flags}`."
 )
 if key == "paper":
     paper = A.original_code_counts(grid.resized_size)

@@ -4,6 +4,7 @@ RPN labels and the dataset fitness what-if work; bad custom input gets a message
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -40,6 +41,19 @@ def _image_size(at) -> tuple[int, int]:
     return int(w), int(h)
 
 
+def _check_cli_gives_the_same_counts(at, capsys) -> None:
+    """The counts caption names a `python -m detector anchors` command; run it: same numbers."""
+    from detector.cli import main
+
+    text = "\n".join(c.value for c in at.caption)
+    command = re.search(r"`python -m detector anchors ([^`]+)`", text).group(1).split()
+    capsys.readouterr()
+    assert main(["anchors", *command, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    _, total = _counts(at)
+    assert data["total"] == int(total["anchors"]) and data["inside_image"] == int(total["fully inside the image"])
+
+
 @pytest.fixture(scope="module")
 def at():
     at = app_test("pages/anchors.py", timeout=240).run()
@@ -47,7 +61,7 @@ def at():
     return at
 
 
-def test_opens_on_a_sample_with_anchors_drawn(at):
+def test_opens_on_a_sample_with_anchors_drawn(at, capsys):
     assert at.radio(key="anchors_source").value == "Sample"
     levels, total = _counts(at)
     assert int(total["anchors"]) == int(levels["anchors"].sum()) > 0
@@ -57,6 +71,7 @@ def test_opens_on_a_sample_with_anchors_drawn(at):
     assert _cell_indices(at) == _expected_indices(at, level, row, col)
     assert "Click a dot" in "\n".join(c.value for c in at.caption)
     assert not at.error
+    _check_cli_gives_the_same_counts(at, capsys)
 
 
 def test_level_row_column_inputs_choose_the_cell(at):
@@ -97,7 +112,7 @@ def test_fitness_what_if_warns_when_anchors_per_location_change(at):
     assert not any("anchors per location" in w.value for w in at.warning)
 
 
-def test_paper_preset_counts_and_figures(at):
+def test_paper_preset_counts_and_figures(at, capsys):
     at.radio(key="anchors_from").set_value(PAPER).run()
     assert not at.exception
     _, total = _counts(at)
@@ -111,15 +126,17 @@ def test_paper_preset_counts_and_figures(at):
                                                             f"{original.original_code_inside:,}"]
     assert "does not reproduce" in "\n".join(c.value for c in at.caption)
     assert len(_cell_indices(at)) == 9
+    _check_cli_gives_the_same_counts(at, capsys)
 
 
-def test_custom_set_and_bad_input(at):
+def test_custom_set_and_bad_input(at, capsys):
     at.radio(key="anchors_from").set_value("Custom").run()
     at.text_input(key="anchors_sizes").set_value("64").run()
     at.text_input(key="anchors_strides").set_value("16").run()
     assert not at.exception
     levels, _ = _counts(at)
     assert len(levels) == 1 and int(levels["anchors per location"].iloc[0]) == 3
+    _check_cli_gives_the_same_counts(at, capsys)
     at.text_input(key="anchors_sizes").set_value("64,abc").run()
     assert not at.exception
     assert any("Custom anchor set" in e.value for e in at.error)
