@@ -62,7 +62,7 @@ def _source(args: argparse.Namespace):
         ratios = _numbers(args.ratios, "ratios") if args.ratios else [0.5, 1.0, 2.0]
         strides = _numbers(args.strides, "strides", int)
         try:
-            return anchors.custom_source(sizes, ratios, strides, args.min_size, args.max_size), "custom anchor set"
+            return anchors.custom_source(sizes, ratios, strides, args.min_size, args.max_size), "as asked"
         except ValueError as exc:
             raise CliError(str(exc), 2) from None
     if args.min_size is not None or args.max_size is not None:
@@ -71,7 +71,7 @@ def _source(args: argparse.Namespace):
 
     source = args.model
     why = "as asked"
-    if not source:
+    if not source:  # the model every command defaults to (DESIGN: demo, or a cached COCO MobileNet)
         source, why = models.default_model("cpu")
     try:
         if source in models.ARCHITECTURES:  # anchors need no weights: build with random ones
@@ -86,7 +86,7 @@ def _source(args: argparse.Namespace):
 def _print_grid(grid) -> None:
     print(f"anchors of {grid.source_name}: image {grid.image_size[0]}x{grid.image_size[1]} -> resized "
           f"{grid.resized_size[0]}x{grid.resized_size[1]} -> padded {grid.padded_size[0]}x{grid.padded_size[1]}")
-    print(f"{'level':>10} {'stride':>8} {'grid':>9} {'per loc':>7} {'count':>9} {'inside':>9}")
+    print(f"{'level':>10} {'stride':>8} {'grid':>9} {'per loc':>7} {'count':>9} {'inside':>9}   (stride, grid: x by y)")
     for lv in grid.levels:
         stride = f"{lv.stride[0]}" if lv.stride[0] == lv.stride[1] else f"{lv.stride[0]}x{lv.stride[1]}"
         print(f"{lv.name:>10} {stride:>8} {lv.grid[0]:>4}x{lv.grid[1]:<4} {lv.anchors_per_location:>7} "
@@ -125,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(grid.to_dict(), indent=2))
         else:
+            if why != "as asked":
+                print(f"model: {source.name} ({why})")
             _print_grid(grid)
         return 0
 
