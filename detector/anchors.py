@@ -85,9 +85,11 @@ class AnchorSource:
         return len(self.sizes)
 
     def anchor_generator(self) -> AnchorGenerator:
-        """The torchvision AnchorGenerator for these sizes and ratios (the model's own when unchanged)."""
+        """The torchvision AnchorGenerator for these sizes and ratios (a copy of the model's own when
+        unchanged: calling it moves its cell anchors to the caller's device, which must not touch a
+        model another page may be running on a GPU)."""
         if self.generator is not None:
-            return self.generator
+            return copy.deepcopy(self.generator)
         return AnchorGenerator(self.sizes, self.ratios)
 
     def with_anchors(self, sizes: Sequence[Sequence[int]], ratios: Sequence[Sequence[float]] | Sequence[float],
@@ -369,7 +371,7 @@ def anchor_grid(source: AnchorSource, image_size: tuple[int, int], with_anchors:
     for i, ((gh, gw), sizes, ratios) in enumerate(zip(grids, source.sizes, source.ratios)):
         a = len(sizes) * len(ratios)
         count = gh * gw * a
-        base = tuple(tuple(b) for b in generator.cell_anchors[i].to(torch.float32).tolist())
+        base = tuple(tuple(b) for b in generator.cell_anchors[i].to(torch.float32).cpu().tolist())
         shapes = tuple((b[2] - b[0], b[3] - b[1]) for b in base)
         stride = (pw // gw, ph // gh)
         n_inside = (int(inside[offset:offset + count].sum()) if inside is not None
