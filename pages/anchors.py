@@ -257,7 +257,8 @@ h1.caption("For every ground-truth box after the model's resize, its best IoU wi
            "only become a positive as its own best anchor, and a box under 0.3 is poorly covered by the anchors.")
 h2.plotly_chart(V.recall_breakdown(fit), key="anchors_breakdown", width="stretch")
 h2.caption("Recall at 0.7 by COCO size (area in original pixels: small < 32², medium < 96², large) and by aspect "
-           "ratio: which objects the anchor scales and ratios miss.")
+           "ratio h/w (wide < 1/3 < landscape < 2/3 < square-ish < 3/2 < portrait < 3 < tall), boxes in brackets: "
+           "which objects the anchor scales and ratios miss.")
 
 st.markdown("**What if the anchors were fitted to these boxes?**")
 sugg = suggestions(key, dataset, source)

@@ -131,12 +131,12 @@ def recall_breakdown(fit: A.Fitness, threshold: str = "0.7") -> go.Figure:
     sized = [(b, "#3cb44b") for b in fit.by_size if b.boxes] + [(b, "#f58231") for b in fit.by_ratio if b.boxes]
     buckets = [b for b, _ in sized]
     colours = [c for _, c in sized]
-    names = [f"{b.name} ({b.boxes})" for b in buckets]
+    names = [f"{b.name.split(' (')[0]} ({b.boxes})" for b in buckets]  # "square-ish (128)": bucket, boxes
     fig = go.Figure(go.Bar(x=names, y=[b.recall[threshold] for b in buckets], marker_color=colours,
                            hovertext=[f"{b.name}: {b.boxes} boxes, recall@{threshold} {b.recall[threshold]:.1%}, "
                                       f"mean best IoU {b.mean_best_iou:.2f}" for b in buckets], hoverinfo="text"))
     fig.update_layout(height=320, margin=dict(l=10, r=10, t=30, b=10), showlegend=False)
-    fig.update_xaxes(title_text="COCO size (green) and aspect ratio h/w (orange), boxes in brackets")
+    fig.update_xaxes(title_text="COCO size (green), aspect h/w (orange)")
     fig.update_yaxes(title_text=f"recall at IoU {threshold}", range=[0, 1], tickformat=".0%")
     return fig
 
