@@ -255,3 +255,13 @@ def test_bad_anchor_sets_are_refused():
         A.custom_source([[32]], [0.0], [16])
     with pytest.raises(ValueError, match="positive"):
         A.anchor_grid(A.custom_source([[32]], [1.0], [16]), (0, 10))
+
+
+def test_anchors_import_neither_streamlit_nor_plotly():
+    import subprocess
+    import sys
+
+    code = "import sys, detector.anchors, detector.cli.anchors; print(sorted({'streamlit', 'plotly'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=str(__import__("pathlib").Path(__file__).resolve().parents[2]))
+    assert out.stdout.strip() == "[]"
