@@ -13,6 +13,9 @@ from detector import scenes
 from detector.viz import anchors as V
 from ui.inputs import image_input
 from ui.model import current_model
+from ui.router import ensure_router
+
+ensure_router()
 
 SOURCES = ("The model's AnchorGenerator", "The paper's preset (3 scales x 3 ratios)", "Custom")
 LEVEL, ROW, COL, CHART, CLICK = "anchors_level", "anchors_row", "anchors_col", "anchors_chart", "_anchors_click"

@@ -17,6 +17,9 @@ from detector.viz.data import (
     size_bucket_figure,
 )
 from ui.data import content_key, decoding_problems, statistics, store_once, store_synthetic, stored, thumbnail
+from ui.router import ensure_router
+
+ensure_router()
 
 PER_PAGE = 6
 FORMATS = ["auto", "coco", "voc", "yolo"]

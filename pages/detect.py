@@ -13,6 +13,9 @@ from detector.viz import add_boxes, draw_boxes_on_image, image_figure
 from ui.detection import decode_uploads, cached_detections
 from ui.inputs import SAMPLE_SEEDS, sample_image
 from ui.model import current_device, model_choices, model_label, selected_source
+from ui.router import ensure_router
+
+ensure_router()
 
 PER_PAGE = 6
 

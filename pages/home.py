@@ -5,6 +5,9 @@ from pathlib import Path
 import streamlit as st
 
 from ui.model import current_device, default_source, model_label, selected_source
+from ui.router import ensure_router
+
+ensure_router()
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,6 +13,9 @@ from ui.inspection import (
     timings_frame,
 )
 from ui.model import current_device, current_model
+from ui.router import ensure_router
+
+ensure_router()
 
 st.title("RPN inspector")
 st.caption("Faster R-CNN, section 3.1: a small network slides over the feature maps and, at every location, "

@@ -110,15 +110,16 @@ def page(browser):
 
 
 def wait_for_app(page, timeout_s: float = 120) -> None:
-    """Wait until Streamlit has rendered the page's content and is no longer running the script."""
+    """Wait until Streamlit has finished running the script (stApp's script state is notRunning
+    for about a second) and the page's content is rendered."""
     page.wait_for_selector("[data-testid='stApp']", timeout=timeout_s * 1000)
-    page.wait_for_selector("[data-testid='stMain'] [data-testid='stElementContainer']", timeout=timeout_s * 1000)
     deadline = time.time() + timeout_s
     quiet = 0
     while time.time() < deadline:
-        busy = page.locator("[data-testid='stStatusWidget']").count() + page.locator("[data-testid='stSkeleton']").count()
-        quiet = quiet + 1 if busy == 0 else 0
-        if quiet >= 3:  # quiet for about a second: the script run has finished
+        state = page.get_attribute("[data-testid='stApp']", "data-test-script-state")
+        busy = state != "notRunning" or page.locator("[data-testid='stSkeleton']").count() > 0
+        quiet = quiet + 1 if not busy else 0
+        if quiet >= 3:
             return
         time.sleep(0.35)
     raise AssertionError("the app was still running after %.0f s" % timeout_s)
