@@ -564,7 +564,10 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, on_
             if Path(exc.holder).resolve() != run_dir.resolve():  # never overwrite the holder's own status
                 status.update(write=True, state="failed", error=message)
         elif ddp.main:
-            log.exception("training failed: %s", message) if not isinstance(exc, TrainingFailed) else log.error("%s", message)
+            if isinstance(exc, TrainingFailed):
+                log.error("%s", message)
+            else:  # unexpected: the traceback goes to train.log
+                log.exception("training failed: %s", message)
             status.close(state="failed", error=message or type(exc).__name__)
         raise
     finally:
