@@ -15,6 +15,9 @@ PAGES = {"": "pages/home.py", "anchors": "pages/anchors.py", "rpn": "pages/rpn.p
 def test_every_page_renders(app_url, page, session_tmp):
     listed = [url for url, file in PAGES.items() if (ROOT / file).is_file()]
     assert "" in listed
+    page.goto(f"{app_url}/detect")  # a shared link straight to a sub-page, first thing
+    wait_for_app(page, 180)
+    assert "Run models on" in page.locator("[data-testid='stSidebar']").inner_text()
     page.goto(app_url)
     wait_for_app(page)
     nav_links = page.locator("[data-testid='stSidebarNav'] a")
@@ -24,6 +27,8 @@ def test_every_page_renders(app_url, page, session_tmp):
         page.goto(f"{app_url}/{url}")
         wait_for_app(page, 180)
         assert_no_exception(page)
+        # the shared sidebar (app.py's router) is there on every page, also when opened directly
+        assert "Run models on" in page.locator("[data-testid='stSidebar']").inner_text()
         page.screenshot(path=str(session_tmp / f"page-{url or 'home'}.png"), full_page=True)
     page.goto(app_url)
     wait_for_app(page)
