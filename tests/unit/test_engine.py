@@ -157,6 +157,33 @@ def test_validation_losses_touch_neither_weights_nor_batchnorm_statistics(datase
     assert all(torch.equal(before[k], after[k]) for k in before), "validation changed the model"
 
 
+def test_without_pycocotools_training_goes_on_and_says_map_was_skipped(small, tmp_path, monkeypatch):
+    # as on the GPU machine: the import fails (a None entry in sys.modules makes `import` raise)
+    for name in ("pycocotools", "pycocotools.coco", "pycocotools.cocoeval"):
+        monkeypatch.setitem(sys.modules, name, None)
+    result = engine.train(_config(small, snapshot_images=0), tmp_path / "nococo")
+    assert result.state == "done"
+    _, val = runs.read_metrics(tmp_path / "nococo")
+    assert val[0]["mAP"] is None and "pycocotools is not installed" in val[0]["note"]
+    assert math.isfinite(val[0]["val_loss_classifier"])
+    assert any("pycocotools is not installed" in line for line in runs.log_tail(tmp_path / "nococo"))
+
+
+def test_init_from_a_checkpoint_replaces_the_box_predictor_only_when_classes_differ(trained_run):
+    ckpt = read_checkpoint(runs.checkpoint_path(trained_run, "best"))  # what a run folder means
+    same = engine.build_training_model(TrainConfig(init=str(trained_run)), ("circle", "rectangle", "triangle"))
+    other = engine.build_training_model(TrainConfig(init=str(trained_run)), ("cat", "dog"))
+    assert same.arch == other.arch == DEMO_ARCH and same.model_kwargs["min_size"] == 96
+    rpn_key = "rpn.head.cls_logits.weight"
+    assert torch.equal(other.model.state_dict()[rpn_key], ckpt["state_dict"][rpn_key])  # the RPN is kept
+    assert other.model.roi_heads.box_predictor.cls_score.out_features == 3  # 2 classes + background
+    assert "replaced" in other.origin and "replaced" not in same.origin
+    key = "roi_heads.box_predictor.cls_score.weight"
+    assert torch.equal(same.model.state_dict()[key], ckpt["state_dict"][key])
+    with pytest.raises(engine.TrainingFailed, match="checkpoint"):
+        engine.build_training_model(TrainConfig(init=str(trained_run), model="fasterrcnn_resnet50_fpn"), ("a",))
+
+
 # ---------------------------------------------------------------- faults
 
 
