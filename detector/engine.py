@@ -488,6 +488,8 @@ class _StatusKeeper:
     def write(self) -> None:
         if self.enabled:
             with self._lock:
+                if self.fields.get("state") == "running" and runs.stop_requested(self.run_dir):
+                    self.fields["state"] = "stopping"  # asked to stop: acted on before the next iteration
                 runs.write_status(self.run_dir, **self.fields)
 
     def close(self, **fields: Any) -> None:

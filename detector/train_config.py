@@ -62,7 +62,7 @@ class TrainConfig:
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # FasterRCNN knobs: min_size, max_size, rpn_*, box_*, anchor_sizes, aspect_ratios
     snapshot_images: int = 3  # fixed validation images whose RPN state is saved each epoch (0: none)
     val_every: int = 1  # validate every N epochs (and always after the last)
-    max_val_images: int | None = None  # validate on at most this many images (None: all)
+    max_val_images: int | None = None  # validate on at most this many images (None: all; 0: no validation)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

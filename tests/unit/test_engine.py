@@ -206,6 +206,15 @@ def test_stop_file_ends_cleanly_and_resume_continues_mid_epoch(small, tmp_path):
     assert [r["step"] for r in train] == [1, 2] and {r["epoch"] for r in train} == {1}
 
 
+def test_heartbeat_says_stopping_once_a_stop_is_asked_for(tmp_path):
+    keeper = engine._StatusKeeper(tmp_path, True, state="running", pid=os.getpid(), epoch=1, step=3)
+    keeper.write()
+    assert runs.read_status(tmp_path).state == "running"
+    runs.request_stop(tmp_path)
+    keeper.write()
+    assert runs.read_status(tmp_path).state == "stopping" and not runs.read_status(tmp_path).interrupted
+
+
 def test_kill_9_then_resume_continues_with_continuous_steps(small, tmp_path):
     run_dir = tmp_path / "killed"
     run_dir.mkdir()
