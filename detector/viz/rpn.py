@@ -95,6 +95,8 @@ def proposals_figure(
     ]
     add_boxes(fig, boxes, style=style, hover=hover, show_labels=False)
     if clickable and len(boxes):
+        # only the centre markers answer the mouse, so a click always carries a rank
+        fig.update_traces(hoverinfo="skip", selector=dict(mode="lines"))
         fig.add_trace(go.Scatter(
             x=(boxes[:, 0] + boxes[:, 2]) / 2, y=(boxes[:, 1] + boxes[:, 3]) / 2, mode="markers",
             marker=dict(size=7, color=STYLES[style]["color"], line=dict(width=1, color="white")),

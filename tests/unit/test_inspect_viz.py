@@ -68,3 +68,11 @@ def test_recall_funnel_and_level_figures():
     heat = _heatmaps(fig)
     assert len(heat) == 3 and np.allclose(np.asarray(heat[0].z), pooled.mean(axis=0))
     assert np.allclose(np.asarray(heat[2].z), pooled[5])
+
+
+def test_only_the_centre_markers_answer_clicks():
+    boxes = np.array([[0, 0, 10, 10], [2, 2, 12, 12]], dtype=float)
+    fig = viz.proposals_figure(Image.new("RGB", (64, 64)), boxes, [0.9, 0.8], clickable=True,
+                               gt_boxes=np.array([[1, 1, 9, 9]]))
+    hoverable = [t for t in fig.data if t.type == "scatter" and t.hoverinfo != "skip"]
+    assert len(hoverable) == 1 and hoverable[0].customdata is not None
