@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
 
 from ui.model import current_device, default_source, model_label, selected_source
 from ui.router import ensure_router
@@ -70,5 +71,8 @@ st.subheader("What each page shows")
 for file, title, text in STAGES:
     if (ROOT / file).is_file():
         with st.container(border=True):
-            st.page_link(file, label=f"**{title}**", icon=":material/arrow_forward:")
+            try:
+                st.page_link(file, label=f"**{title}**", icon=":material/arrow_forward:")
+            except StreamlitAPIException:  # run on its own (no router): a plain link
+                st.markdown(f"**[{title}]({Path(file).stem})**")
             st.markdown(text)
