@@ -143,6 +143,12 @@ def test_loss_falls_on_a_tiny_set_it_can_overfit(small, tmp_path):
     assert last < 0.6 * first, (first, last)
 
 
+def test_a_separate_validation_dataset_is_used_whole(small, dataset):
+    data = engine.load_training_data(_config(small, val_data=str(dataset), max_val_images=None))
+    assert (len(data.train), len(data.val)) == (4, 10) and data.val.root == dataset
+    assert len(engine.load_training_data(_config(small, max_val_images=0)).train) == 4
+
+
 def test_validation_losses_touch_neither_weights_nor_batchnorm_statistics(dataset):
     from detector.models import build_model
 
