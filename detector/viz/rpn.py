@@ -20,6 +20,11 @@ from detector.viz.boxes import STYLES, add_boxes, image_figure
 
 MAX_SIDE = 640  # longest side of the image sent with each figure
 MAX_HEAT_CELLS = 96  # longest side of a heatmap sent to the browser (max-pooled beyond it)
+# Inferno's colours with a transparent low end: where objectness is low the image shows through.
+OBJECTNESS_SCALE = [
+    [0.0, "rgba(0,0,4,0)"], [0.1, "rgba(40,11,84,0.25)"], [0.3, "rgba(101,21,110,0.7)"],
+    [0.5, "rgb(159,42,99)"], [0.7, "rgb(237,105,37)"], [0.85, "rgb(251,180,26)"], [1.0, "rgb(252,255,164)"],
+]
 
 
 def _max_pool(heat: np.ndarray, factor: int) -> np.ndarray:
@@ -41,7 +46,7 @@ def objectness_figure(
     input_size: tuple[int, int],
     opacity: float = 0.55,
     title: str | None = None,
-    colorscale: str = "Inferno",
+    colorscale: list | str | None = None,
 ) -> go.Figure:
     """sigmoid(objectness) of one level, (H, W) cells, over the image in original pixels.
 
@@ -63,7 +68,8 @@ def objectness_figure(
     y0 = (factor - 1) / 2 * sh / scale[0]
     fig = image_figure(image, max_side=MAX_SIDE, title=title)
     fig.add_trace(go.Heatmap(
-        z=pooled, x0=x0, dx=dx, y0=y0, dy=dy, zmin=0.0, zmax=1.0, colorscale=colorscale, opacity=opacity,
+        z=pooled, x0=x0, dx=dx, y0=y0, dy=dy, zmin=0.0, zmax=1.0, colorscale=colorscale or OBJECTNESS_SCALE,
+        opacity=opacity,
         colorbar=dict(title=dict(text="objectness<br>(sigmoid)"), thickness=12),
         hovertemplate="x %{x:.0f}, y %{y:.0f}<br>objectness %{z:.3f}<extra></extra>", name="objectness",
     ))
@@ -153,8 +159,9 @@ def recall_figure(
     fig = go.Figure()
     for t, values in sorted(recalls.items()):
         fig.add_trace(go.Scatter(x=list(ks), y=list(values), mode="lines+markers", name=f"IoU >= {t:g}"))
-    if marker_k:
-        fig.add_vline(x=marker_k, line_dash="dot", line_color="#888", annotation_text=f"post_nms_top_n = {marker_k}")
+    if marker_k:  # a data trace, not a shape: shapes on a log axis take log10 coordinates
+        fig.add_trace(go.Scatter(x=[marker_k, marker_k], y=[0, 1], mode="lines", line=dict(dash="dot", color="#888"),
+                                 name=f"post_nms_top_n = {marker_k}", hoverinfo="name"))
     fig.update_xaxes(title_text="K (top proposals by objectness, after NMS)", type="log")
     fig.update_yaxes(title_text="recall (share of ground-truth boxes covered)", range=[0, 1.02])
     fig.update_layout(title=title, height=340, margin=dict(l=10, r=10, t=40 if title else 10, b=10))
@@ -193,7 +200,7 @@ def pooled_features_figure(
     pooled = np.asarray(pooled, dtype=float)
     maps = [("channel mean", pooled.mean(axis=0))] + [(f"channel {c}", pooled[c]) for c in channels]
     fig = make_subplots(rows=1, cols=1 + len(maps), subplot_titles=["image crop"] + [m[0] for m in maps],
-                        horizontal_spacing=0.04)
+                        horizontal_spacing=0.07)
     small = crop.convert("RGB").copy()
     small.thumbnail((160, 160))
     fig.add_trace(go.Image(z=np.asarray(small), hoverinfo="skip"), row=1, col=1)

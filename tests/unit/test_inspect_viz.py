@@ -57,7 +57,8 @@ def test_trace_figure_shows_anchor_and_proposal_and_widens_the_view():
 
 def test_recall_funnel_and_level_figures():
     fig = viz.recall_figure([1, 10, 100], {0.5: [0.2, 0.6, 0.9], 0.7: [0.1, 0.3, 0.5]}, marker_k=50)
-    assert [t.name for t in fig.data] == ["IoU >= 0.5", "IoU >= 0.7"]
+    assert [t.name for t in fig.data] == ["IoU >= 0.5", "IoU >= 0.7", "post_nms_top_n = 50"]
+    assert list(fig.data[2].x) == [50, 50]  # in data coordinates, right on a log axis
     assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.title.text.startswith("recall")
     fig = viz.funnel_figure({"anchors": 1000, "post_nms": 100, "detections": 0})
     assert list(fig.data[0].text) == ["1,000", "100", "0"]
