@@ -156,6 +156,8 @@ def load_training_data(config: TrainConfig) -> TrainingData:
     val_records = [by_index[i] for i in val_idx if i in by_index]
     val_root = ds.root
     if config.val_data:
+        # a separate validation set: every image of DATASET trains, its own split included
+        train_records = [by_index[i] for i in sorted(set(train_idx) | set(val_idx)) if i in by_index]
         vds, vtrain, vval = resolve_dataset(config.val_data)
         vrecords, vfixes = prepare_for_training(vds, decode=config.decode_check)
         fixes += [dict(f, dataset="val_data") for f in vfixes]
