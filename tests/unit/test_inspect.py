@@ -250,3 +250,34 @@ def test_eval_mode_is_required(models, images):
             run_rpn_stage(model, images)
     finally:
         model.eval()
+
+
+def test_trained_demo_model_objectness_peaks_on_objects():
+    from detector.images import to_tensor
+    from detector.models import DEMO, DEMO_CHECKPOINT, load_model
+    from detector.scenes import make_scene
+
+    if not DEMO_CHECKPOINT.is_file():
+        pytest.skip("the demo checkpoint is not shipped in this checkout")
+    model = load_model(DEMO).model
+    scene = make_scene(10_001, 320, 240)
+    image = to_tensor(scene.image)
+    result = inspect(model, [image])
+    with torch.no_grad():
+        reference = model([image])[0]
+    assert torch.equal(reference["boxes"], result.detections[0].boxes)
+    frame, stage = result.frames[0], result.stage
+    gt = torch.tensor(scene.boxes)
+    # cells whose anchor centre lies on an object score higher than cells on the background
+    level = stage.levels[0]
+    heat = stage.objectness_prob(0, 0).amax(0)
+    ys, xs = torch.meshgrid(torch.arange(level.grid[0]), torch.arange(level.grid[1]), indexing="ij")
+    centres = torch.stack([xs * level.stride[1], ys * level.stride[0]], -1).float().reshape(-1, 2)
+    centres = centres / torch.tensor([frame.scale[1], frame.scale[0]])
+    inside = ((centres[:, None, 0] >= gt[:, 0]) & (centres[:, None, 0] <= gt[:, 2])
+              & (centres[:, None, 1] >= gt[:, 1]) & (centres[:, None, 1] <= gt[:, 3])).any(1)
+    assert inside.any() and (~inside).any()
+    assert heat.reshape(-1)[inside].mean() > 2 * heat.reshape(-1)[~inside].mean()
+    # and its best proposals find the objects
+    recall = proposal_recall(result.proposals[0].boxes, frame.to_input(gt), [10])
+    assert recall[0.5][0] >= 0.5
