@@ -18,18 +18,27 @@ class Progress:
     epoch: int  # the epoch of the last step (1-based; 0 before the first step)
     epochs: int | None  # epochs asked for
     step: int  # global step reached
-    steps_per_epoch: int | None  # from the first complete epoch seen (None until one is complete)
+    steps_per_epoch: int | None  # from a complete epoch seen, else the caller's hint (None: unknown)
     images_per_s: float | None  # mean over the recent steps
     seconds_per_step: float | None  # wall time per step over the recent steps (validation included)
     elapsed_s: float  # training time so far (across resumes)
     eta_s: float | None  # time left to the last epoch at the recent pace (None: unknown)
     fraction: float  # 0..1 of the steps asked for (0 while unknown)
 
+    @property
+    def total_steps(self) -> int | None:
+        return self.epochs * self.steps_per_epoch if self.epochs and self.steps_per_epoch else None
 
-def estimate_progress(train: Sequence[dict[str, Any]], epochs: int | None, val: Sequence[dict[str, Any]] = ()) -> Progress:
-    """Progress from train rows in step order (one per step, as MetricsTail.train gives them)."""
+
+def estimate_progress(train: Sequence[dict[str, Any]], epochs: int | None, val: Sequence[dict[str, Any]] = (),
+                      steps_per_epoch_hint: int | None = None) -> Progress:
+    """Progress from train rows in step order (one per step, as MetricsTail.train gives them).
+
+    Steps per epoch come from the first complete epoch; before one is complete, from
+    `steps_per_epoch_hint` (e.g. training images / batch size).
+    """
     if not train:
-        return Progress(0, epochs, 0, None, None, None, 0.0, None, 0.0)
+        return Progress(0, epochs, 0, steps_per_epoch_hint, None, None, 0.0, None, 0.0)
     last = train[-1]
     epoch, step = int(last.get("epoch", 0)), int(last.get("step", 0))
     # steps per epoch: last step of a complete epoch minus that of the epoch before it
@@ -37,7 +46,7 @@ def estimate_progress(train: Sequence[dict[str, Any]], epochs: int | None, val: 
     for row in train:
         last_step[int(row["epoch"])] = int(row["step"])
     per_epoch = next((last_step[e] - last_step[e - 1] for e in sorted(last_step)
-                      if 0 < e < epoch and e - 1 in last_step), None)
+                      if 0 < e < epoch and e - 1 in last_step), steps_per_epoch_hint)
     recent = list(train[-RECENT_STEPS:])
     speeds = [float(r["images_per_s"]) for r in recent if _number(r.get("images_per_s"))]
     ips = sum(speeds) / len(speeds) if speeds else None

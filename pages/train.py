@@ -34,14 +34,18 @@ from ui.training import (
     run_label,
     runs_table,
     scored_run,
+    reset_zoom,
     select_run,
     selected_run,
     snapshot,
     snapshot_image,
     start_new_run,
+    step_zoom,
+    steps_per_epoch_hint,
 )
 
 REFRESH_S = 2.0
+LOSS_CHART = "train_loss_chart"
 STATE_ICONS = {"running": ":material/play_circle:", "queued": ":material/schedule:", "stopping": ":material/pause_circle:",
                "done": ":material/check_circle:", "stopped": ":material/stop_circle:", "failed": ":material/error:",
                "interrupted": ":material/warning:", "missing": ":material/help:"}
@@ -90,6 +94,7 @@ except runs.RunError as exc:
     run_config = {}
 state = status.shown_state
 active = state in runs.ACTIVE_STATES
+steps_hint = steps_per_epoch_hint(run_config)
 
 # ---- header: state, what it trains, stop / resume
 h1, h2, h3 = st.columns([5, 1, 1])
@@ -122,38 +127,49 @@ elif state == "stopped":
     st.info("Stopped on request. Resume continues from the last checkpoint.", icon=STATE_ICONS["stopped"])
 
 # ---- live curves: this fragment reruns on its own while the run is active, reading only new lines
-smoothing = st.slider("Smoothing", 0.0, 0.99, 0.6, 0.01, key="train_smoothing",
-                      help="Exponential moving average of the per-step losses (as TensorBoard): 0 shows the raw values.")
+live = st.toggle("Refresh live", True, key="train_live", disabled=not active,
+                 help=f"While the run trains, the curves below re-read the new metrics every {REFRESH_S:g} s.")
 
 
-@st.fragment(run_every=REFRESH_S if active else None)
+@st.fragment(run_every=REFRESH_S if active and live else None)
 def live_curves() -> None:
     tail = metrics_tail(run_dir)
     now = runs.read_status(run_dir)
     if now.shown_state != state:  # started, finished, stopped or died: redraw the whole page once
         st.rerun()
     train, val = tail.train, tail.val
-    progress = estimate_progress(train, run_config.get("epochs") or now.extra.get("epochs"), val)
+    progress = estimate_progress(train, run_config.get("epochs") or now.extra.get("epochs"), val,
+                                 steps_per_epoch_hint=steps_hint)
     p1, p2, p3, p4, p5 = st.columns(5)
     p1.metric("Epoch", f"{progress.epoch}/{progress.epochs or '?'}")
-    p2.metric("Step", f"{progress.step}" + (f" / {progress.epochs * progress.steps_per_epoch}"
-                                           if progress.epochs and progress.steps_per_epoch else ""))
+    p2.metric("Step", f"{progress.step}" + (f" / {progress.total_steps}" if progress.total_steps else ""))
     p3.metric("Images/s", f"{progress.images_per_s:.1f}" if progress.images_per_s else "—")
     p4.metric("Time left" if active else "Training time", format_duration(progress.eta_s if active else progress.elapsed_s))
-    p5.metric("Best mAP", f"{max((v['mAP'] for v in val if v.get('mAP') is not None), default=float('nan')):.3f}"
-              if any(v.get("mAP") is not None for v in val) else "—")
+    maps = [v["mAP"] for v in val if isinstance(v.get("mAP"), (int, float))]
+    p5.metric("Best mAP", f"{max(maps):.3f}" if maps else "—")
     if active:
         phase = now.extra.get("phase") or now.state
-        st.progress(progress.fraction, text=f"{phase} · {len(train)} steps read · refreshes every {REFRESH_S:g} s")
+        st.progress(progress.fraction, text=f"{phase} · {len(train)} steps read"
+                    + (f" · refreshes every {REFRESH_S:g} s" if live else " · live refresh paused"))
     if not train:
         st.info("No training step recorded yet: the engine is loading the data and the model." if active
                 else "This run recorded no training step.")
         return
-    st.plotly_chart(loss_figure(train, smoothing, uirevision=f"loss-{current.name}"), key="train_loss_chart",
-                    config={"displaylogo": False})
+    c1, c2, c3 = st.columns([4, 1, 1], vertical_alignment="bottom")
+    smoothing = c1.slider("Smoothing", 0.0, 0.99, 0.6, 0.01, key="train_smoothing",
+                          help="Exponential moving average of the per-step losses (as TensorBoard): 0 shows raw values.")
+    log_y = c2.toggle("Log scale", False, key="train_log_y", help="Logarithmic loss axes.")
+    zoom = step_zoom(current.name, LOSS_CHART)
+    if c3.button("Reset zoom", key="train_zoom_reset", disabled=zoom is None, icon=":material/zoom_out_map:"):
+        reset_zoom(current.name)
+        zoom = None
+    st.plotly_chart(loss_figure(train, smoothing, uirevision=f"loss-{current.name}", log_y=log_y, step_range=zoom),
+                    key=LOSS_CHART, on_select="rerun", selection_mode="box", config={"displaylogo": False})
     st.caption("Per-step training losses (faint: raw, solid: smoothed) and the learning rate (linear warm-up, then "
                "the schedule). The RPN's objectness and box regression train the proposals; the detector head's "
-               "classification and box regression train on the 512 sampled RoIs per image.")
+               "classification and box regression train on the sampled RoIs. Drag a box on any panel to zoom to "
+               "those steps: the zoom stays while new points arrive."
+               + (f" Zoomed to steps {zoom[0]:.0f} to {zoom[1]:.0f}." if zoom else ""))
     if val:
         st.plotly_chart(validation_figure(val, train, uirevision=f"val-{current.name}"), key="train_val_chart",
                         config={"displaylogo": False})
@@ -197,9 +213,10 @@ with tab_rpn:
                             key="train_snap_props", config={"displaylogo": False})
             f3.plotly_chart(snapshot_detections_figure(image, im, snap.class_names, 0.3, title=f"detections >= 0.3, epoch {epoch}"),
                             key="train_snap_dets", config={"displaylogo": False})
-            st.caption("Left: sigmoid(objectness) per cell (best anchor shape), ground truth dashed: as the "
-                       "objectness loss falls, the map sharpens onto the objects. Middle: the RPN's top proposals "
-                       "after NMS. Right: the detector's final boxes (class score after softmax, per-class NMS).")
+            st.caption("Ground truth is dashed green in each panel. Left: sigmoid(objectness) per cell (best anchor "
+                       "shape at each location): as the objectness loss falls, the map sharpens onto the objects. "
+                       "Middle: the RPN's top proposals after NMS (blue). Right: the detector's final boxes "
+                       "(class score after softmax, per-class NMS).")
             inside, outside, seen = [], [], []
             for e in epochs:
                 s = snapshot(run_dir, e)
@@ -211,8 +228,8 @@ with tab_rpn:
             st.plotly_chart(contrast_figure(seen, inside, outside, current=int(epoch),
                                             uirevision=f"contrast-{current.name}"),
                             key="train_snap_contrast", config={"displaylogo": False})
-            st.caption("Mean objectness of the cells whose centre lies in a ground-truth box against all other "
-                       "cells, over every level: the RPN learning to tell objects from background.")
+            st.caption("Mean objectness of the cells that overlap a ground-truth box against all other cells, over "
+                       "every level: the RPN learning to tell objects from background (the paper's cls layer).")
 
 # ---- after training: the hardest validation images
 with tab_hard:
@@ -264,7 +281,7 @@ with tab_compare:
         for name in chosen:
             tail = metrics_tail(run_folder(name))
             series[name] = tail.train if COMPARABLE[metric][1] == "train" else tail.val
-        st.plotly_chart(comparison_figure(series, metric, smoothing, uirevision="compare"), key="train_compare_chart",
+        st.plotly_chart(comparison_figure(series, metric, st.session_state.get("train_smoothing", 0.6), uirevision="compare"), key="train_compare_chart",
                         config={"displaylogo": False})
         st.caption("The same curve of each run against step (training) or epoch (validation): e.g. COCO "
                    "weights against random initialisation, or two learning rates.")

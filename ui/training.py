@@ -6,6 +6,7 @@ The page only reads run folders through detector.runs; training runs in its own 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,12 @@ import torch
 from PIL import Image
 
 from detector import models, runs
-from detector.data.store import list_datasets
+from detector.data.records import DatasetError
+from detector.data.store import list_datasets, open_dataset
 from detector.hard_examples import ScoredRun, score_validation_images, validation_root
 from detector.images import ImageError, load_image
 from detector.train_config import OPTIMIZERS, SCHEDULES, TrainConfig
-from detector.workspace import runs_dir
+from detector.workspace import datasets_dir, runs_dir
 
 RUN_PARAM = "run"  # st.query_params key holding the run's folder name
 TAILS_KEY = "train_tails"  # session_state: run name -> runs.MetricsTail
@@ -60,6 +62,41 @@ def run_folder(name: str) -> Path:
     return runs_dir() / name
 
 
+# ---------------------------------------------------------------- the user's zoom on the loss chart
+
+ZOOM_KEY = "train_zoom"  # session_state: run name -> (first step, last step)
+BOX_SEEN_KEY = "train_zoom_box_seen"
+
+
+def _selected_box(chart_key: str) -> tuple[float, float] | None:
+    event = st.session_state.get(chart_key)
+    try:
+        boxes = event["selection"]["box"]
+        xs = [float(v) for v in boxes[0]["x"]]
+    except (TypeError, KeyError, IndexError, ValueError):
+        return None
+    return (min(xs), max(xs)) if xs and max(xs) > min(xs) else None
+
+
+def step_zoom(run_name: str, chart_key: str) -> tuple[float, float] | None:
+    """The steps the user zoomed the loss chart to, kept in the session so refreshes keep it.
+
+    Streamlit remounts a plotly chart whenever its figure changes (its element id hashes the
+    spec), so plotly's own zoom (uirevision) does not survive new points; a box dragged on the
+    chart comes back as a selection event instead, and is kept here per run.
+    """
+    zooms: dict[str, tuple[float, float]] = st.session_state.setdefault(ZOOM_KEY, {})
+    box = _selected_box(chart_key)
+    if box is not None and box != st.session_state.get(BOX_SEEN_KEY):
+        zooms[run_name] = box
+        st.session_state[BOX_SEEN_KEY] = box
+    return zooms.get(run_name)
+
+
+def reset_zoom(run_name: str) -> None:
+    st.session_state.setdefault(ZOOM_KEY, {}).pop(run_name, None)
+
+
 # ---------------------------------------------------------------- metrics, read incrementally
 
 
@@ -82,6 +119,28 @@ def metrics_csv(train: list[dict[str, Any]], val: list[dict[str, Any]]) -> bytes
         first = [c for c in ("kind", "epoch", "step") if c in frame]
         frame = frame[first + [c for c in frame.columns if c not in first]]
     return frame.to_csv(index=False).encode("utf-8")
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _train_images(name: str, stamp: float) -> int | None:
+    del stamp
+    try:
+        return len(open_dataset(name).train_indices)
+    except (DatasetError, OSError, ValueError, KeyError):
+        return None
+
+
+def steps_per_epoch_hint(config: dict[str, Any]) -> int | None:
+    """About how many steps an epoch takes (training images / batch size), for a stored dataset;
+    the progress figures use it until the first epoch is complete."""
+    name, batch = config.get("data"), config.get("batch_size")
+    if not name or not batch or Path(str(name)).exists():
+        return None
+    doc = datasets_dir() / str(name) / "dataset.json"
+    if not doc.is_file():
+        return None
+    n = _train_images(str(name), doc.stat().st_mtime)
+    return math.ceil(n / int(batch)) if n else None
 
 
 def runs_table(all_runs: list[runs.RunSummary]) -> pd.DataFrame:

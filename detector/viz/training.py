@@ -90,10 +90,12 @@ def _base_layout(fig: go.Figure, uirevision: str, height: int, title: str | None
 
 
 def loss_figure(train: Sequence[Mapping[str, Any]], smoothing: float = 0.6, uirevision: str = "losses",
-                log_y: bool = False) -> go.Figure:
+                log_y: bool = False, step_range: tuple[float, float] | None = None) -> go.Figure:
     """Total loss, the four losses and the learning rate against the global step.
 
     Raw values are drawn faint, the smoothed curve (`ema` with `smoothing`) solid on top.
+    `step_range` (first, last step) zooms every panel to those steps, each y axis fitted to the
+    values inside the window.
     """
     panels = [("loss", "total loss (sum of the four)")] + list(LOSSES.items()) + [("lr", "learning rate")]
     fig = make_subplots(rows=2, cols=3, subplot_titles=[t for _, t in panels], horizontal_spacing=0.06,
@@ -116,12 +118,30 @@ def loss_figure(train: Sequence[Mapping[str, Any]], smoothing: float = 0.6, uire
             fig.add_trace(go.Scatter(x=x, y=s, mode="lines", name=f"smoothed ({smoothing:g})", legendgroup="smooth",
                                      showlegend=i == 0, line=dict(color=color, width=2.2), hovertemplate="%{y:.4f}"),
                           row=row + 1, col=col + 1)
-        fig.update_xaxes(title_text="step" if row == 1 else None, row=row + 1, col=col + 1)
-        fig.update_yaxes(type="log" if log_y and key != "lr" else None, row=row + 1, col=col + 1)
+        fig.update_xaxes(title_text="step" if row == 1 else None, row=row + 1, col=col + 1,
+                         range=list(step_range) if step_range else None)
+        y_range = _window_range(steps, raw, step_range, log_y and key != "lr") if step_range else None
+        fig.update_yaxes(type="log" if log_y and key != "lr" else None, range=y_range, row=row + 1, col=col + 1)
     fig.update_yaxes(title_text="loss", row=1, col=1)
     fig.update_yaxes(title_text="loss", row=2, col=1)
     fig.update_annotations(font_size=12)
-    return _base_layout(fig, uirevision, height=520)
+    _base_layout(fig, uirevision, height=540)
+    fig.update_layout(legend=dict(orientation="h", yanchor="bottom", y=1.06, xanchor="right", x=1),
+                      margin=dict(l=10, r=10, t=50, b=10))
+    return fig
+
+
+def _window_range(x: np.ndarray, y: np.ndarray, window: tuple[float, float], log: bool) -> list[float] | None:
+    """A y range fitting the finite values whose x lies in `window` (5 % margin; log10 for log axes)."""
+    lo, hi = min(window), max(window)
+    inside = y[(x >= lo) & (x <= hi) & np.isfinite(y)]
+    if log:
+        inside = np.log10(inside[inside > 0])
+    if inside.size == 0:
+        return None
+    a, b = float(inside.min()), float(inside.max())
+    pad = (b - a) * 0.05 or abs(a) * 0.05 or 0.05
+    return [a - pad, b + pad]
 
 
 def validation_figure(val: Sequence[Mapping[str, Any]], train: Sequence[Mapping[str, Any]] = (),
@@ -154,7 +174,10 @@ def validation_figure(val: Sequence[Mapping[str, Any]], train: Sequence[Mapping[
     fig.update_yaxes(title_text="loss", row=1, col=1)
     fig.update_yaxes(title_text="AP", range=[0, 1], row=1, col=2)
     fig.update_annotations(font_size=12)
-    return _base_layout(fig, uirevision, height=360)
+    _base_layout(fig, uirevision, height=400)
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0),
+                      margin=dict(l=10, r=10, t=30, b=10))
+    return fig
 
 
 def comparison_figure(series: Mapping[str, Sequence[Mapping[str, Any]]], metric: str, smoothing: float = 0.6,
@@ -203,6 +226,7 @@ def snapshot_objectness_figure(image: Image.Image | None, snap: Any, level: int,
         hovertemplate="x %{x:.0f}, y %{y:.0f}<br>objectness %{z:.3f}<extra></extra>", name="objectness",
     ))
     add_boxes(fig, snap.gt_boxes, "ground_truth", show_labels=False)
+    fig.update_layout(showlegend=False)
     return fig
 
 
@@ -214,6 +238,7 @@ def snapshot_proposals_figure(image: Image.Image | None, snap: Any, top: int = 2
     scores = np.asarray(snap.proposal_scores, dtype=float)[:top]
     hover = [f"rank {i}, objectness {s:.3f}" for i, s in enumerate(scores)]
     add_boxes(fig, boxes, "proposal", hover=hover, show_labels=False)
+    fig.update_layout(showlegend=False)
     return fig
 
 
@@ -227,6 +252,7 @@ def snapshot_detections_figure(image: Image.Image | None, snap: Any, class_names
     labels = [_name(class_names, int(l)) for l in np.asarray(snap.labels)[keep]]
     add_boxes(fig, np.asarray(snap.boxes, dtype=float).reshape(-1, 4)[keep], "prediction", labels=labels,
               scores=scores[keep].tolist())
+    fig.update_layout(showlegend=False)
     return fig
 
 
@@ -235,9 +261,10 @@ def _name(class_names: Sequence[str], label: int) -> str:
 
 
 def objectness_contrast(snap: Any, level: int | None = None) -> tuple[float, float]:
-    """(mean objectness of cells whose centre lies inside a ground-truth box, mean of the others).
+    """(mean objectness of cells that overlap a ground-truth box, mean of the other cells).
 
-    Over every level when `level` is None. As the RPN learns, the first rises and the second falls.
+    Over every level when `level` is None; a cell of an (h, w) map covers width / w by height / h
+    original pixels. As the RPN learns, the first rises and the second falls.
     """
     inside, outside = [], []
     levels = range(len(snap.objectness)) if level is None else [level]
@@ -245,11 +272,13 @@ def objectness_contrast(snap: Any, level: int | None = None) -> tuple[float, flo
     for k in levels:
         heat = np.asarray(snap.objectness[k], dtype=float)
         h, w = heat.shape
-        cx = (np.arange(w) + 0.5) * snap.width / w
-        cy = (np.arange(h) + 0.5) * snap.height / h
+        xs = np.arange(w + 1) * snap.width / w  # cell edges
+        ys = np.arange(h + 1) * snap.height / h
         mask = np.zeros((h, w), dtype=bool)
         for x1, y1, x2, y2 in gt:
-            mask |= ((cy >= y1) & (cy <= y2))[:, None] & ((cx >= x1) & (cx <= x2))[None, :]
+            cols = (xs[1:] > x1) & (xs[:-1] < x2)
+            rows = (ys[1:] > y1) & (ys[:-1] < y2)
+            mask |= rows[:, None] & cols[None, :]
         inside.append(heat[mask])
         outside.append(heat[~mask])
     ins = np.concatenate(inside) if inside else np.array([])
@@ -261,9 +290,9 @@ def contrast_figure(epochs: Sequence[int], inside: Sequence[float], outside: Seq
                     uirevision: str = "contrast") -> go.Figure:
     """Mean objectness on the objects and off them, per epoch (the RPN separating the two)."""
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=list(epochs), y=list(inside), mode="lines+markers", name="on ground-truth boxes",
+    fig.add_trace(go.Scatter(x=list(epochs), y=list(inside), mode="lines+markers", name="cells on ground-truth boxes",
                              line=dict(color="#00c853", width=2)))
-    fig.add_trace(go.Scatter(x=list(epochs), y=list(outside), mode="lines+markers", name="elsewhere (background)",
+    fig.add_trace(go.Scatter(x=list(epochs), y=list(outside), mode="lines+markers", name="other cells (background)",
                              line=dict(color="#757575", width=2)))
     if current is not None:
         fig.add_vline(x=current, line=dict(color="#ff00ff", width=1, dash="dot"))
