@@ -1,0 +1,384 @@
+"""The benchmarks. Each `case_*` runs in a process of its own (bench/run.py starts it) and returns
+a dict of figures; times are seconds unless a key says ms. A and B alternate in the same process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bench.timing import Comparison, alternate, peak_rss_mb, repeat, timed
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_SEED = 10_001  # the pages' first sample scene (ui.inputs.SAMPLE_SEEDS[0]), 480x360
+TRAIN_ARCH = "fasterrcnn_mobilenet_v3_large_320_fpn"  # a plain torchvision builder: the bare loop builds it too
+
+
+@dataclass(frozen=True)
+class Options:
+    quick: bool
+    workdir: Path
+    repeats: int | None = None  # override the case's default number of repeats
+
+    def n(self, quick: int, full: int) -> int:
+        return self.repeats or (quick if self.quick else full)
+
+
+def sample_image():
+    from detector.scenes import make_scene
+
+    scene = make_scene(SAMPLE_SEED, 480, 360)
+    return scene.image, np.asarray(scene.boxes, dtype=float).reshape(-1, 4)
+
+
+def demo_model():
+    from detector.models import load_model
+
+    return load_model("demo", "cpu").model.eval()
+
+
+def resnet50_model():
+    from detector.models import build_model
+
+    return build_model("fasterrcnn_resnet50_fpn", weights="none").eval()
+
+
+def streamlit_payload(fig) -> str:
+    """What st.plotly_chart does to a figure before it goes to the browser (streamlit 1.67)."""
+    import plotly.io
+    import plotly.tools
+
+    figure = plotly.tools.return_figure_from_figure_or_data(fig, validate_figure=True)
+    return plotly.io.to_json(figure, validate=False)
+
+
+# ---------------------------------------------------------------- introspection_overhead
+
+
+def case_introspection(opts: Options) -> dict:
+    """detector.inspect.inspect (every intermediate kept) / model(images), same model and image."""
+    import torch
+
+    from detector.images import to_tensor
+    from detector.inspect import inspect
+
+    out = {}
+    image, _ = sample_image()
+    models = [("demo", demo_model, image, opts.n(15, 25))]
+    if not opts.quick:
+        models.append(("fasterrcnn_resnet50_fpn", resnet50_model, image.resize((640, 480)), 5))
+    for name, build, img, n in models:
+        model = build()
+        x = to_tensor(img)
+
+        def plain() -> float:
+            with torch.no_grad():
+                return timed(lambda: model([x]))
+
+        cmp = alternate(lambda: timed(lambda: inspect(model, [x])), plain, n, warmup=2)
+        out[name] = {"image": list(img.size), **cmp.summary()}
+    first = out["demo"]
+    return {"introspection_overhead": first["ratio"], "introspection_overhead_pairs": first["pair_ratio"],
+            "inspect_ms": first["a_median"], "forward_ms": first["b_median"], "models": out}
+
+
+# ---------------------------------------------------------------- rpn_page_ratio
+
+
+def case_rpn_page(opts: Options) -> dict:
+    """The RPN page from image to its objectness heatmap (both stages, as the page computes them
+    before drawing, then the default level's figure as st.plotly_chart serialises it) / model(image)."""
+    import torch
+
+    from detector.images import to_tensor
+    from detector.inspect import run_heads, run_rpn_stage
+    from detector.proposals import ProposalSettings
+    from detector.viz import rpn as viz
+
+    out = {}
+    image, _ = sample_image()
+    models = [("demo", demo_model, image, opts.n(11, 21))]
+    if not opts.quick:
+        models.append(("fasterrcnn_resnet50_fpn", resnet50_model, image.resize((640, 480)), 5))
+    for name, build, img, n in models:
+        model = build()
+        settings = ProposalSettings.from_rpn(model.rpn)
+        parts: dict[str, list[float]] = {"compute": [], "figure": [], "payload": []}
+
+        def page() -> float:
+            t0 = time.perf_counter()
+            stage = run_rpn_stage(model, [to_tensor(img)])
+            result = run_heads(model, stage, settings)
+            t1 = time.perf_counter()
+            level, frame = stage.levels[0], result.frames[0]
+            heat = stage.objectness_prob(0, 0).numpy().max(axis=0)
+            fig = viz.objectness_figure(img, heat, level.stride, frame.scale, frame.input_size, 0.55)
+            t2 = time.perf_counter()
+            streamlit_payload(fig)
+            t3 = time.perf_counter()
+            for key, dt in zip(parts, (t1 - t0, t2 - t1, t3 - t2)):
+                parts[key].append(dt)
+            return t3 - t0
+
+        def plain() -> float:
+            with torch.no_grad():
+                return timed(lambda: model([to_tensor(img)]))
+
+        cmp = alternate(page, plain, n, warmup=2)
+        out[name] = {"image": list(img.size), **cmp.summary(),
+                     **{f"{k}_ms": statistics.median(v[-n:]) * 1000 for k, v in parts.items()}}
+    first = out["demo"]
+    return {"rpn_page_ratio": first["ratio"], "rpn_page_ms": first["a_median"], "forward_ms": first["b_median"],
+            "models": out}
+
+
+# ---------------------------------------------------------------- anchors_ms
+
+
+def case_anchors(opts: Options) -> dict:
+    """Build every anchor of resnet50-FPN for a 1333x800 image and match them to 50 boxes
+    (detector.anchors) / torchvision's own AnchorGenerator + rpn.assign_targets_to_anchors."""
+    import torch
+    from torchvision.models.detection.image_list import ImageList
+
+    from detector import anchors as A
+
+    model = resnet50_model()
+    source = A.model_source(model, "fasterrcnn_resnet50_fpn")
+    size = (1333, 800)
+    rng = np.random.default_rng(0)
+    xy = rng.uniform([0, 0], [1233, 700], size=(50, 2))
+    wh = rng.uniform(16, 400, size=(50, 2))
+    boxes = np.concatenate([xy, np.minimum(xy + wh, size)], axis=1)
+
+    cold = timed(lambda: A.match_anchors(grid := A.anchor_grid(source, size), A.to_input_frame(boxes, grid)))
+
+    def ours() -> float:
+        t0 = time.perf_counter()
+        grid = A.anchor_grid(source, size)
+        A.match_anchors(grid, A.to_input_frame(boxes, grid))
+        return time.perf_counter() - t0
+
+    grid = A.anchor_grid(source, size)
+    (pw, ph), (rw, rh) = grid.padded_size, grid.resized_size
+    shapes = [(lv.grid[1], lv.grid[0]) for lv in grid.levels]
+    gt = A.to_input_frame(boxes, grid)
+
+    def torchvision_own() -> float:
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            image_list = ImageList(torch.empty(1, 3, ph, pw), [(rh, rw)])
+            anchors = model.rpn.anchor_generator(image_list, [torch.empty(1, 0, h, w) for h, w in shapes])
+            model.rpn.assign_targets_to_anchors(anchors, [{"boxes": gt}])
+        return time.perf_counter() - t0
+
+    cmp = alternate(ours, torchvision_own, opts.n(7, 15), warmup=1)
+    return {"anchors_ms": cmp.summary()["a_median"], "anchors_first_call_ms": cold * 1000,
+            "torchvision_ms": cmp.summary()["b_median"], "anchors_vs_torchvision": cmp.ratio,
+            "anchors": grid.total, "padded_size": list(grid.padded_size), "boxes": len(boxes)}
+
+
+# ---------------------------------------------------------------- anchor_click_ms
+
+
+def case_anchor_click(opts: Options) -> dict:
+    """A click on the anchor page's cell-centre scatter to its figure, as pages/anchors.py calls it
+    (the grid is cached by the page): nearest_cell, cell_centres, anchors_at, anchor_cell_figure,
+    to_original_frame, then st.plotly_chart's serialisation. `rerun_ms` adds what the same rerun
+    rebuilds for the matching section (sampler and figure; the matching itself is cached)."""
+    from detector import anchors as A
+    from detector.viz import anchors as V
+
+    out = {}
+    image, gt = sample_image()
+    cases = [("demo", demo_model, image, gt)]
+    if not opts.quick:
+        big = image.resize((1333, 800))
+        cases.append(("fasterrcnn_resnet50_fpn", resnet50_model, big, gt * np.array([1333 / 480, 800 / 360] * 2)))
+    for name, build, img, boxes in cases:
+        model = build()
+        source = A.model_source(model, name)
+        grid = A.anchor_grid(source, img.size)
+        match = A.match_anchors(grid, A.to_input_frame(boxes, grid).numpy())
+        level = 0
+        sx, sy = grid.scale
+        clicks = iter(np.random.default_rng(1).uniform(0, 1, size=(1000, 2)) * np.array(img.size))
+
+        def click() -> float:
+            x, y = next(clicks)
+            t0 = time.perf_counter()
+            row, col = A.nearest_cell(grid, level, x * sx, y * sy)
+            centres = A.cell_centres(grid, level, max_points=6_000)
+            at = A.anchors_at(grid, level, row, col)
+            fig = V.anchor_cell_figure(img, grid, centres, at, boxes, None)
+            A.to_original_frame(at.boxes, grid)
+            streamlit_payload(fig)
+            return time.perf_counter() - t0
+
+        def matching_section() -> float:
+            t0 = time.perf_counter()
+            batch = A.sample_minibatch(match, seed=0)
+            streamlit_payload(V.matching_figure(img, grid, match, batch, boxes, max_per_kind=150,
+                                                show=["positive", "negative"]))
+            return time.perf_counter() - t0
+
+        n = opts.n(9, 21)
+        clicks_s = repeat(click, n, warmup=2)
+        rest = repeat(matching_section, n, warmup=1)
+        out[name] = {"image": list(img.size), "click_ms": statistics.median(clicks_s) * 1000,
+                     "rerun_ms": (statistics.median(clicks_s) + statistics.median(rest)) * 1000,
+                     "centres_level0": int(len(A.cell_centres(grid, level, max_points=6_000).xs))}
+    first = out["demo"]
+    return {"anchor_click_ms": first["click_ms"], "anchor_click_rerun_ms": first["rerun_ms"], "models": out}
+
+
+# ---------------------------------------------------------------- validate_10k_s
+
+
+def write_coco_10k(root: Path, images: int = 10_000) -> Path:
+    """A COCO dataset of `images` tiny JPEGs (32x24), one to three boxes each, three classes."""
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    buf = root / "tile.jpg"
+    Image.new("RGB", (32, 24), (120, 80, 40)).save(buf, format="JPEG")
+    data = buf.read_bytes()
+    buf.unlink()
+    rng = np.random.default_rng(0)
+    doc = {"images": [], "annotations": [], "categories": [{"id": i + 1, "name": n} for i, n in
+                                                            enumerate(("circle", "rectangle", "triangle"))]}
+    ann = 1
+    for i in range(images):
+        name = f"img_{i:05d}.jpg"
+        (root / "images" / name).write_bytes(data)
+        doc["images"].append({"id": i + 1, "file_name": name, "width": 32, "height": 24})
+        for _ in range(int(rng.integers(1, 4))):
+            x, y = rng.uniform(0, 20), rng.uniform(0, 14)
+            w, h = rng.uniform(2, 32 - x), rng.uniform(2, 24 - y)
+            doc["annotations"].append({"id": ann, "image_id": i + 1, "category_id": int(rng.integers(1, 4)),
+                                       "bbox": [round(x, 2), round(y, 2), round(w, 2), round(h, 2)],
+                                       "area": round(w * h, 2), "iscrowd": 0})
+            ann += 1
+    (root / "annotations.json").write_text(json.dumps(doc))
+    return root
+
+
+def case_validate(opts: Options) -> dict:
+    """`python -m detector validate DIR --json` on 10,000 tiny images (wall time, a process of its own,
+    start-up included), and the floor any validator pays: json.load + each image's header (PIL)."""
+    from PIL import Image
+
+    data = write_coco_10k(opts.workdir / "coco10k")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "detector", "validate", str(data), "--json"]
+    walls = []
+    report = None
+    n = opts.n(3, 5)
+    for _ in range(n + 1):  # the first run warms the page cache
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True)
+        walls.append(time.perf_counter() - t0)
+        if proc.returncode not in (0, 1):
+            raise RuntimeError(f"validate failed: {proc.stderr.decode()[-300:]}")
+        report = json.loads(proc.stdout)
+    # this process's only children are the validate runs: the largest child's peak is theirs
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+    def floor() -> float:
+        t0 = time.perf_counter()
+        doc = json.loads((data / "annotations.json").read_text())
+        for im in doc["images"]:
+            with Image.open(data / "images" / im["file_name"]) as f:
+                f.size  # noqa: B018
+        return time.perf_counter() - t0
+
+    floors = repeat(floor, n, warmup=0)
+    return {"validate_10k_s": statistics.median(walls[1:]), "floor_s": statistics.median(floors),
+            "images": report["images"], "boxes": report["boxes"], "problems": len(report["problems"]),
+            "validate_peak_rss_mb": rss, "command": " ".join(cmd[1:])}
+
+
+# ---------------------------------------------------------------- trainer_overhead
+
+
+def case_trainer(opts: Options, batch_size: int = 2, workers: int | None = None, skip: int = 2) -> dict:
+    """Seconds per training iteration: detector.engine.train (metrics line, status, STOP check and
+    loss read-back every step, its Dataset and batch sampler) / bench.bare_loop (torch +
+    torchvision only), same model and knobs, data, batch size, DataLoader workers, optimizer and
+    schedule, in lockstep: the engine's per-step hook runs one bare iteration, so A and B
+    iterations alternate a second or so apart and load on the machine hits both alike.
+    The engine's iteration is the time from the end of one hook call to the start of the next.
+    The first `skip` iterations of each are warm-up; validation and checkpoints come after the
+    last step, so they are left out."""
+    import torch
+    import torchvision
+
+    from bench import bare_loop
+    from detector.data import resolve_dataset
+    from detector.data.synthetic import write_synthetic
+    from detector.engine import train
+    from detector.train_config import CPU_MODEL_KWARGS, TrainConfig
+
+    workers = (0 if opts.quick else 2) if workers is None else workers
+    images = 40 if opts.quick else 100
+    data = write_synthetic(opts.workdir / "synth", images=images, seed=3, width=320, height=240)
+    dataset, train_idx, _ = resolve_dataset(data)
+    files = [dataset.records[i].file.removeprefix("images/") for i in train_idx]
+    knobs = dict(CPU_MODEL_KWARGS)
+    config = TrainConfig(data=str(data), model=TRAIN_ARCH, weights="none", epochs=opts.n(1, 2),
+                         batch_size=batch_size, workers=workers, device="cpu", decode_check=False,
+                         snapshot_images=0, max_val_images=1, model_kwargs=knobs)
+    builder = getattr(torchvision.models.detection, TRAIN_ARCH)
+    bare = bare_loop.steps(lambda: builder(weights=None, weights_backbone=None, num_classes=4, **knobs),
+                           data, files, batch_size, workers, config.base_lr(), seed=config.seed)
+    torch.set_flush_denormal(True)  # the engine does this on CPU; a process-wide switch, so both get it
+    engine_s: list[float] = []
+    bare_s: list[float] = []
+    last: dict[str, float | None] = {"end": None}
+
+    def hook(step: int, model, images) -> None:
+        now = time.perf_counter()
+        if last["end"] is not None:
+            engine_s.append(now - last["end"])
+        bare_s.append(next(bare))
+        last["end"] = time.perf_counter()
+
+    result = train(config, opts.workdir / "run", on_step=hook)
+    if result.state != "done":
+        raise RuntimeError(f"engine run ended {result.state}: {result.message}")
+    iters_per_epoch = -(-len(files) // batch_size)
+    # engine_s[k] is iteration k (0-based); the step that ends an epoch also includes validation: drop it
+    keep = [k for k in range(len(engine_s)) if k % iters_per_epoch >= skip and (k + 1) % iters_per_epoch != 0]
+    a = [engine_s[k] for k in keep]
+    b = [bare_s[k] for k in keep]
+    cmp = Comparison(a, b)
+    return {"trainer_overhead": cmp.ratio, "trainer_overhead_pairs": cmp.pair_ratio,
+            "engine_iter_ms": cmp.summary()["a_median"], "bare_iter_ms": cmp.summary()["b_median"],
+            "timed_iterations": len(a), "batch_size": batch_size, "workers": workers, "model": TRAIN_ARCH,
+            "model_kwargs": knobs, "train_images": len(files), "epochs": config.epochs,
+            "engine_ms": [round(x * 1000, 1) for x in a], "bare_ms": [round(x * 1000, 1) for x in b]}
+
+
+CASES = {
+    "introspection": case_introspection,
+    "trainer": case_trainer,
+    "anchors": case_anchors,
+    "rpn_page": case_rpn_page,
+    "anchor_click": case_anchor_click,
+    "validate": case_validate,
+}
+
+
+def run_case(name: str, opts: Options) -> dict:
+    figures = CASES[name](opts)
+    figures["peak_rss_mb"] = peak_rss_mb()
+    return figures
