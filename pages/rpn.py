@@ -31,24 +31,22 @@ if picked is None:
 
 # ---- knobs: they re-run only the proposal filtering and the RoI heads, never the backbone
 defaults = ProposalSettings.from_rpn(model.rpn)
-KNOBS = ("rpn_pre_nms", "rpn_post_nms", "rpn_nms", "rpn_score")
 
 
 def reset_knobs() -> None:
-    """Back to the model's own test-time settings: the widgets start again from their defaults."""
-    for knob in KNOBS:
-        st.session_state.pop(knob, None)
+    """Back to the model's own settings: new widget keys, so the browser shows the defaults too."""
+    st.session_state["rpn_knobs_resets"] = st.session_state.get("rpn_knobs_resets", 0) + 1
 
 
-if st.session_state.get("rpn_knobs_for") != loaded.source:  # another model: its own settings
-    reset_knobs()
-    st.session_state["rpn_knobs_for"] = loaded.source
+# one set of knob widgets per model (and per reset): each starts from that model's own settings
+suffix = f"@{loaded.source}#{st.session_state.get('rpn_knobs_resets', 0)}"
 with st.expander("RPN settings (re-run only the proposal filtering and the RoI heads)", expanded=True):
     c1, c2, c3, c4, c5 = st.columns([3, 3, 3, 3, 2])
-    pre = c1.number_input("pre_nms_top_n (per level)", 1, 5000, defaults.pre_nms_top_n, step=50, key="rpn_pre_nms")
-    post = c2.number_input("post_nms_top_n", 1, 5000, defaults.post_nms_top_n, step=50, key="rpn_post_nms")
-    nms = c3.slider("nms_thresh (IoU)", 0.0, 1.0, defaults.nms_thresh, step=0.05, key="rpn_nms")
-    score = c4.slider("score_thresh (objectness)", 0.0, 1.0, defaults.score_thresh, step=0.01, key="rpn_score")
+    pre = c1.number_input("pre_nms_top_n (per level)", 1, 5000, defaults.pre_nms_top_n, step=50,
+                          key="rpn_pre_nms" + suffix)
+    post = c2.number_input("post_nms_top_n", 1, 5000, defaults.post_nms_top_n, step=50, key="rpn_post_nms" + suffix)
+    nms = c3.slider("nms_thresh (IoU)", 0.0, 1.0, defaults.nms_thresh, step=0.05, key="rpn_nms" + suffix)
+    score = c4.slider("score_thresh (objectness)", 0.0, 1.0, defaults.score_thresh, step=0.01, key="rpn_score" + suffix)
     c5.button("Model's settings", on_click=reset_knobs, key="rpn_reset",
               help=f"pre_nms_top_n {defaults.pre_nms_top_n}, post_nms_top_n {defaults.post_nms_top_n}, "
                    f"nms_thresh {defaults.nms_thresh:g}, score_thresh {defaults.score_thresh:g}")

@@ -16,6 +16,13 @@ def _captions(at) -> str:
     return "\n".join(c.value for c in at.caption)
 
 
+def _knob(at, name: str):
+    """A knob widget: its key carries the model and a reset count after `name` (one set per model)."""
+    widgets = [w for w in list(at.number_input) + list(at.slider) if w.key and w.key.startswith(name + "@")]
+    assert len(widgets) == 1, [w.key for w in widgets]
+    return widgets[0]
+
+
 def _timings(at) -> dict[str, float]:
     df = at.dataframe[0].value
     return dict(zip(df["stage"], df["ms"]))
@@ -52,17 +59,17 @@ def test_opens_on_a_sample_with_heatmap_proposals_and_funnel(at):
 
 def test_knobs_rerun_only_the_cheap_part(at):
     before = _timings(at)
-    at.number_input(key="rpn_post_nms").set_value(12).run()
+    _knob(at, "rpn_post_nms").set_value(12).run()
     assert not at.exception
     assert "of 12 proposals" in _captions(at)
     after = _timings(at)
     # the backbone, RPN head and decoding come from the cached stage: the very same measurements
     for stage in ("transform", "backbone", "RPN head", "anchors + decoding"):
         assert after[stage] == before[stage]
-    at.slider(key="rpn_score").set_value(0.99).run()  # random weights: every objectness is about 0.5
+    _knob(at, "rpn_score").set_value(0.99).run()  # random weights: every objectness is about 0.5
     assert not at.exception
     assert any("No proposal survived" in w.value for w in at.warning)
-    at.slider(key="rpn_score").set_value(0.0).run()
+    _knob(at, "rpn_score").set_value(0.0).run()
     assert not at.warning
 
 
@@ -113,12 +120,12 @@ def test_stored_dataset_image_gives_recall_and_table1(session_tmp):
 
 def test_knobs_follow_the_model_and_reset():
     at = _pinned().run()
-    assert at.number_input(key="rpn_pre_nms").value == 150  # mobilenet_320's own test-time setting
-    at.number_input(key="rpn_pre_nms").set_value(7).run()
-    assert at.number_input(key="rpn_pre_nms").value == 7
+    assert _knob(at, "rpn_pre_nms").value == 150  # mobilenet_320's own test-time setting
+    _knob(at, "rpn_pre_nms").set_value(7).run()
+    assert _knob(at, "rpn_pre_nms").value == 7
     at.button(key="rpn_reset").click().run()
-    assert at.number_input(key="rpn_pre_nms").value == 150
+    assert _knob(at, "rpn_pre_nms").value == 150
     at.session_state["model_source"] = DEMO_ARCH  # another model: its own settings
     at.run()
     assert not at.exception
-    assert at.number_input(key="rpn_pre_nms").value == 300 and at.number_input(key="rpn_post_nms").value == 100
+    assert _knob(at, "rpn_pre_nms").value == 300 and _knob(at, "rpn_post_nms").value == 100
