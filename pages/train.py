@@ -263,11 +263,12 @@ with tab_hard:
                 for n, s in enumerate(worst):
                     with cols[n % 3]:
                         ap = "n/a" if s.ap is None else f"{s.ap:.3f}"
-                        fig = hard_example_figure(load_val_image(str(s.path)), s, scored.class_names, threshold,
-                                                  title=f"{s.file}: loss {s.loss:.3f}, AP {ap}")
+                        fig = hard_example_figure(load_val_image(str(s.path)), s, scored.class_names, threshold)
+                        st.markdown(f"**{n + 1}. {s.file}**  \nloss {s.loss:.3f} · AP {ap}")
                         st.plotly_chart(fig, key=f"train_hard_{n}", config={"displaylogo": False})
                         detail = ", ".join(f"{k.removeprefix('loss_')} {v:.3f}" for k, v in s.losses.items())
-                        st.caption(detail)
+                        st.caption(f"{detail}; {len(s.gt_boxes)} ground-truth box(es), "
+                                   f"{int((s.scores >= threshold).sum())} detection(s) above {threshold:.2f}.")
                         st.markdown(f"[Open in the RPN inspector](rpn?model={quote(str(run_dir), safe='')})")
 
 # ---- two or more runs on one chart
@@ -305,5 +306,5 @@ with tab_files:
                                 help="torch.load(weights_only=True) loads it; `--checkpoint FILE` uses it.")
         else:
             col.caption(f"No {which}.pt yet.")
-    st.text("\n".join(runs.log_tail(run_dir, lines=40)) or "(the log is empty)")
+    st.code("\n".join(runs.log_tail(run_dir, lines=40)) or "(the log is empty)", language=None, height=320)
     st.caption(f"The last lines of {runs.log_path(run_dir)}.")

@@ -1,0 +1,109 @@
+"""Training page helpers: smoothing, progress, objectness contrast, hard-example ranking, figures by data."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from detector.hard_examples import ScoredImage, hardest
+from detector.run_progress import estimate_progress, format_duration
+from detector.runs import SnapshotImage
+from detector.viz.training import (
+    comparison_figure,
+    ema,
+    loss_figure,
+    objectness_contrast,
+    validation_figure,
+)
+
+
+def _rows(n: int, per_epoch: int, dt: float = 0.5) -> list[dict]:
+    return [{"kind": "train", "epoch": 1 + (i - 1) // per_epoch, "step": i, "time": i * dt, "images_per_s": 4.0,
+             "lr": 0.01, "loss": 4.0 / i, "loss_classifier": 1.0 / i, "loss_box_reg": 1.0 / i,
+             "loss_objectness": 1.0 / i, "loss_rpn_box_reg": 1.0 / i} for i in range(1, n + 1)]
+
+
+def test_ema_matches_hand_computed_values_and_skips_gaps():
+    assert np.allclose(ema([1.0, 2.0, 3.0], 0.0), [1.0, 2.0, 3.0])
+    assert np.allclose(ema([5.0] * 4, 0.9), 5.0)  # debiased: no pull towards 0 at the start
+    out = ema([1.0, None, 3.0], 0.5)
+    # acc: 0.5*1 -> norm 0.5 -> 1.0; then 0.5*0.5 + 0.5*3 = 1.75, norm 0.75 -> 2.333
+    assert out[0] == pytest.approx(1.0) and math.isnan(out[1]) and out[2] == pytest.approx(1.75 / 0.75)
+    with pytest.raises(ValueError):
+        ema([1.0], 1.0)
+
+
+def test_progress_counts_steps_per_epoch_and_time_left():
+    p = estimate_progress(_rows(7, per_epoch=3), epochs=4)
+    assert (p.epoch, p.step, p.steps_per_epoch, p.total_steps) == (3, 7, 3, 12)
+    assert p.seconds_per_step == pytest.approx(0.5)
+    assert p.eta_s == pytest.approx((12 - 7) * 0.5)
+    assert p.fraction == pytest.approx(7 / 12)
+    # before an epoch is complete only a hint can say how long an epoch is
+    early = estimate_progress(_rows(2, per_epoch=3), epochs=4)
+    assert early.steps_per_epoch is None and early.eta_s is None
+    assert estimate_progress(_rows(2, per_epoch=3), epochs=4, steps_per_epoch_hint=3).total_steps == 12
+    assert estimate_progress([], epochs=4).step == 0
+    assert format_duration(3725) == "1 h 02 min" and format_duration(65) == "1 min 05 s" and format_duration(None) == "—"
+
+
+def _snap(heat: np.ndarray, boxes: list[list[float]]) -> SnapshotImage:
+    empty = np.zeros((0, 4), np.float32)
+    return SnapshotImage("a.png", 40, 40, np.array(boxes, np.float32).reshape(-1, 4), np.ones(len(boxes), np.int64),
+                         (heat,), ("0",), empty, np.zeros(0, np.float32), empty, np.zeros(0, np.float32),
+                         np.zeros(0, np.int64))
+
+
+def test_objectness_contrast_separates_cells_on_and_off_the_object():
+    heat = np.zeros((4, 4))
+    heat[:2, :2] = 0.9  # the top-left quadrant: cells of 10 x 10 px
+    inside, outside = objectness_contrast(_snap(heat, [[0, 0, 20, 20]]))
+    assert (inside, outside) == pytest.approx((0.9, 0.0))
+    # a box smaller than a cell still counts the cell it overlaps
+    inside, _ = objectness_contrast(_snap(heat, [[2, 2, 5, 5]]))
+    assert inside == pytest.approx(0.9)
+
+
+def _scored(name: str, loss: float, ap: float | None) -> ScoredImage:
+    z = np.zeros((0, 4), np.float32)
+    losses = {"loss_classifier": loss, "loss_box_reg": 0.0, "loss_objectness": 0.0, "loss_rpn_box_reg": 0.0}
+    return ScoredImage(name, Path("."), 10, 10, losses, ap, ap, z, np.zeros(0, np.int64), z, np.zeros(0), np.zeros(0))
+
+
+def test_hardest_ranks_by_loss_or_by_own_ap():
+    images = [_scored("a", 0.5, 0.9), _scored("b", 2.0, 0.6), _scored("c", 1.0, None), _scored("d", 0.1, 0.1)]
+    assert [s.file for s in hardest(images, "loss", k=3)] == ["b", "c", "a"]
+    assert [s.file for s in hardest(images, "ap", k=3)] == ["d", "b", "a"]  # no ground truth: no AP, left out
+    with pytest.raises(ValueError):
+        hardest(images, "nonsense")
+
+
+def test_loss_figure_draws_raw_and_smoothed_and_zooms_to_a_window():
+    rows = _rows(40, per_epoch=10)
+    fig = loss_figure(rows, smoothing=0.6, uirevision="r1")
+    assert fig.layout.uirevision == "r1"
+    assert len(fig.data) == 5 * 2 + 1  # total + four losses (raw, smoothed) + learning rate
+    assert list(fig.data[0].x) == list(range(1, 41))
+    zoomed = loss_figure(rows, smoothing=0.0, step_range=(20, 30))
+    assert list(zoomed.layout.xaxis.range) == [20, 30]
+    lo, hi = zoomed.layout.yaxis.range  # the total loss between steps 20 and 30: 4/30 .. 4/20
+    assert lo < 4 / 30 < 4 / 20 < hi and hi < 4 / 10
+
+
+def test_validation_and_comparison_figures_by_data():
+    val = [{"kind": "val", "epoch": e, "val_loss": 1.0 / e, "mAP": 0.1 * e, "mAP50": 0.2 * e, "mAP75": 0.05 * e,
+            **{f"val_{k}": 0.25 / e for k in ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")}}
+           for e in (1, 2, 3)]
+    fig = validation_figure(val, _rows(6, per_epoch=2))
+    by_name = {t.name: t for t in fig.data}
+    assert list(by_name["mAP@[.5:.95]"].y) == pytest.approx([0.1, 0.2, 0.3])
+    assert list(by_name["training total (epoch mean)"].x) == [1, 2, 3]
+    comp = comparison_figure({"a": _rows(5, 5), "b": _rows(8, 4)}, "loss", smoothing=0.0)
+    assert [t.name for t in comp.data] == ["a", "b"] and len(comp.data[1].x) == 8
+    comp_val = comparison_figure({"a": val}, "mAP")
+    assert list(comp_val.data[0].y) == pytest.approx([0.1, 0.2, 0.3])
+    with pytest.raises(ValueError):
+        comparison_figure({"a": val}, "nope")
