@@ -182,7 +182,8 @@ with tabs[4]:
         n_channels = c2.slider("Most active channels shown", 0, 6, 3, key="rpn_channels")
         top = np.argsort(-pooled.mean(axis=(1, 2)))[:n_channels].tolist()
         box = frame.to_original(post_set.boxes[rank]).numpy()[0]
-        crop = picked.image.crop(tuple(int(round(v)) for v in box))
+        x1, y1 = int(np.floor(box[0])), int(np.floor(box[1]))
+        crop = picked.image.crop((x1, y1, max(int(np.ceil(box[2])), x1 + 1), max(int(np.ceil(box[3])), y1 + 1)))
         c2.plotly_chart(viz.pooled_features_figure(crop, pooled, top), key="rpn_pooled")
         c2.caption(f"RoIAlign output for proposal {rank} (set in Trace): {pooled.shape[0]} channels x "
                    f"{pooled.shape[1]}x{pooled.shape[2]} bins, pooled from FPN level "

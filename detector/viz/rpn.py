@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 from PIL import Image
 from plotly.subplots import make_subplots
 
-from detector.viz.boxes import STYLES, add_boxes, image_figure
+from detector.viz.boxes import STYLES, add_boxes, image_data_uri, image_figure
 
 MAX_SIDE = 640  # longest side of the image sent with each figure
 MAX_HEAT_CELLS = 96  # longest side of a heatmap sent to the browser (max-pooled beyond it)
@@ -90,13 +90,14 @@ def proposals_figure(
 
     clickable: a marker at each box centre carrying its rank (customdata), so a click selects it.
     """
-    boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)
+    boxes = np.round(np.asarray(boxes, dtype=float).reshape(-1, 4), 1)  # tenth of a pixel: small messages
     scores = [float(s) for s in scores]
     fig = image_figure(image, max_side=MAX_SIDE, title=title)
     if gt_boxes is not None and len(gt_boxes):
         add_boxes(fig, gt_boxes, style="ground_truth", show_labels=False)
     hover = list(hover) if hover is not None else [
-        f"rank {i}, objectness {s:.3f}<br>[{b[0]:.0f}, {b[1]:.0f}, {b[2]:.0f}, {b[3]:.0f}]"
+        f"rank {i}, objectness {s:.3f}<br>[{b[0]:.0f}, {b[1]:.0f}, {b[2]:.0f}, {b[3]:.0f}]" if clickable
+        else f"objectness {s:.2f}"
         for i, (b, s) in enumerate(zip(boxes, scores))
     ]
     add_boxes(fig, boxes, style=style, hover=hover, show_labels=False)
@@ -201,18 +202,16 @@ def pooled_features_figure(
     maps = [("channel mean", pooled.mean(axis=0))] + [(f"channel {c}", pooled[c]) for c in channels]
     fig = make_subplots(rows=1, cols=1 + len(maps), subplot_titles=["image crop"] + [m[0] for m in maps],
                         horizontal_spacing=0.07)
-    small = crop.convert("RGB").copy()
-    small.thumbnail((160, 160))
-    fig.add_trace(go.Image(z=np.asarray(small), hoverinfo="skip"), row=1, col=1)
+    uri, _, _ = image_data_uri(crop, max_side=160)  # a JPEG, not a pixel array: a small message
+    fig.add_trace(go.Image(source=uri, hoverinfo="skip"), row=1, col=1)
     s = pooled.shape[-1]
     for i, (name, m) in enumerate(maps, start=2):
         fig.add_trace(go.Heatmap(z=m, colorscale="Viridis", showscale=i == 2, name=name,
                                  colorbar=dict(thickness=10, x=1.0),
                                  hovertemplate=f"{name}<br>bin (%{{y}}, %{{x}}): %{{z:.3f}}<extra></extra>"),
                       row=1, col=i)
-        fig.update_yaxes(autorange="reversed", scaleanchor=f"x{i}", title_text="bin row" if i == 2 else None,
-                         row=1, col=i)
-        fig.update_xaxes(title_text=f"bin column (of {s})", row=1, col=i)
+        fig.update_yaxes(autorange="reversed", scaleanchor=f"x{i}", row=1, col=i)
+        fig.update_xaxes(title_text=f"bin column (rows down), {s}x{s}", row=1, col=i)
     fig.update_xaxes(showticklabels=False, row=1, col=1)
     fig.update_yaxes(showticklabels=False, scaleanchor="x", row=1, col=1)
     fig.update_layout(title=title, height=280, margin=dict(l=10, r=10, t=60, b=10))
