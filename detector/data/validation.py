@@ -39,6 +39,11 @@ def fix_box(box: Box, width: int, height: int) -> Box | None:
     return clipped
 
 
+# A box that crosses the border by less than this is rounding (YOLO's 6-decimal normalised
+# centres, COCO exports in float32): it is clipped without a warning.
+ROUNDING_TOLERANCE_PX = 0.01
+
+
 def _fmt(box: Box) -> str:
     return "[" + ", ".join(f"{v:g}" for v in box) + "]"
 
@@ -59,7 +64,7 @@ def box_problem(
         return Problem(
             "warning", file, line, id, f"box {_fmt(box)} lies outside the {width}x{height} image", "box left out"
         )
-    if fixed != tuple(box):
+    if max(abs(a - b) for a, b in zip(fixed, box)) > ROUNDING_TOLERANCE_PX:
         return Problem(
             "warning", file, line, id,
             f"box {_fmt(box)} extends outside the {width}x{height} image",
