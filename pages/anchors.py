@@ -137,8 +137,9 @@ rows = [{"level": lv.name, "stride (x, y)": f"{lv.stride[0]}, {lv.stride[1]}", "
          f"{lv.grid[0]} x {lv.grid[1]}", "sizes": ", ".join(map(str, lv.sizes)),
          "ratios": ", ".join(f"{r:g}" for r in lv.ratios), "anchors per location": lv.anchors_per_location,
          "anchors": lv.count, "fully inside the image": lv.inside_image} for lv in grid.levels]
-rows.append({"level": "total", "anchors": grid.total, "fully inside the image": grid.inside_image})
-st.dataframe(pd.DataFrame(rows), hide_index=True, key="anchors_counts")
+rows.append({"level": "total", "stride (x, y)": "", "grid (columns x rows)": "", "sizes": "", "ratios": "",
+             "anchors per location": None, "anchors": grid.total, "fully inside the image": grid.inside_image})
+st.dataframe(pd.DataFrame(rows).astype({"anchors per location": "Int64"}), hide_index=True, key="anchors_counts")
 st.caption(
     f"Image {grid.image_size[0]}x{grid.image_size[1]} → resized {grid.resized_size[0]}x{grid.resized_size[1]} → "
     f"padded {grid.padded_size[0]}x{grid.padded_size[1]} (the model's input frame). Anchors are built on the padded "
