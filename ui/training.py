@@ -37,8 +37,9 @@ START_LABELS = {
 
 
 def run_label(summary: runs.RunSummary) -> str:
-    best = f", best mAP {summary.best_map:.3f}" if summary.best_map is not None else ""
-    return f"{summary.name} · {summary.state} · {summary.dataset or '?'}{best}"
+    """A picker label that never changes while the run trains (Streamlit matches widget values by
+    their label: a label that changed would lose the choice)."""
+    return f"{summary.name} · {summary.dataset or '?'} · {summary.model or 'default model'}"
 
 
 def selected_run(all_runs: list[runs.RunSummary]) -> runs.RunSummary | None:
