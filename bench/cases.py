@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -73,7 +72,7 @@ def case_introspection(opts: Options) -> dict:
 
     out = {}
     image, _ = sample_image()
-    models = [("demo", demo_model, image, opts.n(15, 25))]
+    models = [("demo", demo_model, image, opts.n(21, 31))]
     if not opts.quick:
         models.append(("fasterrcnn_resnet50_fpn", resnet50_model, image.resize((640, 480)), 5))
     for name, build, img, n in models:
@@ -160,13 +159,15 @@ def case_anchors(opts: Options) -> dict:
     wh = rng.uniform(16, 400, size=(50, 2))
     boxes = np.concatenate([xy, np.minimum(xy + wh, size)], axis=1)
 
-    cold = timed(lambda: A.match_anchors(grid := A.anchor_grid(source, size), A.to_input_frame(boxes, grid)))
-
     def ours() -> float:
         t0 = time.perf_counter()
         grid = A.anchor_grid(source, size)
         A.match_anchors(grid, A.to_input_frame(boxes, grid))
         return time.perf_counter() - t0
+
+    cold = ours()  # the first call also runs the backbone on the meta device for the grid shapes
+    repeat(ours, 2, warmup=0)
+    ours_rss = peak_rss_mb()  # before torchvision's dense M x N matrices run in this process
 
     grid = A.anchor_grid(source, size)
     (pw, ph), (rw, rh) = grid.padded_size, grid.resized_size
@@ -184,7 +185,8 @@ def case_anchors(opts: Options) -> dict:
     cmp = alternate(ours, torchvision_own, opts.n(7, 15), warmup=1)
     return {"anchors_ms": cmp.summary()["a_median"], "anchors_first_call_ms": cold * 1000,
             "torchvision_ms": cmp.summary()["b_median"], "anchors_vs_torchvision": cmp.ratio,
-            "anchors": grid.total, "padded_size": list(grid.padded_size), "boxes": len(boxes)}
+            "anchors": grid.total, "padded_size": list(grid.padded_size), "boxes": len(boxes),
+            "peak_rss_mb": ours_rss, "peak_rss_mb_with_torchvision": peak_rss_mb()}
 
 
 # ---------------------------------------------------------------- anchor_click_ms
@@ -272,6 +274,11 @@ def write_coco_10k(root: Path, images: int = 10_000) -> Path:
     return root
 
 
+PROBE = ("import resource, subprocess, sys, time; t = time.perf_counter(); p = subprocess.run(sys.argv[1:]); "
+         "sys.stderr.write(f'BENCH {time.perf_counter() - t} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}\\n'); "
+         "sys.exit(p.returncode)")
+
+
 def case_validate(opts: Options) -> dict:
     """`python -m detector validate DIR --json` on 10,000 tiny images (wall time, a process of its own,
     start-up included), and the floor any validator pays: json.load + each image's header (PIL)."""
@@ -280,18 +287,19 @@ def case_validate(opts: Options) -> dict:
     data = write_coco_10k(opts.workdir / "coco10k")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "detector", "validate", str(data), "--json"]
-    walls = []
+    walls, rss = [], []
     report = None
     n = opts.n(3, 5)
     for _ in range(n + 1):  # the first run warms the page cache
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True)
-        walls.append(time.perf_counter() - t0)
+        # a small probe process starts the CLI and reports its wall time and peak RSS (a child forked
+        # straight from this process would start its peak RSS at this process's size)
+        proc = subprocess.run([sys.executable, "-c", PROBE, *cmd], cwd=ROOT, env=env, capture_output=True)
         if proc.returncode not in (0, 1):
             raise RuntimeError(f"validate failed: {proc.stderr.decode()[-300:]}")
+        wall, peak_kb = proc.stderr.decode().rsplit("BENCH ", 1)[1].split()[:2]
+        walls.append(float(wall))
+        rss.append(int(peak_kb) / 1024)
         report = json.loads(proc.stdout)
-    # this process's only children are the validate runs: the largest child's peak is theirs
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
     def floor() -> float:
         t0 = time.perf_counter()
@@ -302,9 +310,9 @@ def case_validate(opts: Options) -> dict:
         return time.perf_counter() - t0
 
     floors = repeat(floor, n, warmup=0)
-    return {"validate_10k_s": statistics.median(walls[1:]), "floor_s": statistics.median(floors),
+    return {"validate_10k_s": statistics.median(walls[1:]), "peak_rss_mb": max(rss), "floor_s": statistics.median(floors),
             "images": report["images"], "boxes": report["boxes"], "problems": len(report["problems"]),
-            "validate_peak_rss_mb": rss, "command": " ".join(cmd[1:])}
+            "command": " ".join(cmd[1:])}
 
 
 # ---------------------------------------------------------------- trainer_overhead
@@ -368,6 +376,14 @@ def case_trainer(opts: Options, batch_size: int = 2, workers: int | None = None,
             "engine_ms": [round(x * 1000, 1) for x in a], "bare_ms": [round(x * 1000, 1) for x in b]}
 
 
+def case_baseline(opts: Options) -> dict:
+    """Peak RSS of a process that only imports torch and torchvision: the floor under every case."""
+    import torch  # noqa: F401
+    import torchvision  # noqa: F401
+
+    return {}
+
+
 CASES = {
     "introspection": case_introspection,
     "trainer": case_trainer,
@@ -375,10 +391,12 @@ CASES = {
     "rpn_page": case_rpn_page,
     "anchor_click": case_anchor_click,
     "validate": case_validate,
+    "baseline": case_baseline,
 }
 
 
 def run_case(name: str, opts: Options) -> dict:
+    """A case's figures; `peak_rss_mb` is this process's peak unless the case measured its own."""
     figures = CASES[name](opts)
-    figures["peak_rss_mb"] = peak_rss_mb()
+    figures.setdefault("peak_rss_mb", peak_rss_mb())
     return figures

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-CASE_ORDER = ("introspection", "trainer", "anchors", "rpn_page", "anchor_click", "validate")
+CASE_ORDER = ("introspection", "trainer", "anchors", "rpn_page", "anchor_click", "validate", "baseline")
 HEADLINE = {  # figure -> (case, unit, what it means)
     "introspection_overhead": ("introspection", "x", "inspect() / model(images), demo model, 480x360 image"),
     "trainer_overhead": ("trainer", "x", "engine / bare torch loop, s per steady-state iteration"),
@@ -39,11 +39,12 @@ HEADLINE = {  # figure -> (case, unit, what it means)
 
 
 def machine() -> dict:
-    import torch
-    import torchvision
+    # versions from the package metadata: this process stays small (a child forked from a big
+    # process starts its peak RSS at the parent's size), so it never imports torch itself
+    from importlib.metadata import version
 
     return {"date": datetime.datetime.now().isoformat(timespec="seconds"), "python": platform.python_version(),
-            "torch": torch.__version__, "torchvision": torchvision.__version__, "cpu_cores": os.cpu_count(),
+            "torch": version("torch"), "torchvision": version("torchvision"), "cpu_cores": os.cpu_count(),
             "cpu": _cpu_name(), "platform": platform.platform()}
 
 
@@ -84,9 +85,10 @@ def run_child(name: str, args: argparse.Namespace, tmp: Path) -> dict:
 
 
 def child(args: argparse.Namespace) -> int:
-    import torch
+    if args.child != "validate":  # validate needs no torch (and its probe must fork from a small process)
+        import torch
 
-    torch.set_num_threads(args.threads)
+        torch.set_num_threads(args.threads)
     from bench.cases import Options, run_case
 
     figures = run_case(args.child, Options(args.quick, Path(args.workdir), args.repeats))
@@ -149,6 +151,8 @@ def format_report(report: dict) -> str:
         value = result.get(key)
         shown = f"{value:.3f}{unit}" if unit == "x" else f"{value:.1f} {unit}"
         lines.append(f"{key:<24} {shown:>12}   peak RSS {result['peak_rss_mb']:.0f} MiB   {what}")
+    if "baseline" in report["cases"] and "peak_rss_mb" in report["cases"]["baseline"]:
+        lines.append(f"{'(import torch alone)':<24} {'':>12}   peak RSS {report['cases']['baseline']['peak_rss_mb']:.0f} MiB")
     return "\n".join(lines)
 
 
