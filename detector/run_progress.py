@@ -71,12 +71,14 @@ def _number(value: Any) -> bool:
 
 
 def format_duration(seconds: float | None) -> str:
-    """`1 h 02 min`, `3 min 05 s`, `42 s`; an em dash when unknown."""
+    """`1 h 02 min`, `14 min`, `3 min 05 s`, `42 s`; an em dash when unknown."""
     if seconds is None or not math.isfinite(seconds):
         return "—"
     s = int(round(seconds))
     if s >= 3600:
         return f"{s // 3600} h {s % 3600 // 60:02d} min"
+    if s >= 600:
+        return f"{round(s / 60)} min"
     if s >= 60:
         return f"{s // 60} min {s % 60:02d} s"
     return f"{s} s"

@@ -26,6 +26,7 @@ from ui.training import (
     checkpoint_bytes,
     config_summary,
     describe_device,
+    list_runs,
     load_val_image,
     metrics_csv,
     metrics_tail,
@@ -60,7 +61,7 @@ st.markdown(
 
 device = current_device()
 device_note = describe_device()
-all_runs = runs.list_runs()
+all_runs = list_runs()
 
 # ---- a new run
 with st.expander("Start a new run", expanded=not all_runs, icon=":material/add_circle:"):
@@ -117,7 +118,10 @@ elif status.resumable or state == "done":
             runs.start_training(run_dir, resume=True)
             st.rerun()
     elif state != "done":
-        h2.caption("No checkpoint to resume from.")
+        if h2.button("Start again", key="train_again", icon=":material/replay:",
+                     help="No checkpoint to resume from: starts a new run with the same settings."):
+            select_run(start_new_run(run_config).name)
+            st.rerun()
 if state == "interrupted":
     st.warning("This run's process is gone (or its heartbeat is stale) while it said it was training: it was "
                "interrupted, e.g. by a restart. Resume continues from its last checkpoint.", icon=STATE_ICONS["interrupted"])
@@ -155,7 +159,7 @@ def live_curves() -> None:
         st.info("No training step recorded yet: the engine is loading the data and the model." if active
                 else "This run recorded no training step.")
         return
-    c1, c2, c3 = st.columns([4, 1, 1], vertical_alignment="bottom")
+    c1, c2, c3 = st.columns([5, 2, 2], vertical_alignment="bottom")
     smoothing = c1.slider("Smoothing", 0.0, 0.99, 0.6, 0.01, key="train_smoothing",
                           help="Exponential moving average of the per-step losses (as TensorBoard): 0 shows raw values.")
     log_y = c2.toggle("Log scale", False, key="train_log_y", help="Logarithmic loss axes.")
@@ -269,7 +273,8 @@ with tab_hard:
                         detail = ", ".join(f"{k.removeprefix('loss_')} {v:.3f}" for k, v in s.losses.items())
                         st.caption(f"{detail}; {len(s.gt_boxes)} ground-truth box(es), "
                                    f"{int((s.scores >= threshold).sum())} detection(s) above {threshold:.2f}.")
-                        st.markdown(f"[Open in the RPN inspector](rpn?model={quote(str(run_dir), safe='')})")
+                        st.markdown(f"[Open in the RPN inspector](rpn?model={quote(str(run_dir), safe='')}) with "
+                                    "this run's model (pick the image there under Stored dataset).")
 
 # ---- two or more runs on one chart
 with tab_compare:

@@ -55,6 +55,34 @@ def selected_run(all_runs: list[runs.RunSummary]) -> runs.RunSummary | None:
     return chosen
 
 
+def _runs_signature() -> tuple:
+    """What the runs table depends on: each run folder's status and metrics file versions."""
+    root = runs_dir()
+    sig = []
+    for p in sorted(root.iterdir()) if root.is_dir() else []:
+        stamps = []
+        for f in (runs.STATUS, runs.CONFIG, runs.METRICS):
+            try:
+                st_ = (p / f).stat()
+                stamps.append((st_.st_mtime_ns, st_.st_size))
+            except OSError:
+                stamps.append(None)
+        sig.append((p.name, tuple(stamps)))
+    return tuple(sig)
+
+
+@st.cache_data(show_spinner=False, max_entries=4, ttl=30)
+def _list_runs(signature: tuple) -> list[runs.RunSummary]:
+    del signature
+    return runs.list_runs()
+
+
+def list_runs() -> list[runs.RunSummary]:
+    """runs.list_runs(), read again only when a run's files changed (or after 30 s, for the
+    interrupted check, which depends on time)."""
+    return _list_runs(_runs_signature())
+
+
 def select_run(name: str) -> None:
     st.query_params[RUN_PARAM] = name
 
@@ -210,7 +238,7 @@ def checkpoint_bytes(path: Path) -> bytes:
 
 def _past_runs_with_checkpoint() -> list[Path]:
     found = []
-    for r in runs.list_runs():
+    for r in list_runs():
         if runs.checkpoint_path(r.run_dir, "best").is_file() or runs.checkpoint_path(r.run_dir, "last").is_file():
             found.append(r.run_dir)
     return found
