@@ -112,6 +112,7 @@ def case_rpn_page(opts: Options) -> dict:
         model = build()
         settings = ProposalSettings.from_rpn(model.rpn)
         parts: dict[str, list[float]] = {"compute": [], "figure": [], "payload": []}
+        sizes: list[int] = []
 
         def page() -> float:
             t0 = time.perf_counter()
@@ -122,7 +123,7 @@ def case_rpn_page(opts: Options) -> dict:
             heat = stage.objectness_prob(0, 0).numpy().max(axis=0)
             fig = viz.objectness_figure(img, heat, level.stride, frame.scale, frame.input_size, 0.55)
             t2 = time.perf_counter()
-            streamlit_payload(fig)
+            sizes.append(len(streamlit_payload(fig)))
             t3 = time.perf_counter()
             for key, dt in zip(parts, (t1 - t0, t2 - t1, t3 - t2)):
                 parts[key].append(dt)
@@ -134,7 +135,8 @@ def case_rpn_page(opts: Options) -> dict:
 
         cmp = alternate(page, plain, n, warmup=2)
         out[name] = {"image": list(img.size), **cmp.summary(),
-                     **{f"{k}_ms": statistics.median(v[-n:]) * 1000 for k, v in parts.items()}}
+                     **{f"{k}_ms": statistics.median(v[-n:]) * 1000 for k, v in parts.items()},
+                     "payload_kb": sizes[-1] / 1024}
     first = out["demo"]
     return {"rpn_page_ratio": first["ratio"], "rpn_page_ms": first["a_median"], "forward_ms": first["b_median"],
             "models": out}
@@ -213,6 +215,7 @@ def case_anchor_click(opts: Options) -> dict:
         match = A.match_anchors(grid, A.to_input_frame(boxes, grid).numpy())
         level = 0
         sx, sy = grid.scale
+        sizes: list[int] = []
         clicks = iter(np.random.default_rng(1).uniform(0, 1, size=(1000, 2)) * np.array(img.size))
 
         def click() -> float:
@@ -223,7 +226,7 @@ def case_anchor_click(opts: Options) -> dict:
             at = A.anchors_at(grid, level, row, col)
             fig = V.anchor_cell_figure(img, grid, centres, at, boxes, None)
             A.to_original_frame(at.boxes, grid)
-            streamlit_payload(fig)
+            sizes.append(len(streamlit_payload(fig)))
             return time.perf_counter() - t0
 
         def matching_section() -> float:
@@ -238,6 +241,7 @@ def case_anchor_click(opts: Options) -> dict:
         rest = repeat(matching_section, n, warmup=1)
         out[name] = {"image": list(img.size), "click_ms": statistics.median(clicks_s) * 1000,
                      "rerun_ms": (statistics.median(clicks_s) + statistics.median(rest)) * 1000,
+                     "payload_kb": statistics.median(sizes) / 1024,
                      "centres_level0": int(len(A.cell_centres(grid, level, max_points=6_000).xs))}
     first = out["demo"]
     return {"anchor_click_ms": first["click_ms"], "anchor_click_rerun_ms": first["rerun_ms"], "models": out}
