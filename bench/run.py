@@ -5,9 +5,9 @@
 Each case runs in a fresh Python process of its own (so `peak_rss_mb` is that case's peak
 resident set size, from getrusage) with DETECTOR_WORKSPACE and TORCH_HOME pointing at a
 temporary folder: nothing is downloaded, nothing is written outside it. Inside a case, A and B
-alternate (A B B A ...) and each figure is a median over repeats; ratios are median(A) /
-median(B). Cases: introspection, trainer, anchors, rpn_page, anchor_click, validate (see
-bench/cases.py). `--quick` uses the small settings (a few minutes on 2 CPU cores).
+alternate (A B B A ...) and each figure is a median over repeats; a ratio is the median of the
+per-pair ratios A_i / B_i (median(A) / median(B) is reported beside it as `*_medians`). Cases:
+introspection, trainer, anchors, rpn_page, anchor_click, validate, baseline (see bench/cases.py). `--quick` uses the small settings (a few minutes on 2 CPU cores).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:
 CASE_ORDER = ("introspection", "trainer", "anchors", "rpn_page", "anchor_click", "validate", "baseline")
 HEADLINE = {  # figure -> (case, unit, what it means)
     "introspection_overhead": ("introspection", "x", "inspect() / model(images), demo model, 480x360 image"),
-    "trainer_overhead": ("trainer", "x", "engine / bare torch loop, s per steady-state iteration"),
+    "trainer_overhead": ("trainer", "x", "engine / bare torch loop, s per iteration, in lockstep"),
     "anchors_ms": ("anchors", "ms", "build + match every resnet50-FPN anchor, 1333x800, 50 boxes"),
     "rpn_page_ratio": ("rpn_page", "x", "RPN page image-to-heatmap / model(image)"),
     "anchor_click_ms": ("anchor_click", "ms", "anchor page: click to its figure (serialised)"),
