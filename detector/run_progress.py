@@ -77,7 +77,7 @@ def format_duration(seconds: float | None) -> str:
     s = int(round(seconds))
     if s >= 3600:
         return f"{s // 3600} h {s % 3600 // 60:02d} min"
-    if s >= 600:
+    if s >= 300:
         return f"{round(s / 60)} min"
     if s >= 60:
         return f"{s // 60} min {s % 60:02d} s"

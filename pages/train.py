@@ -172,7 +172,7 @@ def live_curves() -> None:
     st.caption("Per-step training losses (faint: raw, solid: smoothed) and the learning rate (linear warm-up, then "
                "the schedule). The RPN's objectness and box regression train the proposals; the detector head's "
                "classification and box regression train on the sampled RoIs. Drag a box on any panel to zoom to "
-               "those steps: the zoom stays while new points arrive."
+               "those steps: the zoom stays while new points arrive (pause the live refresh to drag at leisure)."
                + (f" Zoomed to steps {zoom[0]:.0f} to {zoom[1]:.0f}." if zoom else ""))
     if val:
         st.plotly_chart(validation_figure(val, train, uirevision=f"val-{current.name}"), key="train_val_chart",
