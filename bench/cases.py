@@ -124,7 +124,7 @@ def case_rpn_page(opts: Options) -> dict:
 
     out = {}
     image, _ = sample_image()
-    models = [("demo", demo_model, image, opts.n(11, 21))]
+    models = [("demo", demo_model, image, opts.n(21, 31))]
     if not opts.quick:
         models.append(("fasterrcnn_resnet50_fpn", resnet50_model, image.resize((640, 480)), 5))
     for name, build, img, n in models:
@@ -360,7 +360,7 @@ def case_trainer(opts: Options, batch_size: int = 2, workers: int | None = None,
     from detector.train_config import CPU_MODEL_KWARGS, TrainConfig
 
     workers = (0 if opts.quick else 2) if workers is None else workers
-    images = 40 if opts.quick else 100
+    images = 60 if opts.quick else 100
     data = write_synthetic(opts.workdir / "synth", images=images, seed=3, width=320, height=240)
     dataset, train_idx, _ = resolve_dataset(data)
     files = [dataset.records[i].file.removeprefix("images/") for i in train_idx]
