@@ -44,6 +44,9 @@ from ui.training import (
     step_zoom,
     steps_per_epoch_hint,
 )
+from ui.router import ensure_router
+
+ensure_router()
 
 REFRESH_S = 2.0
 LOSS_CHART = "train_loss_chart"
