@@ -145,7 +145,8 @@ def test_loss_falls_on_a_tiny_set_it_can_overfit(small, tmp_path):
 
 def test_a_separate_validation_dataset_is_used_whole(small, dataset):
     data = engine.load_training_data(_config(small, val_data=str(dataset), max_val_images=None))
-    assert (len(data.train), len(data.val)) == (4, 10) and data.val.root == dataset
+    # with a separate validation set, all 5 images of the dataset train (its own 4/1 split is not used)
+    assert (len(data.train), len(data.val)) == (5, 10) and data.val.root == dataset
     assert len(engine.load_training_data(_config(small, max_val_images=0)).train) == 4
 
 
