@@ -398,7 +398,6 @@ def rpn_snapshot(model: nn.Module, dataset: Any, indices: Sequence[int], device:
     (which rpn.forward calls, keeping its scores here), roi_heads, postprocess. Returns the
     arrays and meta that `runs.write_snapshot` stores; boxes in original image pixels.
     """
-    from torchvision.models.detection._utils import BoxCoder  # noqa: F401  (documented dependency)
     from torchvision.models.detection.rpn import concat_box_prediction_layers
     from torchvision.models.detection.transform import resize_boxes
 

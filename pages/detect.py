@@ -1,6 +1,5 @@
 """Detect: upload images, get boxes, filter them live, compare two models, export the results."""
 
-import io
 import math
 from urllib.parse import quote
 
