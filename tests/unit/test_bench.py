@@ -1,0 +1,50 @@
+"""bench/: the runner end to end on its cheapest cases, and the bare loop's data matching ours."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from bench.bare_loop import CocoBoxes
+from detector.data import DetectionDataset, load_dataset
+from detector.data.synthetic import write_synthetic
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_runner_prints_figures_as_json():
+    proc = subprocess.run([sys.executable, "bench/run.py", "--quick", "--only", "anchor_click,baseline", "--repeats", "1",
+                           "--json"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-500:]
+    report = json.loads(proc.stdout)
+    assert report["figures"]["anchor_click_ms"] > 0
+    assert set(report["figures"]["peak_rss_mb"]) == {"anchor_click", "baseline"}
+    # the baseline (import torch) is the floor under a case that also loads a model
+    rss = report["figures"]["peak_rss_mb"]
+    assert rss["anchor_click"] > rss["baseline"] > 0
+    assert torch.__version__.startswith(report["machine"]["torch"].split("+")[0])
+
+
+def test_bare_loop_reads_the_same_images_and_boxes_as_our_dataset(tmp_path):
+    data = write_synthetic(tmp_path / "synth", images=4, seed=5, width=64, height=48)
+    ds = load_dataset(data)
+    ours = DetectionDataset(ds.records, ds.root, train=False)
+    files = [r.file.removeprefix("images/") for r in ds.records]
+    for flip_p in (0.0, 1.0):
+        bare = CocoBoxes(data, files, flip_p=flip_p)
+        for i in range(len(files)):
+            image, target = bare[i]
+            ref_image, ref = ours[i]
+            assert image.shape == ref_image.shape
+            # JPEG decoders may differ by a grey level; the flip must not
+            ref_image = ref_image.flip(-1) if flip_p else ref_image
+            assert (image - ref_image).abs().mean() < 0.02
+            boxes = ref["boxes"].clone()
+            if flip_p:
+                boxes[:, [0, 2]] = 64 - ref["boxes"][:, [2, 0]]
+            assert torch.allclose(target["boxes"], boxes, atol=1e-3)
+            assert torch.equal(target["labels"], ref["labels"])
