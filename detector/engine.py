@@ -693,21 +693,24 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook |
                 loss = sum(losses[k] for k in LOSS_NAMES)
             except torch.OutOfMemoryError:
                 raise TrainingFailed(_oom_message(device, config, setup.model_kwargs, step + 1)) from None
-            # one collective per step: the losses (for logging), a non-finite flag and the stop flag
+            # one collective per step: the losses (for logging), a non-finite flag and the stop flag;
+            # built on the device and read back once (a single host-device sync per step on CUDA)
             local = torch.stack([losses[k].detach().float() for k in LOSS_NAMES])
-            flags = torch.tensor([float(not torch.isfinite(local).all()), float(stop_local)], device=device)
-            shared = torch.cat([torch.nan_to_num(local, nan=0.0, posinf=0.0, neginf=0.0), flags])
+            nonfinite = (~torch.isfinite(local)).any().float().reshape(1)
+            stop_flag_t = torch.full((1,), float(stop_local), device=device)
+            shared = torch.cat([torch.nan_to_num(local, nan=0.0, posinf=0.0, neginf=0.0), nonfinite, stop_flag_t])
             if ddp.enabled:
                 dist.all_reduce(shared)
-            values = (shared[:4] / ddp.world_size).tolist()
-            if shared[4] > 0:
+            host = torch.cat([shared[:4] / ddp.world_size, shared[4:]]).tolist()
+            values = host[:4]
+            if host[4] > 0:
                 files = _batch_files(data.train, targets)
                 what = ", ".join(f"{k}={v:.4g}" for k, v in zip(LOSS_NAMES, local.tolist()))
-                here = f": {what}" if flags[0] > 0 else " (on another process)"
+                here = f": {what}" if nonfinite.item() > 0 else " (on another process)"
                 raise TrainingFailed(f"non-finite loss at epoch {epoch}, step {step + 1}{here}; batch images: "
                                      f"{', '.join(files)}. The last good checkpoint is kept; lower --lr or check "
                                      "these images' boxes, then --resume")
-            if shared[5] > 0:
+            if host[5] > 0:
                 if ddp.main:
                     checkpoint("last", epoch - 1, done_in_epoch, step, best)
                     runs.clear_stop(run_dir)
