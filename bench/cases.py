@@ -68,6 +68,14 @@ def streamlit_payload(fig) -> str:
 # ---------------------------------------------------------------- introspection_overhead
 
 
+def _compared_models(opts: Options, image) -> list[tuple]:
+    """(name, builder, image, repeats): the demo model, plus resnet50-FPN on 640x480 in full runs."""
+    models = [("demo", demo_model, image, opts.n(21, 31))]
+    if not opts.quick:
+        models.append(("fasterrcnn_resnet50_fpn", resnet50_model, image.resize((640, 480)), 5))
+    return models
+
+
 def case_introspection(opts: Options) -> dict:
     """detector.inspect.inspect (every intermediate kept) / model(images), same model and image."""
     import torch
@@ -77,9 +85,7 @@ def case_introspection(opts: Options) -> dict:
 
     out = {}
     image, _ = sample_image()
-    models = [("demo", demo_model, image, opts.n(21, 31))]
-    if not opts.quick:
-        models.append(("fasterrcnn_resnet50_fpn", resnet50_model, image.resize((640, 480)), 5))
+    models = _compared_models(opts, image)
     for name, build, img, n in models:
         model = build()
         x = to_tensor(img)
@@ -124,9 +130,7 @@ def case_rpn_page(opts: Options) -> dict:
 
     out = {}
     image, _ = sample_image()
-    models = [("demo", demo_model, image, opts.n(21, 31))]
-    if not opts.quick:
-        models.append(("fasterrcnn_resnet50_fpn", resnet50_model, image.resize((640, 480)), 5))
+    models = _compared_models(opts, image)
     for name, build, img, n in models:
         model = build()
         settings = ProposalSettings.from_rpn(model.rpn)
