@@ -16,6 +16,7 @@ import torch
 from detector import models
 from detector.detection import detect
 from detector.evaluation import CocoEvaluator
+from detector.images import to_tensor
 from detector.scenes import make_scene
 
 
@@ -56,7 +57,7 @@ def test_demo_objectness_peaks_on_objects(demo):
     assert scene.boxes
     model = demo.model
     with torch.no_grad():
-        images, _ = model.transform([torch.from_numpy(np.asarray(scene.image).copy()).permute(2, 0, 1).float() / 255])
+        images, _ = model.transform([to_tensor(scene.image)])
         features = list(model.backbone(images.tensors).values())
         proposals, _ = model.rpn(images, dict(enumerate(features)))
     scale = scene.image.width / images.image_sizes[0][1]
