@@ -1,7 +1,6 @@
 """Detect: upload images, get boxes, filter them live, compare two models, export the results."""
 
 import math
-from urllib.parse import quote
 
 import pandas as pd
 import streamlit as st
@@ -10,6 +9,7 @@ from detector.detection import coco_results_json, detections_csv, table_rows
 from detector.images import encode_png
 from detector.viz import add_boxes, draw_boxes_on_image, image_figure
 from ui.detection import decode_uploads, cached_detections
+from ui.links import page_url
 from ui.inputs import SAMPLE_SEEDS, sample_image
 from ui.model import current_device, model_choices, model_label, selected_source
 from ui.router import ensure_router
@@ -109,4 +109,4 @@ if st.toggle("Run the comparison", key="compare_run", help="Runs both models on 
         fig = image_figure(target.image, max_side=720, title=f"{model_label(src)}: {len(det)}", height=380)
         add_boxes(fig, det.boxes, "prediction", labels=list(det.label_names), scores=det.scores.tolist())
         col.plotly_chart(fig, key=f"compare_fig_{src}", config={"displaylogo": False})
-        col.markdown(f"[Open {model_label(src)} in the RPN inspector](rpn?model={quote(src, safe='')})")
+        col.markdown(f"[Open {model_label(src)} in the RPN inspector]({page_url('rpn', model=src)})")

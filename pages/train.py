@@ -2,7 +2,6 @@
 the RPN learn over epochs, and look at the hardest validation images afterwards."""
 
 from functools import partial
-from urllib.parse import quote
 
 import streamlit as st
 
@@ -26,6 +25,7 @@ from ui.training import (
     checkpoint_bytes,
     config_summary,
     describe_device,
+    hard_example_link,
     list_runs,
     load_val_image,
     metrics_csv,
@@ -276,8 +276,8 @@ with tab_hard:
                         detail = ", ".join(f"{k.removeprefix('loss_')} {v:.3f}" for k, v in s.losses.items())
                         st.caption(f"{detail}; {len(s.gt_boxes)} ground-truth box(es), "
                                    f"{int((s.scores >= threshold).sum())} detection(s) above {threshold:.2f}.")
-                        st.markdown(f"[Open in the RPN inspector](rpn?model={quote(str(run_dir), safe='')}) with "
-                                    "this run's model (pick the image there under Stored dataset).")
+                        st.markdown(f"[Open in the RPN inspector]({hard_example_link(run_dir, run_config, s.file)}) "
+                                    "with this run's model (pick the image there under Stored dataset).")
 
 # ---- two or more runs on one chart
 with tab_compare:

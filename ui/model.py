@@ -14,6 +14,7 @@ import torch
 
 from detector import models
 from detector.workspace import runs_dir
+from ui.links import source_from_param
 
 MODEL_KEY = "model_source"
 DEVICE_KEY = "device_pref"
@@ -67,8 +68,8 @@ def default_source() -> tuple[str, str]:
 
 
 def selected_source() -> str:
-    """The model chosen in the sidebar or the URL, else the default."""
-    chosen = st.session_state.get(MODEL_KEY) or st.query_params.get("model")
+    """The model chosen in the sidebar or named in the URL (`?model=run:ID`, see ui.links), else the default."""
+    chosen = st.session_state.get(MODEL_KEY) or source_from_param(st.query_params.get("model"))
     if chosen and (chosen in models.ARCHITECTURES or chosen == models.DEMO or Path(chosen).exists()):
         return chosen
     return default_source()[0]

@@ -6,11 +6,12 @@ import streamlit as st
 import torch
 
 from detector import models
+from ui.links import model_param
 from ui.model import DEVICE_KEY, MODEL_KEY, current_device, default_source, model_choices, model_label, selected_source
 
 
 def _sync_query_params() -> None:
-    st.query_params["model"] = st.session_state[MODEL_KEY]
+    st.query_params["model"] = model_param(st.session_state[MODEL_KEY])
     st.query_params["device"] = st.session_state[DEVICE_KEY]
 
 

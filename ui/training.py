@@ -22,6 +22,7 @@ from detector.hard_examples import ScoredRun, score_validation_images, validatio
 from detector.images import ImageError, load_image
 from detector.train_config import OPTIMIZERS, SCHEDULES, TrainConfig
 from detector.workspace import datasets_dir, runs_dir
+from ui.links import page_url
 
 RUN_PARAM = "run"  # st.query_params key holding the run's folder name
 TAILS_KEY = "train_tails"  # session_state: run name -> runs.MetricsTail
@@ -227,6 +228,14 @@ def scored_run(run_dir: Path, device: torch.device, max_images: int) -> ScoredRu
     """The run's validation images scored by its checkpoint (cached per checkpoint file version)."""
     ckpt = models.checkpoint_path_for(run_dir)
     return _scored(str(run_dir), ckpt.stat().st_mtime, str(device), max_images)
+
+
+def hard_example_link(run_dir: Path, config: dict[str, Any], file: str) -> str:
+    """The /rpn link that opens a validation image of this run with the run's model (the
+    dataset is named only when the run trained on a stored dataset, not a folder path)."""
+    data = config.get("data")
+    stored = data if data and (datasets_dir() / str(data) / "dataset.json").is_file() else None
+    return page_url("rpn", model=run_dir, dataset=stored, image=file if stored else None)
 
 
 def checkpoint_bytes(path: Path) -> bytes:

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import io
+import shutil
 
 from detector.scenes import make_scene
 from tests.app.conftest import app_test
+from ui.links import models_dir
 
 
 def _png(seed: int) -> bytes:
     buf = io.BytesIO()
     make_scene(seed, 160, 120).image.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def _uploaded(checkpoint) -> str:
+    """Put a checkpoint where uploaded models live and return its URL name (`upload:FILE`)."""
+    models_dir().mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(checkpoint, models_dir() / "tiny.pt")
+    return "upload:tiny.pt"
 
 
 def test_offline_page_shows_samples():
@@ -22,7 +31,7 @@ def test_offline_page_shows_samples():
 
 def test_uploads_bad_files_filters_and_compare(tiny_checkpoint):
     at = app_test("pages/detect.py")
-    at.query_params["model"] = str(tiny_checkpoint)
+    at.query_params["model"] = _uploaded(tiny_checkpoint)
     at.run()
     at.file_uploader(key="detect_upload").set_value([
         ("one.png", _png(1), "image/png"), ("two.png", _png(2), "image/png"),

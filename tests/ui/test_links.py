@@ -1,0 +1,56 @@
+"""ui.links: in-app links hold names, never paths, and read back to the same model."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from detector import models
+from detector.workspace import runs_dir
+from ui.links import models_dir, model_param, page_url, source_from_param
+
+
+def _query(url: str) -> dict[str, list[str]]:
+    return parse_qs(urlsplit(url).query)
+
+
+def test_page_url_names_pages_and_encodes_values():
+    assert page_url("rpn") == "rpn"
+    assert page_url("/train", run="r1") == "train?run=r1"
+    assert page_url("home") == "./"
+    url = page_url("rpn", model="demo", dataset="my shapes", image="valid/img 028.jpg", box=(1, 2.5, 30, 40))
+    assert url.startswith("rpn?model=demo&dataset=")
+    assert _query(url) == {"model": ["demo"], "dataset": ["my shapes"], "image": ["valid/img 028.jpg"],
+                           "box": ["1,2.5,30,40"]}
+    assert page_url("detect", model="demo", dataset=None) == "detect?model=demo"  # None is left out
+    with pytest.raises(ValueError, match="no page"):
+        page_url("nowhere")
+
+
+def test_a_run_folder_becomes_its_id_and_comes_back():
+    run = runs_dir() / "link-run"
+    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    url = page_url("rpn", model=run)
+    assert _query(url)["model"] == ["run:link-run"]
+    assert str(run.parent) not in url  # the path never reaches the URL
+    assert model_param(run / "checkpoints" / "best.pt") == "run:link-run"
+    assert source_from_param("run:link-run") == str(run)
+    assert source_from_param("run:no-such-run") is None
+
+
+def test_uploads_builders_demo_and_refused_values(tmp_path):
+    models_dir().mkdir(parents=True, exist_ok=True)
+    up = models_dir() / "mine.pt"
+    up.write_bytes(b"x")
+    assert model_param(up) == "upload:mine.pt"
+    assert source_from_param("upload:mine.pt") == str(up)
+    assert model_param(models.DEMO) == source_from_param(models.DEMO) == models.DEMO
+    name = next(iter(models.ARCHITECTURES))
+    assert source_from_param(model_param(name)) == name
+    with pytest.raises(ValueError, match="cannot name|not a model"):
+        model_param(tmp_path / "elsewhere.pt")  # an arbitrary path has no name in a link
+    for hostile in ("run:../..", "upload:../runs", "/etc/passwd", str(up), "run:", "upload:a/b"):
+        assert source_from_param(hostile) is None
+    with pytest.raises(ValueError, match="name, not the path"):
+        page_url("rpn", dataset=tmp_path)

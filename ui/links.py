@@ -1,0 +1,100 @@
+"""In-app links: the one place that builds a URL to a page of this app.
+
+The URL contract (README, "Links between pages"): query parameters hold names, never paths.
+  model=   demo | a builder name | run:<run id> | upload:<file name in workspace/models/>
+  device=  auto | cpu | cuda        dataset= <stored dataset name>      run= <run id>
+  image=   <image file name exactly as in the dataset's records, e.g. valid/img_028.jpg>
+  box=     x1,y1,x2,y2 in original pixels
+Links are relative ("rpn?model=run%3Aabc"), so they work under any server base path; every page
+sits one level below the app's root.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+from urllib.parse import quote
+
+from detector import models
+from detector.workspace import is_inside, runs_dir, workspace_root
+
+#: url path of each page ("" is the home page); app.py's router serves them.
+PAGES = ("", "anchors", "rpn", "data", "train", "detect", "diagnose")
+RUN_PREFIX, UPLOAD_PREFIX = "run:", "upload:"
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def models_dir() -> Path:
+    """`workspace/models/`: checkpoints the user uploaded (URL name `upload:<file name>`)."""
+    return workspace_root() / "models"
+
+
+def model_param(source: str | Path) -> str:
+    """The URL name of a model source: `demo`, a builder name, `run:<id>` for a run folder (or a
+    checkpoint inside one), `upload:<file>` for a file in workspace/models/.
+
+    Raises ValueError for a source that has no name under the contract (an arbitrary path)."""
+    text = str(source)
+    if text == models.DEMO or text in models.ARCHITECTURES or text.startswith((RUN_PREFIX, UPLOAD_PREFIX)):
+        return text
+    path = Path(text)
+    runs = runs_dir()
+    if is_inside(path, runs) and path.resolve() != runs.resolve():
+        return RUN_PREFIX + path.resolve().relative_to(runs.resolve()).parts[0]
+    if path.parent.resolve() == models_dir().resolve():
+        return UPLOAD_PREFIX + path.name
+    raise ValueError(f"{text} is not a model this app can name in a link (demo, a builder, a run or an upload)")
+
+
+def source_from_param(value: str | None) -> str | None:
+    """The model source (as ui.model uses it) that a URL `model=` value names, or None when it
+    names nothing that exists. Never follows a path given in the URL."""
+    if not value:
+        return None
+    if value == models.DEMO or value in models.ARCHITECTURES:
+        return value
+    for prefix, folder in ((RUN_PREFIX, runs_dir()), (UPLOAD_PREFIX, models_dir())):
+        if value.startswith(prefix):
+            name = value[len(prefix):]
+            if not name or name in (".", "..") or "/" in name or "\\" in name:
+                return None
+            path = folder / name
+            return str(path) if path.exists() else None
+    return None
+
+
+def _value(key: str, value: Any) -> str:
+    if key == "model":
+        return model_param(value)
+    if key == "box":
+        if isinstance(value, str):
+            return value
+        return ",".join(f"{float(v):.1f}".rstrip("0").rstrip(".") for v in _four(value))
+    if isinstance(value, Path):
+        raise ValueError(f"link parameter {key} must be a name, not the path {value}")
+    return str(value)
+
+
+def _four(value: Iterable[Any]) -> list[Any]:
+    vals = list(value)
+    if len(vals) != 4:
+        raise ValueError(f"box must be x1,y1,x2,y2, got {vals}")
+    return vals
+
+
+def page_url(page: str, **params: Any) -> str:
+    """A relative link to `page` ("rpn", "/rpn", "home" or "" for the home page) with the given
+    query parameters, in the order given; None values are left out. `model=` accepts any model
+    source and writes its URL name; `box=` accepts four numbers.
+
+    >>> page_url("rpn", model="demo", dataset="shapes", image="valid/img 1.jpg")
+    'rpn?model=demo&dataset=shapes&image=valid/img%201.jpg'
+    """
+    name = page.strip("/")
+    if name == "home":
+        name = ""
+    if name not in PAGES:
+        raise ValueError(f"no page {page!r}; pages: {', '.join(p or 'home' for p in PAGES)}")
+    query = "&".join(f"{k}={quote(_value(k, v), safe='/,:')}" for k, v in params.items() if v is not None)
+    base = name or "./"
+    return f"{base}?{query}" if query else base
