@@ -170,14 +170,14 @@ def case_rpn_page(opts: Options) -> dict:
 
 def case_anchors(opts: Options) -> dict:
     """Build every anchor of resnet50-FPN for a 1333x800 image and match them to 50 boxes
-    (detector.anchors) / torchvision's own AnchorGenerator + rpn.assign_targets_to_anchors."""
+    (detector.anchor_grids + anchor_matching) / torchvision's own AnchorGenerator + rpn.assign_targets_to_anchors."""
     import torch
     from torchvision.models.detection.image_list import ImageList
 
-    from detector import anchors as A
+    from detector import anchor_grids, anchor_matching
 
     model = resnet50_model()
-    source = A.model_source(model, "fasterrcnn_resnet50_fpn")
+    source = anchor_grids.model_source(model, "fasterrcnn_resnet50_fpn")
     size = (1333, 800)
     rng = np.random.default_rng(0)
     xy = rng.uniform([0, 0], [1233, 700], size=(50, 2))
@@ -186,18 +186,18 @@ def case_anchors(opts: Options) -> dict:
 
     def ours() -> float:
         t0 = time.perf_counter()
-        grid = A.anchor_grid(source, size)
-        A.match_anchors(grid, A.to_input_frame(boxes, grid))
+        grid = anchor_grids.anchor_grid(source, size)
+        anchor_matching.match_anchors(grid, grid.frame.to_input(boxes))
         return time.perf_counter() - t0
 
     cold = ours()  # the first call also runs the backbone on the meta device for the grid shapes
     repeat(ours, 2, warmup=0)
     ours_rss = peak_rss_mb()  # before torchvision's dense M x N matrices run in this process
 
-    grid = A.anchor_grid(source, size)
+    grid = anchor_grids.anchor_grid(source, size)
     (pw, ph), (rw, rh) = grid.padded_size, grid.resized_size
     shapes = [(lv.grid[1], lv.grid[0]) for lv in grid.levels]
-    gt = A.to_input_frame(boxes, grid)
+    gt = grid.frame.to_input(boxes)
 
     def torchvision_own() -> float:
         t0 = time.perf_counter()
@@ -222,7 +222,7 @@ def case_anchor_click(opts: Options) -> dict:
     (the grid is cached by the page): nearest_cell, cell_centres, anchors_at, anchor_cell_figure,
     to_original_frame, then st.plotly_chart's serialisation. `rerun_ms` adds what the same rerun
     rebuilds for the matching section (sampler and figure; the matching itself is cached)."""
-    from detector import anchors as A
+    from detector import anchor_grids, anchor_matching
     from detector.viz import anchors as V
 
     out = {}
@@ -233,28 +233,28 @@ def case_anchor_click(opts: Options) -> dict:
         cases.append(("fasterrcnn_resnet50_fpn", resnet50_model, big, gt * np.array([1333 / 480, 800 / 360] * 2)))
     for name, build, img, boxes in cases:
         model = build()
-        source = A.model_source(model, name)
-        grid = A.anchor_grid(source, img.size)
-        match = A.match_anchors(grid, A.to_input_frame(boxes, grid).numpy())
+        source = anchor_grids.model_source(model, name)
+        grid = anchor_grids.anchor_grid(source, img.size)
+        match = anchor_matching.match_anchors(grid, grid.frame.to_input(boxes).numpy())
         level = 0
-        sx, sy = grid.scale
+        sx, sy = grid.frame.scale
         sizes: list[int] = []
         clicks = iter(np.random.default_rng(1).uniform(0, 1, size=(1000, 2)) * np.array(img.size))
 
         def click() -> float:
             x, y = next(clicks)
             t0 = time.perf_counter()
-            row, col = A.nearest_cell(grid, level, x * sx, y * sy)
-            centres = A.cell_centres(grid, level, max_points=6_000)
-            at = A.anchors_at(grid, level, row, col)
+            row, col = anchor_grids.nearest_cell(grid, level, x * sx, y * sy)
+            centres = anchor_grids.cell_centres(grid, level, max_points=6_000)
+            at = anchor_grids.anchors_at(grid, level, row, col)
             fig = V.anchor_cell_figure(img, grid, centres, at, boxes, None)
-            A.to_original_frame(at.boxes, grid)
+            grid.frame.to_original(at.boxes).numpy()
             sizes.append(len(streamlit_payload(fig)))
             return time.perf_counter() - t0
 
         def matching_section() -> float:
             t0 = time.perf_counter()
-            batch = A.sample_minibatch(match, seed=0)
+            batch = anchor_matching.sample_minibatch(match, seed=0)
             streamlit_payload(V.matching_figure(img, grid, match, batch, boxes, max_per_kind=150,
                                                 show=["positive", "negative"]))
             return time.perf_counter() - t0
@@ -265,7 +265,7 @@ def case_anchor_click(opts: Options) -> dict:
         out[name] = {"image": list(img.size), "click_ms": statistics.median(clicks_s) * 1000,
                      "rerun_ms": (statistics.median(clicks_s) + statistics.median(rest)) * 1000,
                      "payload_kb": statistics.median(sizes) / 1024,
-                     "centres_level0": int(len(A.cell_centres(grid, level, max_points=6_000).xs))}
+                     "centres_level0": int(len(anchor_grids.cell_centres(grid, level, max_points=6_000).xs))}
     first = out["demo"]
     return {"anchor_click_ms": first["click_ms"], "anchor_click_rerun_ms": first["rerun_ms"], "models": out}
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from detector import anchors as A
+from detector import anchor_fitness, anchor_grids, anchor_matching
 from detector import scenes
 from detector.viz import anchors as V
 from ui.inputs import image_input
@@ -23,13 +23,13 @@ SYNTHETIC = "Synthetic scenes (offline, 60 images)"
 
 
 @st.cache_resource(max_entries=16, show_spinner="Building every anchor ...")
-def anchor_grid(key: str, image_size: tuple[int, int], _source: A.AnchorSource) -> A.AnchorGrid:
-    return A.anchor_grid(_source, image_size)
+def anchor_grid(key: str, image_size: tuple[int, int], _source: anchor_grids.AnchorSource) -> anchor_grids.AnchorGrid:
+    return anchor_grids.anchor_grid(_source, image_size)
 
 
 @st.cache_resource(max_entries=16, show_spinner="Matching anchors to the ground truth ...")
-def matching(key: str, digest: str, _grid: A.AnchorGrid, _gt_input: np.ndarray) -> A.Matching:
-    return A.match_anchors(_grid, _gt_input)
+def matching(key: str, digest: str, _grid: anchor_grids.AnchorGrid, _gt_input: np.ndarray) -> anchor_matching.Matching:
+    return anchor_matching.match_anchors(_grid, _gt_input)
 
 
 @st.cache_data(max_entries=8, show_spinner="Reading the dataset's boxes ...")
@@ -43,39 +43,39 @@ def dataset_boxes(name: str) -> list[tuple[int, int, list]]:
 
 
 @st.cache_resource(max_entries=16, show_spinner="Best anchor IoU of every ground-truth box ...")
-def fitness(key: str, dataset: str, _source: A.AnchorSource) -> A.Fitness:
-    return A.fitness(_source, dataset_boxes(dataset))
+def fitness(key: str, dataset: str, _source: anchor_grids.AnchorSource) -> anchor_fitness.Fitness:
+    return anchor_fitness.fitness(_source, dataset_boxes(dataset))
 
 
 @st.cache_resource(max_entries=32, show_spinner="Recall of the what-if anchors ...")
-def what_if(key: str, dataset: str, sizes: tuple, ratios: tuple, _source: A.AnchorSource) -> A.Suggestion:
-    return A.what_if(fitness(key, dataset, _source), _source, dataset_boxes(dataset), sizes, ratios, name="what-if")
+def what_if(key: str, dataset: str, sizes: tuple, ratios: tuple, _source: anchor_grids.AnchorSource) -> anchor_fitness.Suggestion:
+    return anchor_fitness.what_if(fitness(key, dataset, _source), _source, dataset_boxes(dataset), sizes, ratios, name="what-if")
 
 
 @st.cache_resource(max_entries=16, show_spinner="Fitting anchor sizes and ratios (k-means) ...")
-def suggestions(key: str, dataset: str, _source: A.AnchorSource) -> tuple[A.Suggestion, ...]:
-    return A.suggestions(fitness(key, dataset, _source), _source, dataset_boxes(dataset))
+def suggestions(key: str, dataset: str, _source: anchor_grids.AnchorSource) -> tuple[anchor_fitness.Suggestion, ...]:
+    return anchor_fitness.suggestions(fitness(key, dataset, _source), _source, dataset_boxes(dataset))
 
 
-def parse_custom(sizes: str, ratios: str, strides: str, min_size: int) -> A.AnchorSource:
+def parse_custom(sizes: str, ratios: str, strides: str, min_size: int) -> anchor_grids.AnchorSource:
     levels = [[int(v) for v in level.split(",") if v.strip()] for level in sizes.split("/")]
-    return A.custom_source(levels, [float(v) for v in ratios.split(",") if v.strip()],
+    return anchor_grids.custom_source(levels, [float(v) for v in ratios.split(",") if v.strip()],
                            [int(v) for v in strides.split(",") if v.strip()], min_size or None)
 
 
-def pick_source() -> tuple[str, A.AnchorSource, str]:
+def pick_source() -> tuple[str, anchor_grids.AnchorSource, str]:
     """(cache key, anchor source, the `python -m detector anchors` flags that give the same anchors)."""
     kind = st.radio("Anchor source", SOURCES, key="anchors_from", horizontal=True)
     if kind == SOURCES[0]:
         loaded = current_model()
         st.caption(f"Model: {loaded.description}. Its transform resizes and pads the image; its backbone sets "
                    "each level's grid; its `rpn.anchor_generator` builds the anchors.")
-        return f"model:{loaded.source}:{id(loaded.model)}", A.model_source(loaded.model, loaded.arch), \
+        return f"model:{loaded.source}:{id(loaded.model)}", anchor_grids.model_source(loaded.model, loaded.arch), \
             f"--model {loaded.source}"
     if kind == SOURCES[1]:
         st.caption("Ren et al. 2015, section 3.1: one level at stride 16 (VGG-16 conv5), box areas 128², 256², "
                    "512² x aspect ratios 1:2, 1:1, 2:1, so k = 9 anchors per location; short side rescaled to 600.")
-        return "paper", A.paper_source(), "--sizes 128,256,512 --ratios 0.5,1,2 --strides 16 --min-size 600 --max-size 1000"
+        return "paper", anchor_grids.paper_source(), "--sizes 128,256,512 --ratios 0.5,1,2 --strides 16 --min-size 600 --max-size 1000"
     c1, c2, c3, c4 = st.columns(4)
     sizes = c1.text_input("Sizes ('/' between levels)", "32/64/128/256/512", key="anchors_sizes")
     ratios = c2.text_input("Ratios (height / width)", "0.5,1,2", key="anchors_ratios")
@@ -92,7 +92,7 @@ def pick_source() -> tuple[str, A.AnchorSource, str]:
     return f"custom:{source!r}", source, flags
 
 
-def apply_click(grid: A.AnchorGrid) -> None:
+def apply_click(grid: anchor_grids.AnchorGrid) -> None:
     """A click on a cell centre (the plotly scatter) sets the row / column inputs before they render."""
     event = st.session_state.get(CHART)
     points = [p for p in ((event or {}).get("selection", {}) or {}).get("points", [])
@@ -106,8 +106,8 @@ def apply_click(grid: A.AnchorGrid) -> None:
     if signature == st.session_state.get(CLICK) or level >= len(grid.levels):
         return
     st.session_state[CLICK] = signature
-    sx, sy = grid.scale
-    st.session_state[ROW], st.session_state[COL] = A.nearest_cell(grid, level, point["x"] * sx, point["y"] * sy)
+    sx, sy = grid.frame.scale
+    st.session_state[ROW], st.session_state[COL] = anchor_grids.nearest_cell(grid, level, point["x"] * sx, point["y"] * sy)
 
 
 def clamp_state(key: str, hi: int, default: int) -> None:
@@ -147,7 +147,7 @@ st.caption(
     f"`python -m detector anchors --image-size {grid.image_size[0]} {grid.image_size[1]} {cli_flags}`."
 )
 if key == "paper":
-    paper = A.original_code_counts(grid.resized_size)
+    paper = anchor_grids.original_code_counts(grid.resized_size)
     st.table(pd.DataFrame([
         {"count": "anchors (W/16 x H/16 x 9)", "the paper": f"about {paper.paper_total:,} (1000x600)",
          "original code (py-faster-rcnn)": f"{paper.original_code_total:,}", "here (torchvision)": f"{grid.total:,}"},
@@ -167,19 +167,19 @@ clamp_state(LEVEL, len(grid.levels) - 1, 0)
 c1, c2, c3, c4 = st.columns(4)
 level = int(c1.number_input(f"Level (0 to {len(grid.levels) - 1})", 0, len(grid.levels) - 1, key=LEVEL))
 lv = grid.levels[level]
-centres = A.cell_centres(grid, level, max_points=6_000)
+centres = anchor_grids.cell_centres(grid, level, max_points=6_000)
 n_rows, n_cols = int(centres.rows.max()) + 1, int(centres.cols.max()) + 1
 clamp_state(ROW, lv.grid[1] - 1, n_rows // 2)
 clamp_state(COL, lv.grid[0] - 1, n_cols // 2)
 row = int(c2.number_input(f"Row (0 to {lv.grid[1] - 1})", 0, lv.grid[1] - 1, key=ROW))
 col = int(c3.number_input(f"Column (0 to {lv.grid[0] - 1})", 0, lv.grid[0] - 1, key=COL))
 view = c4.radio("Show", ("anchors at the cell", "all anchors of one shape"), key="anchors_view")
-at = A.anchors_at(grid, level, row, col)
+at = anchor_grids.anchors_at(grid, level, row, col)
 shape_boxes, step = None, 1
 if view == "all anchors of one shape":
     shape = st.selectbox("Anchor shape", range(lv.anchors_per_location), key="anchors_shape",
                          format_func=lambda a: f"#{a}: {lv.shape_label(a)} ({lv.shapes[a][0]:.0f}x{lv.shapes[a][1]:.0f})")
-    shape_boxes, step = A.anchors_of_shape(grid, level, int(shape))
+    shape_boxes, step = anchor_grids.anchors_of_shape(grid, level, int(shape))
 fig = V.anchor_cell_figure(picked.image, grid, centres, at, picked.boxes if picked.has_ground_truth else None,
                            shape_boxes)
 st.plotly_chart(fig, on_select="rerun", selection_mode="points", key=CHART, width="stretch")
@@ -190,7 +190,7 @@ st.caption(
     f"cell whose centre is on the image"
     + (f"; the faint boxes are one shape at every {step}th cell" if shape_boxes is not None else "") + "."
 )
-orig = A.to_original_frame(at.boxes, grid)
+orig = grid.frame.to_original(at.boxes).numpy()
 st.dataframe(pd.DataFrame({
     "index": at.indices, "anchor": [lab.split(" ", 1)[1] for lab in at.labels],
     "width x height (input px)": [f"{w:.0f} x {h:.0f}" for w, h in lv.shapes],
@@ -205,13 +205,13 @@ if not picked.has_ground_truth or len(picked.boxes) == 0:
     st.info("This image has no ground-truth boxes: every anchor would be a negative. Pick a sample scene or a stored "
             "dataset image to see positives.")
 else:
-    gt_input = A.to_input_frame(picked.boxes, grid).numpy()
+    gt_input = grid.frame.to_input(picked.boxes).numpy()
     match = matching(key, picked.digest, grid, gt_input)
     s1, s2 = st.columns([1, 2])
     seed = int(s1.number_input("Sampler seed", 0, 1_000_000, 0, key="anchors_sampler_seed"))
     kinds = s2.multiselect("Draw", ["positive", "ignored", "negative"], default=["positive", "negative"],
                            key="anchors_draw", format_func=lambda k: "sampled negative" if k == "negative" else k)
-    batch = A.sample_minibatch(match, seed=seed)
+    batch = anchor_matching.sample_minibatch(match, seed=seed)
     counts = match.counts
     m1, m2, m3, m4 = st.columns(4)
     m1.metric("positive", f"{counts['positive']:,}", help="IoU ≥ 0.7 with a box, or a box's best anchor")

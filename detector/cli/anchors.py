@@ -50,8 +50,7 @@ def _numbers(text: str, what: str, kind=float) -> list:
 
 
 def _source(args: argparse.Namespace):
-    from detector import anchors
-
+    from detector import anchor_fitness, anchor_grids
     custom = any(v is not None for v in (args.sizes, args.ratios, args.strides))
     if custom and args.model:
         raise CliError("give either --model or a custom set (--sizes/--ratios/--strides), not both", 2)
@@ -62,7 +61,7 @@ def _source(args: argparse.Namespace):
         ratios = _numbers(args.ratios, "ratios") if args.ratios else [0.5, 1.0, 2.0]
         strides = _numbers(args.strides, "strides", int)
         try:
-            return anchors.custom_source(sizes, ratios, strides, args.min_size, args.max_size), "as asked"
+            return anchor_grids.custom_source(sizes, ratios, strides, args.min_size, args.max_size), "as asked"
         except ValueError as exc:
             raise CliError(str(exc), 2) from None
     if args.min_size is not None or args.max_size is not None:
@@ -80,7 +79,7 @@ def _source(args: argparse.Namespace):
             model = models.load_model(source, "cpu").model
     except (models.CheckpointError, ValueError) as exc:
         raise CliError(str(exc), 2) from None
-    return anchors.model_source(model, str(source)), why
+    return anchor_grids.model_source(model, str(source)), why
 
 
 def _print_grid(grid) -> None:
@@ -96,7 +95,7 @@ def _print_grid(grid) -> None:
 
 def _fitness_images(spec: str):
     """Records of a dataset folder/zip or a stored dataset name, as FitnessImages (original frame)."""
-    from detector.anchors import FitnessImage
+    from detector.anchor_fitness import FitnessImage
     from detector.data import DatasetError, resolve_dataset
 
     try:
@@ -114,14 +113,13 @@ def _boxes(boxes):
 
 
 def run(args: argparse.Namespace) -> int:
-    from detector import anchors
-
+    from detector import anchor_fitness, anchor_grids
     source, why = _source(args)
     if args.image_size is not None:
         w, h = args.image_size
         if w <= 0 or h <= 0:
             raise CliError(f"--image-size: width and height must be positive, got {w} {h}", 2)
-        grid = anchors.anchor_grid(source, (w, h))
+        grid = anchor_grids.anchor_grid(source, (w, h))
         if args.json:
             print(json.dumps(grid.to_dict(), indent=2))
         else:
@@ -131,10 +129,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     dataset, images = _fitness_images(args.dataset)
-    fit = anchors.fitness(source, images)
+    fit = anchor_fitness.fitness(source, images)
     if fit.boxes == 0:
         raise CliError(f"{args.dataset}: no ground-truth boxes to measure anchors against", 1)
-    sugg = anchors.suggestions(fit, source, images)
+    sugg = anchor_fitness.suggestions(fit, source, images)
     if args.json:
         out = fit.to_dict()
         out["dataset"] = str(args.dataset)

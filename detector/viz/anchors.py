@@ -1,7 +1,7 @@
 """Anchor figures: cell centres to click, the anchors of one cell, RPN labels, fitness charts.
 
 Every figure over the image is in *original* pixels (the frame of `image_figure`); anchors, which
-live in the model's input frame, are mapped back with `detector.anchors.to_original_frame`.
+live in the model's input frame, are mapped back with `AnchorGrid.frame.to_original` (`detector.frames`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ import numpy as np
 import plotly.graph_objects as go
 from PIL import Image
 
-from detector import anchors as A
+from detector.anchor_fitness import RECALL_THRESHOLDS, Fitness
+from detector.anchor_grids import AnchorGrid, AnchorsAt, AnchorSource, CellCentres
+from detector.anchor_matching import Matching, Minibatch
 from detector.viz.boxes import add_boxes, image_figure
 
 CENTRES_TRACE = "cell centres"  # name of the clickable scatter trace
@@ -26,10 +28,10 @@ def _limit(idx: np.ndarray, cap: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(idx, cap, replace=False))
 
 
-def add_cell_centres(fig: go.Figure, grid: A.AnchorGrid, centres: A.CellCentres) -> go.Figure:
+def add_cell_centres(fig: go.Figure, grid: AnchorGrid, centres: CellCentres) -> go.Figure:
     """The clickable scatter of a level's anchor centres (original frame); customdata [row, col]."""
     lv = grid.levels[centres.level]
-    sx, sy = grid.scale
+    sx, sy = grid.frame.scale
     xs, ys = centres.xs / sx, centres.ys / sy
     size = 7 if len(xs) < 2_000 else 4
     fig.add_trace(go.Scatter(
@@ -41,7 +43,7 @@ def add_cell_centres(fig: go.Figure, grid: A.AnchorGrid, centres: A.CellCentres)
     return fig
 
 
-def anchor_cell_figure(image: Image.Image, grid: A.AnchorGrid, centres: A.CellCentres, at: A.AnchorsAt | None,
+def anchor_cell_figure(image: Image.Image, grid: AnchorGrid, centres: CellCentres, at: AnchorsAt | None,
                        gt_boxes: np.ndarray | None = None, shape_boxes: np.ndarray | None = None) -> go.Figure:
     """The image, its ground truth, one level's cell centres (click one) and the anchors of a cell.
 
@@ -55,30 +57,30 @@ def anchor_cell_figure(image: Image.Image, grid: A.AnchorGrid, centres: A.CellCe
     if gt_boxes is not None and len(gt_boxes):
         add_boxes(fig, gt_boxes, style="ground_truth", show_labels=False)
     if shape_boxes is not None and len(shape_boxes):
-        add_boxes(fig, A.to_original_frame(shape_boxes, grid), style="pre_nms", name="anchors of one shape",
+        add_boxes(fig, grid.frame.to_original(shape_boxes).numpy(), style="pre_nms", name="anchors of one shape",
                   show_labels=False)
     if at is not None:
-        add_boxes(fig, A.to_original_frame(at.boxes, grid), style="anchor", labels=list(at.labels),
+        add_boxes(fig, grid.frame.to_original(at.boxes).numpy(), style="anchor", labels=list(at.labels),
                   name=f"anchors at row {at.row}, column {at.col}")
-        sx, sy = grid.scale
+        sx, sy = grid.frame.scale
         fig.add_trace(go.Scatter(
             x=[at.centre[0] / sx], y=[at.centre[1] / sy], mode="markers", name="selected cell",
             marker=dict(size=14, color="#ff00ff", symbol="x"), hoverinfo="skip",
         ))
     # anchors reach outside the image: show the whole padded input
     pw, ph = grid.padded_size
-    sx, sy = grid.scale
+    sx, sy = grid.frame.scale
     xmax = max(image.width, pw / sx)
     ymax = max(image.height, ph / sy)
     if at is not None:
-        ob = A.to_original_frame(at.boxes, grid)
+        ob = grid.frame.to_original(at.boxes).numpy()
         fig.update_xaxes(range=[min(0.0, ob[:, 0].min()) - 5, max(xmax, ob[:, 2].max()) + 5])
         fig.update_yaxes(range=[max(ymax, ob[:, 3].max()) + 5, min(0.0, ob[:, 1].min()) - 5])
     fig.update_layout(clickmode="event+select")
     return fig
 
 
-def matching_figure(image: Image.Image, grid: A.AnchorGrid, matching: A.Matching, minibatch: A.Minibatch,
+def matching_figure(image: Image.Image, grid: AnchorGrid, matching: Matching, minibatch: Minibatch,
                     gt_boxes: np.ndarray, max_per_kind: int = 300,
                     show: Sequence[str] = ("positive", "ignored", "negative")) -> go.Figure:
     """RPN labels over the image: positive (IoU >= 0.7 or a box's best), ignored (between) and the
@@ -97,7 +99,7 @@ def matching_figure(image: Image.Image, grid: A.AnchorGrid, matching: A.Matching
         if len(idx) and style in show:
             hover = [f"{what} anchor #{i}, IoU {iou[i]:.2f}" + (" (in the minibatch)" if i in sampled else "")
                      for i in idx.tolist()]
-            add_boxes(fig, A.to_original_frame(anchors[idx], grid), style=style, hover=hover, show_labels=False)
+            add_boxes(fig, grid.frame.to_original(anchors[idx]).numpy(), style=style, hover=hover, show_labels=False)
     add_boxes(fig, gt_boxes, style="ground_truth",
               hover=[f"ground truth {k}: best anchor IoU {v:.2f}, {int(n)} positive anchors"
                      for k, (v, n) in enumerate(zip(matching.best_iou_per_gt.tolist(), matching.positives_per_gt.tolist()))],
@@ -109,7 +111,7 @@ def matching_figure(image: Image.Image, grid: A.AnchorGrid, matching: A.Matching
     return fig
 
 
-def best_iou_histogram(fit: A.Fitness, thresholds: Sequence[float] = A.RECALL_THRESHOLDS) -> go.Figure:
+def best_iou_histogram(fit: Fitness, thresholds: Sequence[float] = RECALL_THRESHOLDS) -> go.Figure:
     """Histogram of each ground-truth box's best anchor IoU, with the recall thresholds marked."""
     edges, counts = fit.histogram
     centres = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
@@ -126,7 +128,7 @@ def best_iou_histogram(fit: A.Fitness, thresholds: Sequence[float] = A.RECALL_TH
     return fig
 
 
-def recall_breakdown(fit: A.Fitness, threshold: str = "0.7") -> go.Figure:
+def recall_breakdown(fit: Fitness, threshold: str = "0.7") -> go.Figure:
     """Recall at `threshold` by COCO size and by aspect ratio, with each bucket's box count."""
     sized = [(b, "#3cb44b") for b in fit.by_size if b.boxes] + [(b, "#f58231") for b in fit.by_ratio if b.boxes]
     buckets = [b for b, _ in sized]
@@ -141,7 +143,7 @@ def recall_breakdown(fit: A.Fitness, threshold: str = "0.7") -> go.Figure:
     return fig
 
 
-def box_shape_figure(fit: A.Fitness, source: A.AnchorSource, alt: A.AnchorSource | None = None,
+def box_shape_figure(fit: Fitness, source: AnchorSource, alt: AnchorSource | None = None,
                      max_points: int = 5_000) -> go.Figure:
     """Ground-truth box shapes (width, height in the input frame, log axes) against anchor shapes."""
     wh = fit.box_wh
@@ -167,7 +169,7 @@ def box_shape_figure(fit: A.Fitness, source: A.AnchorSource, alt: A.AnchorSource
     return fig
 
 
-def _anchor_shapes(source: A.AnchorSource) -> np.ndarray:
+def _anchor_shapes(source: AnchorSource) -> np.ndarray:
     """(K, 2) distinct (width, height) of a source's anchors, as the AnchorGenerator rounds them."""
     gen = source.anchor_generator()
     cells = np.concatenate([c.numpy() for c in gen.cell_anchors])

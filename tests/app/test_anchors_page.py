@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from detector import anchors as A
+from detector import anchor_fitness, anchor_grids
 from tests.app.conftest import app_test
 
 PAPER = "The paper's preset (3 scales x 3 ratios)"
@@ -116,11 +116,11 @@ def test_paper_preset_counts_and_figures(at, capsys):
     at.radio(key="anchors_from").set_value(PAPER).run()
     assert not at.exception
     _, total = _counts(at)
-    expected = A.anchor_grid(A.paper_source(), _image_size(at))
+    expected = anchor_grids.anchor_grid(anchor_grids.paper_source(), _image_size(at))
     assert int(total["anchors"]) == expected.total
     assert int(total["fully inside the image"]) == expected.inside_image
     table = at.table[0].value
-    original = A.original_code_counts(expected.resized_size)
+    original = anchor_grids.original_code_counts(expected.resized_size)
     assert list(table["the paper"]) == ["about 20,000 (1000x600)", "about 6,000"]
     assert list(table["original code (py-faster-rcnn)"]) == [f"{original.original_code_total:,}",
                                                             f"{original.original_code_inside:,}"]
@@ -174,7 +174,7 @@ def test_stored_dataset_image_and_fitness(session_tmp):
     at.selectbox(key="anchors_fit_dataset").set_value(stored.name).run()
     assert not at.exception
     records = stored.dataset.records
-    expected = A.fitness(A.model_source(build_model(name, weights="none").eval()),
+    expected = anchor_fitness.fitness(anchor_grids.model_source(build_model(name, weights="none").eval()),
                          [(r.width, r.height, r.boxes) for r in records])
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["boxes"] == f"{sum(len(r.boxes) for r in records):,}"

@@ -1,4 +1,4 @@
-"""detector.anchors against torchvision's own AnchorGenerator, transform and RPN matcher."""
+"""detector.anchor_grids, anchor_matching and anchor_fitness against torchvision's own AnchorGenerator, transform and RPN matcher."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from detector import anchors as A
+from detector import anchor_fitness, anchor_grids, anchor_matching
 from detector.models import MODEL_NAMES, build_model
 
 SMALL = dict(min_size=128, max_size=200)  # tiny inputs: fast on 2 cores
@@ -33,7 +33,7 @@ def torchvision_anchors(model, width: int, height: int):
 
 def test_tiny_feature_map_written_out_by_hand():
     # one level, stride 8, sizes 8 and 16 x ratios 1 and 2 on a 16 x 16 image: a 2 x 2 grid, 4 anchors per cell
-    grid = A.anchor_grid(A.custom_source([[8, 16]], [1.0, 2.0], [8]), (16, 16))
+    grid = anchor_grids.anchor_grid(anchor_grids.custom_source([[8, 16]], [1.0, 2.0], [8]), (16, 16))
     # base anchors (x1, y1, x2, y2) centred on 0, rounded as torchvision rounds them; a = ratio_i * 2 + size_i
     # ratio 1: 8 x 8 and 16 x 16; ratio 2 (h/w): w = s / sqrt(2), h = s * sqrt(2) -> halves 2.83, 5.66 / 5.66, 11.31
     base = [[-4, -4, 4, 4], [-8, -8, 8, 8], [-3, -6, 3, 6], [-6, -11, 6, 11]]
@@ -46,7 +46,7 @@ def test_tiny_feature_map_written_out_by_hand():
     # inside the 16 x 16 image: the 8 x 8, 16 x 16 and 6 x 12 anchors of cell (1, 1), centred at (8, 8)
     assert grid.inside_image == 3
     assert np.flatnonzero(grid.inside.numpy()).tolist() == [12, 13, 14]
-    at = A.anchors_at(grid, 0, row=1, col=0)
+    at = anchor_grids.anchors_at(grid, 0, row=1, col=0)
     assert at.centre == (0.0, 8.0)
     assert at.indices.tolist() == [8, 9, 10, 11]
     assert at.boxes.tolist() == expected[8:12]
@@ -54,7 +54,7 @@ def test_tiny_feature_map_written_out_by_hand():
 
 
 def test_paper_check_from_design():
-    grid = A.anchor_grid(A.custom_source([[128, 256, 512]], [0.5, 1, 2], [16]), (1000, 600))
+    grid = anchor_grids.anchor_grid(anchor_grids.custom_source([[128, 256, 512]], [0.5, 1, 2], [16]), (1000, 600))
     assert (grid.total, grid.inside_image) == (21_546, 8_044)
     assert grid.resized_size == (1000, 600) and grid.padded_size == (1008, 608)
     assert grid.levels[0].grid == (63, 38) and grid.levels[0].anchors_per_location == 9
@@ -66,10 +66,10 @@ def test_paper_check_from_design():
 
 @pytest.mark.parametrize("size", [(1000, 600), (190, 150), (37, 301)])
 def test_layout_only_grid_counts_without_building_anchors(mobilenet, size):
-    for source in (A.custom_source([[128, 256, 512]], [0.5, 1, 2], [16]), A.model_source(mobilenet),
-                   A.custom_source([[20, 40], [90]], [0.4, 1.7], [8, 32], min_size=200)):
-        full = A.anchor_grid(source, size)
-        layout = A.anchor_grid(source, size, with_anchors=False)
+    for source in (anchor_grids.custom_source([[128, 256, 512]], [0.5, 1, 2], [16]), anchor_grids.model_source(mobilenet),
+                   anchor_grids.custom_source([[20, 40], [90]], [0.4, 1.7], [8, 32], min_size=200)):
+        full = anchor_grids.anchor_grid(source, size)
+        layout = anchor_grids.anchor_grid(source, size, with_anchors=False)
         assert layout.anchors is None and layout.total == full.total == len(full.anchors)
         assert [lv.inside_image for lv in layout.levels] == [lv.inside_image for lv in full.levels]
         assert layout.inside_image == int(full.inside.sum())
@@ -78,21 +78,21 @@ def test_layout_only_grid_counts_without_building_anchors(mobilenet, size):
 def test_input_sizes_follow_torchvisions_resize(mobilenet):
     from torchvision.models.detection.transform import _resize_image_and_masks
 
-    source = A.model_source(mobilenet)
+    source = anchor_grids.model_source(mobilenet)
     rng = np.random.default_rng(0)
     for width, height in [(190, 150), (333, 17), (17, 333), (128, 128), (640, 480)] + [
             tuple(int(v) for v in rng.integers(5, 700, 2)) for _ in range(20)]:
         resized, _ = _resize_image_and_masks(torch.zeros(1, height, width), 128.0, 200.0)
-        assert A.input_sizes(source, (width, height))[0] == (resized.shape[-1], resized.shape[-2])
+        assert anchor_grids.input_sizes(source, (width, height))[0] == (resized.shape[-1], resized.shape[-2])
 
 
 def test_paper_preset_resizes_short_side_to_600():
-    grid = A.anchor_grid(A.paper_source(), (500, 300))
+    grid = anchor_grids.anchor_grid(anchor_grids.paper_source(), (500, 300))
     assert grid.resized_size == (1000, 600) and grid.total == 21_546
 
 
 def test_original_code_keeps_about_8100_not_6000():
-    counts = A.original_code_counts((1000, 600))
+    counts = anchor_grids.original_code_counts((1000, 600))
     assert counts.original_code_total == 21_546
     assert 8_000 < counts.original_code_inside < 8_200  # the paper says about 6,000
 
@@ -101,7 +101,7 @@ def test_original_code_keeps_about_8100_not_6000():
 def test_counts_match_torchvision_for_every_builder(name):
     model = build_model(name, weights="none", **SMALL).eval()
     image_list, features, expected = torchvision_anchors(model, 190, 150)
-    grid = A.anchor_grid(A.model_source(model, name), (190, 150))
+    grid = anchor_grids.anchor_grid(anchor_grids.model_source(model, name), (190, 150))
     assert torch.equal(grid.anchors, expected)
     assert grid.padded_size == (image_list.tensors.shape[-1], image_list.tensors.shape[-2])
     assert grid.resized_size == (image_list.image_sizes[0][1], image_list.image_sizes[0][0])
@@ -115,36 +115,36 @@ def test_model_anchor_grid_after_set_anchors(mobilenet):
     model = build_model("fasterrcnn_mobilenet_v3_large_320_fpn", weights="none", anchor_sizes=[[20, 40]] * 3,
                         aspect_ratios=[[0.5, 1.0]], **SMALL).eval()
     _, _, expected = torchvision_anchors(model, 97, 211)
-    grid = A.anchor_grid(A.model_source(model), (97, 211))
+    grid = anchor_grids.anchor_grid(anchor_grids.model_source(model), (97, 211))
     assert torch.equal(grid.anchors, expected)
     assert grid.levels[0].anchors_per_location == 4
 
 
 def test_frames_round_trip(mobilenet):
-    grid = A.anchor_grid(A.model_source(mobilenet), (300, 200))
+    grid = anchor_grids.anchor_grid(anchor_grids.model_source(mobilenet), (300, 200))
     boxes = np.array([[10.0, 20.0, 110.0, 90.0], [0.0, 0.0, 300.0, 200.0]])
-    inp = A.to_input_frame(boxes, grid).numpy()
+    inp = grid.frame.to_input(boxes).numpy()
     assert inp[1].tolist() == pytest.approx([0, 0, grid.resized_size[0], grid.resized_size[1]], abs=1e-3)
-    assert A.to_original_frame(inp, grid) == pytest.approx(boxes, abs=1e-3)
+    assert grid.frame.to_original(inp).numpy() == pytest.approx(boxes, abs=1e-3)
 
 
 def test_cell_centres_and_nearest_cell(mobilenet):
-    grid = A.anchor_grid(A.model_source(mobilenet), (190, 150))
+    grid = anchor_grids.anchor_grid(anchor_grids.model_source(mobilenet), (190, 150))
     lv = grid.levels[0]
-    centres = A.cell_centres(grid, 0)
+    centres = anchor_grids.cell_centres(grid, 0)
     assert centres.step == 1
     assert centres.xs.max() < grid.resized_size[0] and centres.ys.max() < grid.resized_size[1]
     for r, c, x, y in zip(centres.rows, centres.cols, centres.xs, centres.ys):
-        assert A.nearest_cell(grid, 0, x + 3, y - 3) == (r, c)
-        at = A.anchors_at(grid, 0, int(r), int(c))
+        assert anchor_grids.nearest_cell(grid, 0, x + 3, y - 3) == (r, c)
+        at = anchor_grids.anchors_at(grid, 0, int(r), int(c))
         mid = (at.boxes[:, :2] + at.boxes[:, 2:]) / 2
         assert mid == pytest.approx(np.tile([[x, y]], (lv.anchors_per_location, 1)), abs=0.5)
-    sub = A.cell_centres(grid, 0, max_points=10)
+    sub = anchor_grids.cell_centres(grid, 0, max_points=10)
     assert sub.step > 1 and len(sub.xs) <= 16
-    boxes, step = A.anchors_of_shape(grid, 0, 1, max_boxes=1000)
+    boxes, step = anchor_grids.anchors_of_shape(grid, 0, 1, max_boxes=1000)
     assert step == 1 and len(boxes) == lv.grid[0] * lv.grid[1]
     with pytest.raises(ValueError, match="outside"):
-        A.anchors_at(grid, 0, lv.grid[1], 0)
+        anchor_grids.anchors_at(grid, 0, lv.grid[1], 0)
 
 
 # ---------------------------------------------------------------- matching
@@ -154,13 +154,13 @@ def test_labels_match_assign_targets_to_anchors(mobilenet):
     model = build_model("fasterrcnn_mobilenet_v3_large_320_fpn", weights="none", anchor_sizes=[[16, 32, 64, 128]] * 3,
                         **SMALL).eval()
     image_list, _, anchors = torchvision_anchors(model, 200, 160)
-    grid = A.anchor_grid(A.model_source(model), (200, 160))
+    grid = anchor_grids.anchor_grid(anchor_grids.model_source(model), (200, 160))
     assert torch.equal(grid.anchors, anchors)
     # overlapping boxes, a tiny one and a thin one: low-quality matches and ties matter
     gt = torch.tensor([[10.0, 12.0, 90.0, 70.0], [30.0, 20.0, 100.0, 75.0], [150.0, 90.0, 158.0, 97.0],
                        [5.0, 100.0, 190.0, 112.0]])
     labels, _ = model.rpn.assign_targets_to_anchors([anchors], [{"boxes": gt}])
-    match = A.match_anchors(grid, gt)
+    match = anchor_matching.match_anchors(grid, gt)
     assert torch.equal(match.labels.to(torch.float32), labels[0])
     iou = box_iou(gt, anchors)
     assert torch.equal(match.best_iou_per_gt, iou.max(1).values)
@@ -171,18 +171,18 @@ def test_labels_match_assign_targets_to_anchors(mobilenet):
 
 
 def test_no_ground_truth_means_all_negative(mobilenet):
-    grid = A.anchor_grid(A.model_source(mobilenet), (100, 80))
-    match = A.match_anchors(grid, np.zeros((0, 4)))
+    grid = anchor_grids.anchor_grid(anchor_grids.model_source(mobilenet), (100, 80))
+    match = anchor_matching.match_anchors(grid, np.zeros((0, 4)))
     assert match.counts == {"positive": 0, "negative": grid.total, "ignored": 0}
 
 
 def test_minibatch_is_seeded_and_balanced(mobilenet):
-    grid = A.anchor_grid(A.model_source(mobilenet), (200, 160))
-    match = A.match_anchors(grid, [[10.0, 10.0, 120.0, 100.0], [100.0, 50.0, 180.0, 150.0]])
+    grid = anchor_grids.anchor_grid(anchor_grids.model_source(mobilenet), (200, 160))
+    match = anchor_matching.match_anchors(grid, [[10.0, 10.0, 120.0, 100.0], [100.0, 50.0, 180.0, 150.0]])
     before = torch.get_rng_state()
-    a = A.sample_minibatch(match, seed=3)
+    a = anchor_matching.sample_minibatch(match, seed=3)
     assert torch.equal(before, torch.get_rng_state())  # global RNG untouched
-    b = A.sample_minibatch(match, seed=3)
+    b = anchor_matching.sample_minibatch(match, seed=3)
     assert a.positive.tolist() == b.positive.tolist() and a.negative.tolist() == b.negative.tolist()
     labels = match.labels.numpy()
     assert (labels[a.positive] == 1).all() and (labels[a.negative] == 0).all()
@@ -195,23 +195,23 @@ def test_minibatch_is_seeded_and_balanced(mobilenet):
 
 @pytest.mark.parametrize("which", ["model", "custom"])
 def test_best_anchor_iou_equals_brute_force(mobilenet, which):
-    source = A.model_source(mobilenet) if which == "model" else A.custom_source([[24, 48], [96]], [0.5, 1, 2.5], [8, 32])
-    grid = A.anchor_grid(source, (190, 150))
+    source = anchor_grids.model_source(mobilenet) if which == "model" else anchor_grids.custom_source([[24, 48], [96]], [0.5, 1, 2.5], [8, 32])
+    grid = anchor_grids.anchor_grid(source, (190, 150))
     rng = np.random.default_rng(1)
     xy = rng.uniform(-20, 200, (300, 2))
     wh = rng.uniform(2, 180, (300, 2))
     boxes = torch.tensor(np.concatenate([xy, xy + wh], 1), dtype=torch.float32)
     brute = box_iou(boxes, grid.anchors).max(1).values.numpy()
-    assert A.best_anchor_iou(grid, boxes) == pytest.approx(brute, abs=1e-6)
+    assert anchor_fitness.best_anchor_iou(grid, boxes) == pytest.approx(brute, abs=1e-6)
 
 
 def test_fitness_on_a_hand_made_case():
     # one level, stride 16, one 32 x 32 anchor per cell, no resize: a 64 x 64 image has centres 0, 16, 32, 48
-    source = A.custom_source([[32]], [1.0], [16])
+    source = anchor_grids.custom_source([[32]], [1.0], [16])
     boxes = [[0, 0, 32, 32],  # exactly the anchor at (16, 16): IoU 1
              [8, 8, 24, 24],  # 16 x 16 inside that anchor: IoU 256 / 1024 = 0.25
              [0, 0, 32, 64]]  # 32 x 64 centred at (16, 32): the anchor there covers half, IoU 0.5
-    fit = A.fitness(source, [(64, 64, boxes), (64, 64, [])])
+    fit = anchor_fitness.fitness(source, [(64, 64, boxes), (64, 64, [])])
     assert fit.images == 2 and fit.boxes == 3
     assert fit.best_iou.tolist() == pytest.approx([1.0, 0.25, 0.5])
     assert fit.recall == pytest.approx({"0.3": 2 / 3, "0.5": 2 / 3, "0.7": 1 / 3})
@@ -227,41 +227,41 @@ def test_fitness_on_a_hand_made_case():
 
 def test_fitness_uses_the_resized_frame():
     # short side 32 -> 64: a 16 x 16 box at the origin becomes 32 x 32, exactly an anchor
-    source = A.custom_source([[32]], [1.0], [16], min_size=64, max_size=64)
-    fit = A.fitness(source, [(32, 32, [[0, 0, 16, 16]])])
+    source = anchor_grids.custom_source([[32]], [1.0], [16], min_size=64, max_size=64)
+    fit = anchor_fitness.fitness(source, [(32, 32, [[0, 0, 16, 16]])])
     assert fit.best_iou.tolist() == pytest.approx([1.0])
     assert fit.by_size[0].boxes == 1  # COCO size uses the original area (256 px)
 
 
 def test_suggestions_raise_recall_and_keep_counts():
-    source = A.custom_source([[32]], [1.0], [16])
+    source = anchor_grids.custom_source([[32]], [1.0], [16])
     # 45 x 45 squares on cell centres: the 32 x 32 anchor reaches IoU 1024 / 2025 = 0.51 only
     boxes = [[c - 22.5, c - 22.5, c + 22.5, c + 22.5] for c in (32.0, 48.0, 64.0)]
     images = [(96, 96, boxes)]
-    fit = A.fitness(source, images)
+    fit = anchor_fitness.fitness(source, images)
     assert fit.recall["0.7"] == 0.0
-    sugg = A.suggestions(fit, source, images)
+    sugg = anchor_fitness.suggestions(fit, source, images)
     best = sugg[0]
     assert best.sizes == ((45,),) and best.recall["0.7"] == 1.0
     assert all(s.fits_pretrained_head for s in sugg)
-    more = A.what_if(fit, source, images, [[32, 45]], [1.0])
+    more = anchor_fitness.what_if(fit, source, images, [[32, 45]], [1.0])
     assert not more.fits_pretrained_head and more.anchors_per_location == (2,)
 
 
 def test_bad_anchor_sets_are_refused():
     with pytest.raises(ValueError, match="strides"):
-        A.custom_source([[32], [64]], [1.0], [16])
+        anchor_grids.custom_source([[32], [64]], [1.0], [16])
     with pytest.raises(ValueError, match="positive"):
-        A.custom_source([[32]], [0.0], [16])
+        anchor_grids.custom_source([[32]], [0.0], [16])
     with pytest.raises(ValueError, match="positive"):
-        A.anchor_grid(A.custom_source([[32]], [1.0], [16]), (0, 10))
+        anchor_grids.anchor_grid(anchor_grids.custom_source([[32]], [1.0], [16]), (0, 10))
 
 
 def test_anchors_import_neither_streamlit_nor_plotly():
     import subprocess
     import sys
 
-    code = "import sys, detector.anchors, detector.cli.anchors; print(sorted({'streamlit', 'plotly'} & set(sys.modules)))"
+    code = "import sys, detector.anchor_grids, detector.anchor_matching, detector.anchor_fitness, detector.cli.anchors; print(sorted({'streamlit', 'plotly'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=str(__import__("pathlib").Path(__file__).resolve().parents[2]))
     assert out.stdout.strip() == "[]"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from detector import anchors as A
+from detector import anchor_grids
 from detector.cli import main
 from detector.models import build_model
 
@@ -54,7 +54,7 @@ def test_model_counts_are_the_real_generators(capsys):
     code, out, _ = run(capsys, "--image-size", "640", "480", "--model", name, "--json")
     assert code == 0
     data = json.loads(out)
-    grid = A.anchor_grid(A.model_source(build_model(name, weights="none").eval()), (640, 480))
+    grid = anchor_grids.anchor_grid(anchor_grids.model_source(build_model(name, weights="none").eval()), (640, 480))
     assert data["total"] == grid.total and data["resized_size"] == list(grid.resized_size)
     assert [lv["count"] for lv in data["levels"]] == [lv.count for lv in grid.levels]
 

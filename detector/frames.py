@@ -1,0 +1,114 @@
+"""Image frames and the geometry shared by every stage: one vocabulary, said once.
+
+Three frames of one image:
+- *original*: the image as loaded (what pages show and users give boxes in).
+- *resized* (the model's input): after `GeneralizedRCNNTransform`'s resize; anchors, proposals
+  and RoIs live here (torchvision's `image_sizes`).
+- *padded*: the batch tensor, the resized image padded below and to the right, so padded and
+  resized coordinates coincide; the AnchorGenerator's image size and the feature-map strides
+  come from it.
+
+Vocabulary (the same on every page and in every result):
+- sizes are (width, height), written "W x H"; grids are (columns, rows), written "columns x rows";
+  strides, scales and points are (x, y).
+- boxes are [x1, y1, x2, y2] in pixel edges (torchvision's "xyxy"), unless a name says "xywh"
+  (COCO's [x, y, width, height]); `box_convert` converts.
+- cell (column c, row r) of a level is the anchor centre (c * stride_x, r * stride_y) in the
+  input frame, as torchvision's AnchorGenerator shifts its cell anchors; the cells whose centre
+  lies in the padding (c * stride_x >= resized width) show nothing of the image (`visible_grid`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torchvision.models.detection.transform import resize_boxes
+from torchvision.ops import box_convert
+
+Size = tuple[int, int]  # (width, height)
+Grid = tuple[int, int]  # (columns, rows)
+Stride = tuple[int, int]  # (x, y) input pixels between neighbouring cells
+
+
+def _as_boxes(boxes: Any) -> Tensor:
+    """(N, 4) float32 tensor from a tensor, array or nested list of [x1, y1, x2, y2]."""
+    if isinstance(boxes, Tensor):
+        return boxes.detach().to(torch.float32).reshape(-1, 4)
+    return torch.as_tensor(np.asarray(boxes, dtype=np.float32).reshape(-1, 4))
+
+
+@dataclass(frozen=True)
+class ImageFrame:
+    """The three sizes of one image, each (width, height) in pixels; boxes mapped both ways."""
+
+    original_size: Size  # as loaded
+    resized_size: Size  # after the transform's resize (the model's input frame)
+    padded_size: Size  # the batch tensor (shared by the batch)
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """(sx, sy): input pixels per original pixel, with torchvision's float32 ratio (resize_boxes)."""
+        return (float(np.float32(self.resized_size[0]) / np.float32(self.original_size[0])),
+                float(np.float32(self.resized_size[1]) / np.float32(self.original_size[1])))
+
+    def to_input(self, boxes: Any) -> Tensor:
+        """(N, 4) xyxy boxes from the original frame to the input frame, float32 (as the transform resizes targets)."""
+        (w, h), (rw, rh) = self.original_size, self.resized_size
+        return resize_boxes(_as_boxes(boxes), [h, w], [rh, rw])
+
+    def to_original(self, boxes: Any) -> Tensor:
+        """(N, 4) xyxy boxes from the input frame to the original frame, float32 (as torchvision's postprocess)."""
+        (w, h), (rw, rh) = self.original_size, self.resized_size
+        return resize_boxes(_as_boxes(boxes), [rh, rw], [h, w])
+
+
+def size_text(size: Size) -> str:
+    """'W x H' of a (width, height) size."""
+    return f"{size[0]} x {size[1]}"
+
+
+def grid_text(grid: Grid) -> str:
+    """'columns x rows' of a (columns, rows) grid."""
+    return f"{grid[0]} x {grid[1]}"
+
+
+def level_stride(padded_size: Size, grid: Grid) -> Stride:
+    """(x, y) stride of a level: padded size // grid, as torchvision's AnchorGenerator computes it."""
+    return (int(padded_size[0]) // int(grid[0]), int(padded_size[1]) // int(grid[1]))
+
+
+def cell_centre(col: int, row: int, stride: Stride) -> tuple[float, float]:
+    """(x, y) input-frame centre of cell (col, row): the anchors there are centred on it."""
+    return (float(col * stride[0]), float(row * stride[1]))
+
+
+def nearest_cell(x: float, y: float, grid: Grid, stride: Stride) -> tuple[int, int]:
+    """(col, row) of the cell whose centre is nearest to the input-frame point (x, y)."""
+    col = int(np.clip(round(x / stride[0]), 0, grid[0] - 1))
+    row = int(np.clip(round(y / stride[1]), 0, grid[1] - 1))
+    return col, row
+
+
+def visible_grid(grid: Grid, stride: Stride, resized_size: Size) -> Grid:
+    """(columns, rows) of the cells whose centre lies inside the resized image (the rest is padding).
+
+    A cell c shows the image when c * stride < resized side, so ceil(side / stride) cells, at
+    least one, at most the grid.
+    """
+    return tuple(min(int(g), max(1, math.ceil(int(side) / int(s))))  # type: ignore[return-value]
+                 for g, s, side in zip(grid, stride, resized_size))
+
+
+def xyxy_to_xywh(boxes: Any) -> Tensor:
+    """[x1, y1, x2, y2] -> COCO's [x, y, width, height] (torchvision's box_convert), float32."""
+    return box_convert(_as_boxes(boxes), "xyxy", "xywh")
+
+
+def xywh_to_xyxy(boxes: Any) -> Tensor:
+    """COCO's [x, y, width, height] -> [x1, y1, x2, y2] (torchvision's box_convert), float32."""
+    return box_convert(_as_boxes(boxes), "xywh", "xyxy")
