@@ -13,7 +13,8 @@ import importlib
 import sys
 
 # Imported lazily by name so `--help` and light commands (validate) start fast.
-COMMAND_MODULES = ("detector.cli.anchors", "detector.cli.data", "detector.cli.train", "detector.cli.detect")
+COMMAND_MODULES = ("detector.cli.anchors", "detector.cli.data", "detector.cli.train", "detector.cli.detect",
+                   "detector.cli.export")
 
 
 class CliError(Exception):
