@@ -18,6 +18,9 @@ def register(subparsers) -> None:
     )
     p.add_argument("dataset", metavar="DATASET", help="a folder or zip archive, or a stored dataset name")
     p.add_argument("--format", default="auto", choices=("auto", "coco", "voc", "yolo"))
+    p.add_argument("--voc-coordinates", default="auto", choices=("auto", "one-based", "zero-based"),
+                   help="Pascal VOC boxes: one-based pixel indices (the devkit's), zero-based/fractional edges "
+                        "(CVAT, Label Studio), or auto: decided from the files, and the report says why")
     p.add_argument("--decode", action="store_true", help="also decode every image fully (slower)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=validate)
@@ -40,12 +43,14 @@ def validate(args) -> int:
     from pathlib import Path
 
     from detector.cli import CliError
-    from detector.data import DatasetError, LoadedDataset, load_dataset, open_dataset
+    import dataclasses
+
+    from detector.data import DatasetError, load_dataset, open_dataset
     from detector.data.validation import decode_problems
 
     try:
         if Path(args.dataset).exists():
-            dataset = load_dataset(args.dataset, args.format)
+            dataset = load_dataset(args.dataset, args.format, voc_coordinates=args.voc_coordinates)
         else:
             try:
                 dataset = open_dataset(args.dataset).dataset
@@ -55,8 +60,7 @@ def validate(args) -> int:
         raise CliError(str(exc), 2) from None
     if args.decode:
         extra = decode_problems(dataset)
-        dataset = LoadedDataset(dataset.root, dataset.format, dataset.class_names, dataset.records,
-                                dataset.problems + tuple(extra), dataset.splits)
+        dataset = dataclasses.replace(dataset, problems=dataset.problems + tuple(extra))
     report = dataset.report()
     if args.json:
         print(json.dumps(report, indent=2))
@@ -73,6 +77,12 @@ def format_report(report: dict) -> str:
     ]
     if report.get("splits"):
         lines.append("splits: " + ", ".join(f"{k} {v}" for k, v in report["splits"].items()))
+    if report.get("voc_coordinates"):
+        lines.append(f"VOC coordinates: {report['voc_coordinates']['reason']}")
+    for note in report.get("notes") or ():
+        lines.append(f"note: {note}")
+    for f in report.get("ignored_files") or ():
+        lines.append(f"ignored: {f['file']}: {f['reason']}")
     problems = report["problems"]
     errors = sum(p["severity"] == "error" for p in problems)
     lines.append(f"problems: {len(problems)} ({errors} errors, {len(problems) - errors} warnings)")

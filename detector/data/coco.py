@@ -12,7 +12,7 @@ import json
 import posixpath
 from pathlib import Path
 
-from detector.data.records import ImageRecord, Problem
+from detector.data.records import IgnoredFile, ImageRecord, Parsed, Problem
 from detector.data.tree import FileTree, read_header
 from detector.data.validation import box_problem, parse_number
 
@@ -45,7 +45,7 @@ def find_annotation_files(tree: FileTree) -> list[str]:
 def split_name(rel: str) -> str | None:
     """The split a COCO file belongs to: instances_val.json -> val, train/_annotations.coco.json -> train."""
     stem = posixpath.basename(rel).split(".")[0].lower()
-    for prefix in ("instances_", "annotations_", "person_keypoints_"):
+    for prefix in [t + "_" for t in TASKS] + ["annotations_"]:
         if stem.startswith(prefix):
             stem = stem[len(prefix):]
     if stem.rstrip("0123456789") in SPLIT_ALIASES:
@@ -80,25 +80,60 @@ def _class_names(categories: list, used: set, rel: str, problems: list[Problem])
     return order, names_by_id
 
 
-def load_coco_file(tree: FileTree, rel: str, id_prefix: str = "") -> tuple[list[str], list[ImageRecord], list[Problem]]:
+def read_coco_json(tree: FileTree, rel: str, problems: list[Problem]) -> dict | None:
+    """One COCO JSON file parsed, or None with the error recorded."""
+    try:
+        with open(tree.root / rel, "rb") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as exc:
+        problems.append(Problem("error", rel, exc.lineno, None, f"not valid JSON: {exc.msg} (column {exc.colno})", "file not used"))
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(Problem("error", rel, None, None, f"cannot read the file: {exc}", "file not used"))
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        problems.append(Problem("error", rel, None, None, "not a COCO detection file: no \"images\" list", "file not used"))
+        return None
+    return data
+
+
+# COCO's annotation tasks, by the file-name prefix the COCO site and Datumaro (CVAT) give them.
+TASKS = ("instances", "person_keypoints", "stuff", "panoptic", "captions", "labels", "image_info")
+_TASK_REASONS = {
+    "person_keypoints": "person keypoints task: its boxes repeat the instances file's ({used})",
+    "stuff": "stuff segmentation task: regions of background classes, not objects ({used} holds the boxes)",
+    "panoptic": "panoptic segmentation task (segments_info and PNG masks), not boxes ({used} holds the boxes)",
+    "captions": "captions task: text per image, no boxes",
+    "labels": "image-level labels task: no boxes",
+    "image_info": "lists images only, no annotations (like COCO's image_info test files): not ground truth",
+}
+
+
+def coco_task(rel: str, data: dict) -> str:
+    """The COCO task a file holds: from its name (instances_train.json), else from its annotations."""
+    stem = posixpath.basename(rel).lower()
+    for task in TASKS:
+        if stem.startswith(task + "_"):
+            return task
+    anns = [a for a in data.get("annotations") or () if isinstance(a, dict)] if isinstance(data.get("annotations"), list) else []
+    for key, task in (("segments_info", "panoptic"), ("caption", "captions"), ("keypoints", "person_keypoints"),
+                      ("bbox", "instances")):
+        if any(key in a for a in anns):
+            return task
+    return "labels" if anns else "image_info"
+
+
+def load_coco_file(tree: FileTree, rel: str, id_prefix: str = "", data: dict | None = None
+                   ) -> tuple[list[str], list[ImageRecord], list[Problem]]:
     """Parse one COCO JSON file: (class names, records, problems).
 
     Labels in the returned records index into the returned class names (1-based).
     """
     problems: list[Problem] = []
-    path = tree.root / rel
-    try:
-        with open(path, "rb") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as exc:
-        problems.append(Problem("error", rel, exc.lineno, None, f"not valid JSON: {exc.msg} (column {exc.colno})", "file not used"))
-        return [], [], problems
-    except (OSError, UnicodeDecodeError) as exc:
-        problems.append(Problem("error", rel, None, None, f"cannot read the file: {exc}", "file not used"))
-        return [], [], problems
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        problems.append(Problem("error", rel, None, None, "not a COCO detection file: no \"images\" list", "file not used"))
-        return [], [], problems
+    if data is None:
+        data = read_coco_json(tree, rel, problems)
+        if data is None:
+            return [], [], problems
     annotations = data.get("annotations") if isinstance(data.get("annotations"), list) else []
     if "annotations" not in data:
         problems.append(Problem("warning", rel, None, None, "no \"annotations\" list: every image is empty", "images kept as negatives"))
@@ -205,34 +240,65 @@ def load_coco_file(tree: FileTree, rel: str, id_prefix: str = "") -> tuple[list[
     return class_names, records, problems
 
 
-def load_coco(tree: FileTree, files: list[str] | None = None) -> tuple[tuple[str, ...], list[ImageRecord], list[Problem], dict | None]:
-    """Load every COCO file in the tree: (class names, records, problems, splits or None).
+def choose_files(tasks: dict[str, str]) -> tuple[list[str], list[IgnoredFile]]:
+    """The files that give the boxes, and the others with why: instances files when there are any,
+    else keypoints, else stuff files (their boxes are the only ones), else the image lists."""
+    used: list[str] = []
+    for wanted in ("instances", "person_keypoints", "stuff", "labels", "image_info"):
+        used = [rel for rel, task in tasks.items() if task == wanted]
+        if used:
+            break
+    names = ", ".join(posixpath.basename(u) for u in used) or "no file"
+    ignored = [IgnoredFile(rel, _TASK_REASONS.get(task, f"{task} task").format(used=names))
+               for rel, task in tasks.items() if rel not in used]
+    return used, ignored
+
+
+def load_coco(tree: FileTree, files: list[str] | None = None) -> Parsed:
+    """Load the COCO files in the tree that hold boxes; name the others (other tasks) as ignored.
 
     Several files (splits) are merged: classes united by name in first-seen order, image ids
-    prefixed with the split name, each image file counted once.
+    prefixed with the split name, each image file counted once (a listing with boxes wins over
+    one without).
     """
     files = files if files is not None else find_annotation_files(tree)
+    problems: list[Problem] = []
+    docs: dict[str, dict] = {}
+    for rel in files:
+        data = read_coco_json(tree, rel, problems)
+        if data is not None:
+            docs[rel] = data
+    used, ignored = choose_files({rel: coco_task(rel, data) for rel, data in docs.items()})
     class_names: list[str] = []
     records: list[ImageRecord] = []
-    problems: list[Problem] = []
-    splits: dict[str, list[int]] = {}
-    seen: set[str] = set()
-    multi = len(files) > 1
-    for rel in files:
+    split_of: list[str] = []
+    where: dict[str, int] = {}
+    multi = len(used) > 1
+    for rel in used:
         split = split_name(rel) or posixpath.splitext(posixpath.basename(rel))[0]
-        names, recs, probs = load_coco_file(tree, rel, id_prefix=f"{split}/" if multi else "")
+        names, recs, probs = load_coco_file(tree, rel, id_prefix=f"{split}/" if multi else "", data=docs[rel])
         problems.extend(probs)
         for n in names:
             if n not in class_names:
                 class_names.append(n)
         remap = {i + 1: class_names.index(n) + 1 for i, n in enumerate(names)}
         for r in recs:
-            if r.file in seen:
-                problems.append(Problem("warning", rel, None, r.image_id, f"{r.file} is already listed in another annotation file",
-                                        "first listing kept"))
+            record = ImageRecord(r.file, r.width, r.height, r.boxes, tuple(remap[l] for l in r.labels), r.image_id)
+            if r.file in where:
+                earlier = records[where[r.file]]
+                if not earlier.boxes and r.boxes:  # the listing that annotates the image wins
+                    records[where[r.file]], split_of[where[r.file]] = record, split
+                    action = "this listing (with boxes) kept, the earlier one without boxes left out"
+                else:
+                    action = "first listing kept"
+                problems.append(Problem("warning", rel, None, r.image_id,
+                                        f"{r.file} is already listed in another annotation file", action))
                 continue
-            seen.add(r.file)
-            splits.setdefault(split, []).append(len(records))
-            records.append(ImageRecord(r.file, r.width, r.height, r.boxes, tuple(remap[l] for l in r.labels), r.image_id))
+            where[r.file] = len(records)
+            records.append(record)
+            split_of.append(split)
+    splits: dict[str, list[int]] = {}
+    for i, split in enumerate(split_of):
+        splits.setdefault(split, []).append(i)
     out_splits = {k: tuple(v) for k, v in splits.items()} if multi else None
-    return tuple(class_names), records, problems, out_splits
+    return Parsed(tuple(class_names), records, problems, out_splits, ignored_files=tuple(ignored))

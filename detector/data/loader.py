@@ -6,7 +6,7 @@ import hashlib
 import shutil
 from pathlib import Path
 
-from detector.data.records import DatasetError, DatasetRefused, LoadedDataset
+from detector.data.records import VOC_CONVENTIONS, DatasetError, DatasetRefused, LoadedDataset
 from detector.data.tree import FileTree
 from detector.data.validation import summary_problems
 
@@ -49,8 +49,12 @@ def _unwrap(root: Path) -> Path:
     return root
 
 
-def load_folder(root: Path, format: str = "auto") -> LoadedDataset:
-    """Parse a dataset folder in any supported layout; problems are reported, never raised."""
+def load_folder(root: Path, format: str = "auto", voc_coordinates: str = "auto") -> LoadedDataset:
+    """Parse a dataset folder in any supported layout; problems are reported, never raised.
+
+    voc_coordinates: "auto" (decided from the files, see detector.data.voc), "one-based" or
+    "zero-based" (forced); only Pascal VOC uses it.
+    """
     from detector.data import coco, voc, yolo
 
     root = Path(root)
@@ -61,16 +65,19 @@ def load_folder(root: Path, format: str = "auto") -> LoadedDataset:
     fmt = detect_format(tree) if format == "auto" else format
     if fmt not in FORMATS:
         raise DatasetError(f"unknown format {format!r}: use auto, coco, voc or yolo")
+    if voc_coordinates not in ("auto",) + VOC_CONVENTIONS:
+        raise DatasetError(f"unknown VOC coordinate convention {voc_coordinates!r}: use auto, one-based or zero-based")
     loader = {"coco": coco.load_coco, "voc": voc.load_voc, "yolo": yolo.load_yolo}[fmt]
-    class_names, records, problems, splits = loader(tree)
-    problems = list(problems) + summary_problems(class_names, records)
+    parsed = loader(tree, voc_coordinates=voc_coordinates) if fmt == "voc" else loader(tree)
+    problems = list(parsed.problems) + summary_problems(parsed.class_names, parsed.records)
     return LoadedDataset(
-        root=root.resolve(), format=fmt, class_names=tuple(class_names), records=tuple(records),
-        problems=tuple(problems), splits=splits or None,
+        root=root.resolve(), format=fmt, class_names=tuple(parsed.class_names), records=tuple(parsed.records),
+        problems=tuple(problems), splits=parsed.splits or None, ignored_files=parsed.ignored_files,
+        notes=parsed.notes, voc_coordinates=parsed.voc_coordinates,
     )
 
 
-def load_dataset(path: str | Path, format: str = "auto") -> LoadedDataset:
+def load_dataset(path: str | Path, format: str = "auto", voc_coordinates: str = "auto") -> LoadedDataset:
     """A dataset folder or zip archive, parsed into records with every problem reported.
 
     A zip is checked member by member and unpacked into the workspace (`datasets/.unpacked/`),
@@ -83,15 +90,15 @@ def load_dataset(path: str | Path, format: str = "auto") -> LoadedDataset:
     if not path.exists():
         raise DatasetError(f"{path}: no such file or folder")
     if path.is_dir():
-        return load_folder(path, format)
+        return load_folder(path, format, voc_coordinates)
     if not is_zip(path):
         raise DatasetError(f"{path.name}: not a folder or a zip archive")
     target = unpacked_dir(path)
     if target.is_dir():
-        return load_folder(target, format)
+        return load_folder(target, format, voc_coordinates)
     extract_zip(path, target, label=path.name)
     try:
-        return load_folder(target, format)
+        return load_folder(target, format, voc_coordinates)
     except DatasetRefused:  # hostile content inside a well-formed archive: leave nothing behind
         shutil.rmtree(target, ignore_errors=True)
         raise

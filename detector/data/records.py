@@ -61,6 +61,33 @@ class Problem:
 
 
 @dataclass(frozen=True)
+class IgnoredFile:
+    """An annotation file the loader read and did not use, and why (another task, images only)."""
+
+    file: str  # posix path relative to the dataset root
+    reason: str
+
+    def to_dict(self) -> dict:
+        return {"file": self.file, "reason": self.reason}
+
+
+VOC_CONVENTIONS = ("one-based", "zero-based")
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """What a format's loader returns: records and problems, plus how it read the files."""
+
+    class_names: tuple[str, ...]
+    records: list[ImageRecord]
+    problems: list[Problem]
+    splits: dict[str, tuple[int, ...]] | None = None
+    ignored_files: tuple[IgnoredFile, ...] = ()
+    notes: tuple[str, ...] = ()  # facts about the reading a user should know (one line each)
+    voc_coordinates: tuple[str, str] | None = None  # VOC: (convention, why), convention in VOC_CONVENTIONS
+
+
+@dataclass(frozen=True)
 class LoadedDataset:
     """A parsed dataset: records in the one record type, the problems found, the splits it came with."""
 
@@ -70,6 +97,9 @@ class LoadedDataset:
     records: tuple[ImageRecord, ...]
     problems: tuple[Problem, ...] = ()
     splits: dict[str, tuple[int, ...]] | None = field(default=None)  # split name -> record indices
+    ignored_files: tuple[IgnoredFile, ...] = ()  # annotation files read and not used, with why
+    notes: tuple[str, ...] = ()  # how the files were read (negatives found, conventions chosen)
+    voc_coordinates: tuple[str, str] | None = None  # VOC only: (one-based | zero-based, why)
 
     @property
     def usable(self) -> bool:
@@ -96,6 +126,10 @@ class LoadedDataset:
             "problems": [p.to_dict() for p in self.problems],
             "usable": self.usable,
             "splits": {k: len(v) for k, v in (self.splits or {}).items()},
+            "ignored_files": [f.to_dict() for f in self.ignored_files],
+            "notes": list(self.notes),
+            "voc_coordinates": ({"convention": self.voc_coordinates[0], "reason": self.voc_coordinates[1]}
+                                if self.voc_coordinates else None),
         }
 
 
@@ -119,6 +153,19 @@ def record_from_dict(d: dict) -> ImageRecord:
         labels=tuple(int(v) for v in d["labels"]),
         image_id=d["image_id"],
     )
+
+
+def extras_to_dict(dataset: LoadedDataset) -> dict:
+    """The reading facts of a dataset (ignored files, notes, VOC convention) as plain JSON."""
+    return {"ignored_files": [f.to_dict() for f in dataset.ignored_files], "notes": list(dataset.notes),
+            "voc_coordinates": list(dataset.voc_coordinates) if dataset.voc_coordinates else None}
+
+
+def extras_from_dict(d: dict) -> dict:
+    """LoadedDataset keyword arguments from `extras_to_dict` (missing keys: stored before they existed)."""
+    vc = d.get("voc_coordinates")
+    return {"ignored_files": tuple(IgnoredFile(f["file"], f["reason"]) for f in d.get("ignored_files") or ()),
+            "notes": tuple(d.get("notes") or ()), "voc_coordinates": (str(vc[0]), str(vc[1])) if vc else None}
 
 
 def problem_from_dict(d: dict) -> Problem:

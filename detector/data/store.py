@@ -24,6 +24,8 @@ from detector.data.loader import load_dataset, load_folder
 from detector.data.records import (
     DatasetError,
     LoadedDataset,
+    extras_from_dict,
+    extras_to_dict,
     problem_from_dict,
     record_from_dict,
     record_to_dict,
@@ -98,7 +100,8 @@ def _write_json(path: Path, doc: dict) -> None:
 
 
 def store_upload(
-    name_hint: str, data: Upload, format: str = "auto", seed: int = 0, val_fraction: float = 0.2
+    name_hint: str, data: Upload, format: str = "auto", seed: int = 0, val_fraction: float = 0.2,
+    voc_coordinates: str = "auto",
 ) -> StoredDataset:
     """Keep an upload (zip bytes, a zip or folder path, or a folder upload {relative path: bytes}),
     parse it and store it under a new name. Raises DatasetRefused / DatasetError, leaving nothing."""
@@ -131,7 +134,7 @@ def store_upload(
             root = upload
         else:
             raise DatasetError(f"{name_hint}: not a zip archive or a folder")
-        dataset = load_folder(root, format)
+        dataset = load_folder(root, format, voc_coordinates)
         train, val, source = split_indices(dataset, seed, val_fraction)
         ds_dir.mkdir(parents=True, exist_ok=True)
         if ds_dir not in created:
@@ -147,6 +150,7 @@ def store_upload(
             "records": [record_to_dict(r) for r in dataset.records],
             "problems": [p.to_dict() for p in dataset.problems],
             "splits": {k: list(v) for k, v in dataset.splits.items()} if dataset.splits else None,
+            **extras_to_dict(dataset),
             "split": {"seed": seed, "val_fraction": val_fraction, "source": source, "train": list(train), "val": list(val)},
         }
         _write_json(ds_dir / "dataset.json", doc)
@@ -182,7 +186,7 @@ def open_dataset(name: str) -> StoredDataset:
     dataset = LoadedDataset(
         root=root, format=doc["format"], class_names=tuple(doc["class_names"]),
         records=tuple(record_from_dict(r) for r in doc["records"]),
-        problems=tuple(problem_from_dict(p) for p in doc["problems"]), splits=splits,
+        problems=tuple(problem_from_dict(p) for p in doc["problems"]), splits=splits, **extras_from_dict(doc),
     )
     return StoredDataset(doc["name"], root, dataset, tuple(doc["split"]["train"]), tuple(doc["split"]["val"]))
 

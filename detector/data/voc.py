@@ -1,8 +1,18 @@
 """Pascal VOC layout: `Annotations/*.xml`, `JPEGImages/`, `ImageSets/Main/*.txt` (CVAT adds
 `labelmap.txt`; Label Studio writes `images/`; Roboflow puts XML beside the images in split folders).
 
-VOC boxes are 1-based inclusive pixel indices: [xmin - 1, ymin - 1, xmax, ymax] are the pixel
-edges. Class order is sorted by name unless a label map (`labelmap.txt`, `classes.txt`) gives it.
+Coordinates: the VOC devkit stores 1-based inclusive pixel indices, so [xmin - 1, ymin - 1, xmax,
+ymax] are the pixel edges. Other writers store zero-based or fractional edges (CVAT/Datumaro write
+`str(float)`: `<xmin>0.0</xmin>`; Label Studio writes `int()` of its zero-based pixels), which are
+the edges as they stand. The convention is decided once per dataset (`decide_coordinates`): any
+coordinate that cannot be a 1-based index (below 1, or a fraction), or Label Studio's signature,
+means zero-based; otherwise the devkit's one-based. It can be forced, and the report says which
+was used and why.
+
+Negatives: an image with no objects often has no XML at all. An image listed in ImageSets/Main (or,
+without ImageSets, present in JPEGImages/) that has no XML is kept as a negative, and counted.
+
+Class order is sorted by name unless a label map (`labelmap.txt`, `classes.txt`) gives it.
 XML is parsed with defusedxml: no DTD entity expansion, no external entities.
 """
 
@@ -15,7 +25,7 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import DefusedXMLParser
 
 from detector.data.coco import SPLIT_ALIASES
-from detector.data.records import DatasetRefused, ImageRecord, Problem
+from detector.data.records import DatasetRefused, ImageRecord, Parsed, Problem
 from detector.data.tree import IMAGE_EXTENSIONS, FileTree, read_header
 from detector.data.validation import box_problem, parse_number
 
@@ -141,43 +151,125 @@ def _parse_one(tree: FileTree, rel: str, problems: list[Problem]):
         if bnd is None or any(v is None for v in values):
             problems.append(Problem("warning", rel, line, stem, f"{name}: bndbox is not four finite numbers: {raw}", "box left out"))
             continue
-        xmin, ymin, xmax, ymax = values  # type: ignore[misc]
-        objects.append(((xmin - 1.0, ymin - 1.0, xmax, ymax), name, line))
-    return found, header.width, header.height, objects
+        objects.append((tuple(values), name, line))  # as written; the convention is decided per dataset
+    signature = _text(root.find("owner"), "name")
+    return found, header.width, header.height, objects, signature
 
 
-def load_voc(tree: FileTree):
-    """(class names, records, problems, splits) for every VOC XML file in the tree."""
+def decide_coordinates(parsed: list, forced: str = "auto") -> tuple[str, str]:
+    """(convention, why) for a whole dataset: 'one-based' (the devkit's) or 'zero-based'."""
+    if forced != "auto":
+        return forced, f"{forced}, as asked (--voc-coordinates {forced})"
+    for rel, (_, _, _, objects, signature) in parsed:
+        if signature == "Label Studio":
+            return "zero-based", f"zero-based: {rel} was written by Label Studio, which stores zero-based pixels"
+    for rel, (_, _, _, objects, _) in parsed:
+        for values, name, line in objects:
+            for tag, v in zip(("xmin", "ymin", "xmax", "ymax"), values):
+                if v < 1 or v != int(v):
+                    where = f"{rel}:{line}" if line else rel
+                    return "zero-based", (f"zero-based: {where} has {tag} {v:g}, which cannot be a 1-based pixel "
+                                          "index (a writer of zero-based or fractional coordinates)")
+    return "one-based", ("one-based (the VOC devkit's convention: xmin - 1 and ymin - 1 are the pixel edges): every "
+                         "coordinate is a whole number of at least 1")
+
+
+def to_edges(values: tuple, convention: str) -> tuple[float, float, float, float]:
+    """The pixel edges [x1, y1, x2, y2] of a VOC bndbox in the given convention."""
+    xmin, ymin, xmax, ymax = values
+    if convention == "one-based":
+        return (xmin - 1.0, ymin - 1.0, xmax, ymax)
+    return (xmin, ymin, xmax, ymax)
+
+
+def load_voc(tree: FileTree, voc_coordinates: str = "auto") -> Parsed:
+    """Records, problems and splits for every VOC XML file in the tree, plus the negatives without XML."""
     problems: list[Problem] = []
     parsed = []
     for rel in find_annotation_files(tree):
         one = _parse_one(tree, rel, problems)
         if one:
             parsed.append((rel, one))
+    convention, why = decide_coordinates(parsed, voc_coordinates)
     names, map_file = _label_map(tree)
-    seen_names = sorted({name for _, (_, _, _, objs) in parsed for _, name, _ in objs})
+    seen_names = sorted({name for _, (_, _, _, objs, _) in parsed for _, name, _ in objs})
     class_names = list(names) if names else seen_names
     records: list[ImageRecord] = []
     seen_files: dict[str, str] = {}
-    for rel, (file, width, height, objects) in parsed:
+    for rel, (file, width, height, objects, _) in parsed:
         stem = posixpath.splitext(posixpath.basename(rel))[0]
         if file in seen_files:
             problems.append(Problem("warning", rel, None, stem, f"{file} is already annotated by {seen_files[file]}", "first annotation kept"))
             continue
         seen_files[file] = rel
         boxes, labels = [], []
-        for box, name, line in objects:
+        for values, name, line in objects:
             if name not in class_names:
                 problems.append(Problem("warning", rel, line, stem, f"unknown class {name!r} (not in {map_file})", "box left out"))
                 continue
+            box = to_edges(values, convention)
             issue = box_problem(box, width, height, file=rel, line=line, id=stem)
             if issue:
                 problems.append(issue)
             boxes.append(box)
             labels.append(class_names.index(name) + 1)
         records.append(ImageRecord(file, width, height, tuple(boxes), tuple(labels), stem))
+    negatives, where = _negatives_without_xml(tree, records, problems)
+    records.extend(negatives)
+    notes = []
+    if negatives:
+        notes.append(f"{len(negatives)} image(s) without an XML file ({where}) kept as negative images")
     splits = _image_sets(tree, records)
-    return tuple(class_names), records, problems, splits
+    return Parsed(tuple(class_names), records, problems, splits, notes=tuple(notes), voc_coordinates=(convention, why))
+
+
+def _set_lists(tree: FileTree) -> list[str]:
+    """ImageSets/Main split lists (train.txt, val.txt, trainval.txt, CVAT's default.txt), not the
+    per-class lists (cat_train.txt)."""
+    return [rel for rel in tree.files
+            if "/imagesets/main/" in "/" + rel.lower() and rel.lower().endswith(".txt")
+            and "_" not in posixpath.splitext(posixpath.basename(rel))[0]]
+
+
+def _negatives_without_xml(tree: FileTree, records: list[ImageRecord], problems: list[Problem]
+                           ) -> tuple[list[ImageRecord], str]:
+    """Images with no XML: listed in ImageSets/Main, or (no ImageSets) in JPEGImages/; (records, where)."""
+    have = {r.file for r in records} | {r.image_id for r in records}
+    candidates: dict[str, tuple[str, str, int | None]] = {}  # image file -> (stem, where listed, line)
+    lists = _set_lists(tree)
+    for rel in lists:
+        voc_root = rel[: rel.lower().rindex("imagesets/main/")].rstrip("/")
+        for n, line in enumerate((tree.root / rel).read_text(errors="replace").splitlines(), start=1):
+            stem = line.strip().split(" ")[0] if line.strip() else ""
+            if not stem or stem in have:
+                continue
+            found = None
+            for ext in IMAGE_EXTENSIONS:
+                found = tree.exists(posixpath.join(voc_root, "JPEGImages", stem + ext))
+                if found:
+                    break
+            if found is None:
+                problems.append(Problem("warning", rel, n, stem, f"{stem} is listed but has no XML and no image in JPEGImages/",
+                                        "left out"))
+                have.add(stem)  # reported once, whichever lists name it
+                continue
+            if found not in candidates and found not in have:
+                candidates[found] = (stem, rel, n)
+    if not lists:
+        for rel in tree.images():
+            if "/jpegimages/" in "/" + rel.lower() and rel not in have:
+                stem = posixpath.splitext(posixpath.basename(rel))[0]
+                if stem not in have:
+                    candidates[rel] = (stem, "JPEGImages/", None)
+    out = []
+    for file, (stem, _, _) in candidates.items():
+        header = read_header(tree.root, file, stem)
+        if isinstance(header, Problem):
+            problems.append(header)
+            continue
+        out.append(ImageRecord(file, header.width, header.height, (), (), stem))
+    where = "listed in ImageSets/Main" if lists else "in JPEGImages/"
+    return out, where
 
 
 def _image_sets(tree: FileTree, records: list[ImageRecord]) -> dict | None:
@@ -185,12 +277,8 @@ def _image_sets(tree: FileTree, records: list[ImageRecord]) -> dict | None:
     index = {r.image_id: i for i, r in enumerate(records)}
     splits: dict[str, list[int]] = {}
     assigned: set[int] = set()
-    for rel in tree.files:
-        if "/imagesets/main/" not in "/" + rel.lower() or not rel.lower().endswith(".txt"):
-            continue
+    for rel in _set_lists(tree):
         name = posixpath.splitext(posixpath.basename(rel))[0].lower()
-        if "_" in name:  # per-class lists such as cat_train.txt
-            continue
         split = SPLIT_ALIASES.get(name, name)
         if split == "trainval":
             continue

@@ -15,7 +15,7 @@ import posixpath
 import yaml
 
 from detector.data.coco import SPLIT_ALIASES
-from detector.data.records import ImageRecord, Problem
+from detector.data.records import ImageRecord, Parsed, Problem
 from detector.data.tree import FileTree, read_header
 from detector.data.validation import box_problem, parse_number
 
@@ -100,8 +100,8 @@ def parse_label_line(text: str, num_classes: int | None) -> tuple[int, tuple[flo
     return int(cls), tuple(values)  # type: ignore[return-value]
 
 
-def load_yolo(tree: FileTree):
-    """(class names, records, problems, splits) for a YOLO layout."""
+def load_yolo(tree: FileTree) -> Parsed:
+    """Records, problems and splits of a YOLO layout."""
     problems: list[Problem] = []
     names, names_file = class_names_for(tree, problems)
     if names is None:
@@ -153,4 +153,4 @@ def load_yolo(tree: FileTree):
         problems.append(Problem("warning", rel, None, None, "label file without a matching image", "file not used"))
     class_names = list(names) if names else [f"class_{i}" for i in range(max_class + 1)]
     out_splits = {k: tuple(v) for k, v in splits.items()} or None
-    return tuple(class_names), records, problems, out_splits
+    return Parsed(tuple(class_names), records, problems, out_splits)
