@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch.utils.data import Dataset
@@ -19,13 +19,17 @@ class DetectionDataset(Dataset):
     xyxy pixels of that image, "labels": int64 (N,) in 1..K, "image_id": i}). With `train`, each
     image is flipped left-right with probability `flip_p` (boxes flipped with it: x1' = W - x2).
     Records should come from `prepare_for_training` (boxes clipped, degenerate boxes left out).
+    `augment` (detector.augment.Augment) replaces the flip: it transforms image and boxes together
+    and the target's "boxes_removed" says how many boxes it left degenerate and removed.
     """
 
-    def __init__(self, records: Sequence[ImageRecord], root: str | Path, train: bool = False, flip_p: float = 0.5):
+    def __init__(self, records: Sequence[ImageRecord], root: str | Path, train: bool = False, flip_p: float = 0.5,
+                 augment: Callable | None = None):
         self.records = list(records)
         self.root = Path(root)
         self.train = train
         self.flip_p = flip_p
+        self.augment = augment
 
     def __len__(self) -> int:
         return len(self.records)
@@ -40,6 +44,9 @@ class DetectionDataset(Dataset):
         image = to_tensor(load_image(self.root / record.file, name=record.file))  # ImageError names the file
         boxes = torch.tensor(record.boxes, dtype=torch.float32).reshape(-1, 4)
         labels = torch.tensor(record.labels, dtype=torch.int64)
+        if self.augment is not None:
+            image, boxes, labels, removed = self.augment(image, boxes, labels)
+            return image, {"boxes": boxes, "labels": labels, "image_id": i, "boxes_removed": removed}
         if self.train and torch.rand(()) < self.flip_p:
             image, boxes = hflip(image, boxes)
         return image, {"boxes": boxes, "labels": labels, "image_id": i}
