@@ -2,16 +2,14 @@
 
 import math
 
-import pandas as pd
 import streamlit as st
 
-from detector.detection import coco_results_json, detections_csv, table_rows
-from detector.images import encode_png
-from detector.viz import add_boxes, draw_boxes_on_image, image_figure
-from ui.detection import decode_uploads, cached_detections
+from detector.detection import coco_results_json, detections_csv
+from detector.viz.rpn import detections_figure
+from ui.detection import annotated_png, cached_detections, class_filter, decode_uploads, detection_tables, result_heading
 from ui.links import page_url
 from ui.inputs import SAMPLE_SEEDS, sample_image
-from ui.model import current_device, model_choices, model_label, selected_source
+from ui.model import current_device, get_model, model_choices, model_label, selected_source
 from ui.router import ensure_router
 
 ensure_router()
@@ -48,24 +46,19 @@ if not good:
 
 results = cached_detections(source, device, good)
 
-# ---- filters: applied to cached results, never re-running the model
-all_classes = sorted({n for det in results.values() for n in det.label_names})
+# ---- filters: applied to cached results, never re-running the model; classes follow the model
 c1, c2 = st.columns([1, 2])
 threshold = c1.slider("Score threshold", 0.0, 1.0, 0.5, 0.05, key="detect_threshold",
                       help="Keep detections whose class score is at least this.")
-chosen = c2.multiselect("Classes", all_classes, default=all_classes, key="detect_classes",
-                        help="Only these classes are drawn, listed and exported.")
+chosen = class_filter(c2, get_model(source, device).class_names)
 filtered = {d: det.above(threshold, chosen) for d, det in results.items()}
 ordered = [filtered[im.digest] for im in good]
 
 # ---- tables
-rows = table_rows(ordered)
-table = pd.DataFrame(rows, columns=["image", "label", "score", "x1", "y1", "x2", "y2"]) if rows else pd.DataFrame(
-    columns=["image", "label", "score", "x1", "y1", "x2", "y2"])
+table, counts = detection_tables(ordered)
 t1, t2 = st.columns([3, 1])
-t1.subheader(f"{len(table)} detection(s) in {len(good)} image(s)")
+t1.subheader(result_heading(len(table), len(good), chosen))
 t1.dataframe(table, hide_index=True, width="stretch", height=240, key="detect_table")
-counts = table.groupby("label").size().rename("count").reset_index() if len(table) else pd.DataFrame(columns=["label", "count"])
 t2.subheader("Per class")
 t2.dataframe(counts, hide_index=True, width="stretch", key="detect_counts")
 
@@ -85,11 +78,10 @@ cols = st.columns(2)
 for k, im in enumerate(shown):
     det = filtered[im.digest]
     with cols[k % 2]:
-        fig = image_figure(im.image, max_side=720, title=f"{im.name}: {len(det)} detection(s)", height=380)
-        add_boxes(fig, det.boxes, "prediction", labels=list(det.label_names), scores=det.scores.tolist())
+        fig = detections_figure(im.image, det.boxes, det.label_names, det.scores, max_side=720, height=380,
+                                title=f"{im.name}: {len(det)} detection(s)")
         st.plotly_chart(fig, key=f"detect_fig_{im.digest}", config={"displaylogo": False})
-        png = encode_png(draw_boxes_on_image(im.image, det.boxes, list(det.label_names), det.scores.tolist()))
-        st.download_button("Annotated PNG", png, f"{im.name.rsplit('.', 1)[0]}_detections.png", "image/png",
+        st.download_button("Annotated PNG", annotated_png(im.image, det), f"{im.name.rsplit('.', 1)[0]}_detections.png", "image/png",
                            key=f"detect_png_{im.digest}")
 
 # ---- compare two models on one image
@@ -106,7 +98,7 @@ if st.toggle("Run the comparison", key="compare_run", help="Runs both models on 
     left, right = st.columns(2)
     for col, src in ((left, model_a), (right, model_b)):
         det = cached_detections(src, device, [target])[target.digest].above(threshold, None)
-        fig = image_figure(target.image, max_side=720, title=f"{model_label(src)}: {len(det)}", height=380)
-        add_boxes(fig, det.boxes, "prediction", labels=list(det.label_names), scores=det.scores.tolist())
+        fig = detections_figure(target.image, det.boxes, det.label_names, det.scores, max_side=720, height=380,
+                                title=f"{model_label(src)}: {len(det)}")
         col.plotly_chart(fig, key=f"compare_fig_{src}", config={"displaylogo": False})
         col.markdown(f"[Open {model_label(src)} in the RPN inspector]({page_url('rpn', model=src)})")

@@ -156,7 +156,7 @@ with tabs[2]:
 # ---- recall against ground truth
 with tabs[3]:
     if gt is None or len(gt) == 0:
-        st.info("Recall needs ground truth: pick a sample scene or a stored dataset image.")
+        st.info(f"Recall needs ground truth to compare with: {picked.no_boxes_note}")
     elif len(funnel.after_nms) == 0:
         st.warning("No proposals.")
     else:

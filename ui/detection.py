@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import Any, Sequence
 
+import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from detector.detection import Detections, detect
-from detector.images import ImageError, load_image
+from detector.detection import Detections, detect, table_rows
+from detector.images import ImageError, encode_png, load_image
+from detector.viz import draw_boxes_on_image
+from ui.inputs import follow_default
 from ui.model import get_model, model_key
 
 _CACHE_KEY = "_detections_cache"
@@ -59,3 +63,34 @@ def cached_detections(source: str, device, images: list[InputImage], batch_size:
         while len(cache) > _CACHE_LIMIT:
             cache.pop(next(iter(cache)))
     return {im.digest: cache[(key, im.digest)] for im in images if (key, im.digest) in cache}
+
+
+def class_filter(container: Any, class_names: Sequence[str], key: str = "detect_classes") -> list[str]:
+    """A multiselect of the model's classes that follows the model: all of them selected, reset to
+    all when the model (its class names) changes; the user's own choice sticks otherwise."""
+    options = list(class_names)
+    follow_default(key, options, options=tuple(options))
+    return container.multiselect("Classes", options, key=key,
+                                 help="Only these classes are drawn, listed and exported (the model's classes).")
+
+
+TABLE_COLUMNS = ["image", "label", "score", "x1", "y1", "x2", "y2"]
+
+
+def detection_tables(ordered: Sequence[Detections]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(one row per detection, count per class) of detections, in the order given."""
+    table = pd.DataFrame(table_rows(ordered), columns=TABLE_COLUMNS)
+    counts = table.groupby("label").size().rename("count").reset_index() if len(table) else pd.DataFrame(
+        columns=["label", "count"])
+    return table, counts
+
+
+def result_heading(n_detections: int, n_images: int, classes: Sequence[str]) -> str:
+    """'N detection(s) in M image(s)', saying why when no class is selected."""
+    text = f"{n_detections} detection(s) in {n_images} image(s)"
+    return text + " · no class selected" if not classes else text
+
+
+def annotated_png(image: Image.Image, det: Detections) -> bytes:
+    """The image with its detections drawn in, as PNG bytes (the gallery's download)."""
+    return encode_png(draw_boxes_on_image(image, det.boxes, list(det.label_names), det.scores.tolist()))

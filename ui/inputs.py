@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import streamlit as st
@@ -29,8 +30,34 @@ class PickedImage:
     digest: str  # hash of the pixels: the cache key of anything computed on this image
 
     @property
+    def no_boxes_note(self) -> str:
+        """Why there is nothing to compare with, in plain words: no ground truth at all (an upload),
+        or ground truth with no box in it (an empty scene)."""
+        if not self.has_ground_truth:
+            return f"{self.name} is an upload without ground truth: pick a sample scene or a stored dataset image."
+        return f"{self.name} has no ground-truth box (an empty image): pick another image with objects in it."
+
+    @property
     def label_names(self) -> list[str]:
         return [self.class_names[i - 1] if 0 < i <= len(self.class_names) else str(i) for i in self.labels]
+
+
+_MISSING = object()
+
+
+def follow_default(key: str, default: Any, options: Any = None) -> None:
+    """Keep the widget under `key` on `default` while the user has not moved it away from the
+    last default set here; a change of `options` (e.g. another model's classes) resets it.
+
+    Call it just before creating the widget (which then takes its value from session state, with
+    no `value=`/`default=` argument). A user's own choice sticks until `options` change.
+    """
+    auto_key = f"_follow_{key}"
+    last = st.session_state.get(auto_key)
+    current = st.session_state.get(key, _MISSING)
+    if current is _MISSING or last is None or last[0] != options or current == last[1]:
+        st.session_state[key] = default
+    st.session_state[auto_key] = (options, default)
 
 
 def _digest(image: Image.Image) -> str:

@@ -86,6 +86,22 @@ def _outline(boxes: np.ndarray) -> tuple[list, list]:
     return xs, ys
 
 
+LABEL_PX = 16  # screen pixels a box caption needs above its box
+
+
+def _label_room(fig: go.Figure) -> float:
+    """How many image pixels below the top edge a caption needs to be drawn above its box: the
+    caption's screen height in the figure's y units (0 when the figure has no image frame)."""
+    y_range = fig.layout.yaxis.range
+    if not y_range or y_range[0] is None or y_range[1] is None:
+        return 0.0
+    top = min(y_range)
+    span = abs(y_range[0] - y_range[1])
+    margin = fig.layout.margin
+    plot_px = (fig.layout.height or 450) - (margin.t or 0) - (margin.b or 0)
+    return top + max(LABEL_PX * span / max(plot_px, 1), 0.04 * span)
+
+
 def add_boxes(
     fig: go.Figure,
     boxes: Sequence[Sequence[float]] | np.ndarray,
@@ -102,7 +118,8 @@ def add_boxes(
 
     labels/scores/hover are per box; hover text appears on the box corners. With style
     "prediction" (no colour given) each class gets its own trace and colour; otherwise one trace.
-    Captions "label score" are written at each box's top-left corner when show_labels.
+    Captions "label score" are written above each box's top-left corner when show_labels, or just
+    inside the box when it touches the image's top edge (there is no room above it).
     """
     if style not in STYLES:
         raise ValueError(f"unknown box style {style!r}; one of {', '.join(STYLES)}")
@@ -142,10 +159,13 @@ def add_boxes(
             )
         )
         if show_labels and any(captions[i] for i in idx):
+            # above the box's top-left corner, or just inside it when the box touches the image's top
+            room = _label_room(fig)
             fig.add_trace(
                 go.Scatter(
                     x=sub[:, 0], y=sub[:, 1], mode="text", text=[captions[i] for i in idx],
-                    textposition="top right", textfont=dict(color=trace_color, size=11),
+                    textposition=["bottom right" if y1 < room else "top right" for y1 in sub[:, 1].tolist()],
+                    textfont=dict(color=trace_color, size=11),
                     hoverinfo="skip", showlegend=False, legendgroup=f"{style}:{trace_name}",
                 )
             )

@@ -225,9 +225,11 @@ def detections_figure(
     scores: Sequence[float],
     gt_boxes: np.ndarray | None = None,
     title: str | None = None,
+    max_side: int = MAX_SIDE,
+    height: int | None = None,
 ) -> go.Figure:
     """Final detections (original pixels) with class and score, ground truth dashed when known."""
-    fig = image_figure(image, max_side=MAX_SIDE, title=title)
+    fig = image_figure(image, max_side=max_side, title=title, height=height)
     if gt_boxes is not None and len(gt_boxes):
         add_boxes(fig, gt_boxes, style="ground_truth", show_labels=False)
     add_boxes(fig, boxes, style="prediction", labels=list(labels), scores=[float(s) for s in scores])

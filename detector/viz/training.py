@@ -222,7 +222,10 @@ def snapshot_objectness_figure(image: Image.Image | None, snap: Any, level: int,
     fig = image_figure(_canvas(image, snap.width, snap.height), max_side=IMAGE_SIDE, title=title, height=380)
     fig.add_trace(go.Heatmap(
         z=heat, x0=cw / 2, dx=cw, y0=ch / 2, dy=ch, zmin=0.0, zmax=1.0, colorscale="Inferno", opacity=opacity,
-        colorbar=dict(title=dict(text="objectness"), thickness=10, len=0.8),
+        # the colour bar sits inside the plot's right edge: outside it would push the margin and draw
+        # this panel's image smaller than its neighbours' (same height, same margins)
+        colorbar=dict(title=dict(text="objectness", side="right"), thickness=8, len=0.6, x=1.0, xanchor="right",
+                      xref="paper", bgcolor="rgba(255,255,255,0.6)"),
         hovertemplate="x %{x:.0f}, y %{y:.0f}<br>objectness %{z:.3f}<extra></extra>", name="objectness",
     ))
     add_boxes(fig, snap.gt_boxes, "ground_truth", show_labels=False)

@@ -57,3 +57,44 @@ def test_uploads_bad_files_filters_and_compare(tiny_checkpoint):
     assert counts["count"].sum() == len(at.dataframe[0].value)
     at.toggle(key="compare_run").set_value(True).run()
     assert not at.exception
+
+
+def _other_classes_checkpoint(session_tmp) -> str:
+    """A second tiny model with other class names (as a freshly fine-tuned model has)."""
+    from detector import models
+
+    path = models_dir() / "other-classes.pt"
+    if not path.exists():
+        models_dir().mkdir(parents=True, exist_ok=True)
+        kwargs = {"min_size": 128, "max_size": 160, "box_score_thresh": 0.0, "box_detections_per_img": 5}
+        model = models.build_model(models.DEMO_ARCH, ("cat", "dog"), **kwargs)
+        models.save_checkpoint(path, model, models.DEMO_ARCH, ("cat", "dog"), kwargs)
+    return "upload:other-classes.pt"
+
+
+def test_class_filter_follows_the_model(tiny_checkpoint, session_tmp):
+    at = app_test("pages/detect.py")
+    at.query_params["model"] = _uploaded(tiny_checkpoint)
+    at.run()
+    at.slider(key="detect_threshold").set_value(0.0).run()
+    assert at.multiselect(key="detect_classes").value == ["circle", "rectangle", "triangle"]
+    at.multiselect(key="detect_classes").set_value(["circle"]).run()
+    at.slider(key="detect_threshold").set_value(0.05).run()  # another rerun: the user's choice sticks
+    assert at.multiselect(key="detect_classes").value == ["circle"]
+
+    # the model changes while on the page (as the sidebar does): the filter resets to its classes
+    from ui.links import source_from_param
+    from ui.model import MODEL_KEY
+
+    at.session_state[MODEL_KEY] = source_from_param(_other_classes_checkpoint(session_tmp))
+    at.slider(key="detect_threshold").set_value(0.0).run()
+    assert not at.exception
+    classes = at.multiselect(key="detect_classes")
+    assert classes.options == ["cat", "dog"] and classes.value == ["cat", "dog"]
+    table = at.dataframe[0].value
+    assert len(table) == 20 and set(table["label"]) <= {"cat", "dog"}  # 5 per sample image, 4 images
+
+    # an empty filter says so next to the (empty) result
+    at.multiselect(key="detect_classes").set_value([]).run()
+    assert len(at.dataframe[0].value) == 0
+    assert any("0 detection(s) in 4 image(s) · no class selected" in h.value for h in at.subheader)

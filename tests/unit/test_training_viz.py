@@ -16,6 +16,9 @@ from detector.viz.training import (
     ema,
     loss_figure,
     objectness_contrast,
+    snapshot_detections_figure,
+    snapshot_objectness_figure,
+    snapshot_proposals_figure,
     validation_figure,
 )
 
@@ -107,3 +110,16 @@ def test_validation_and_comparison_figures_by_data():
     assert list(comp_val.data[0].y) == pytest.approx([0.1, 0.2, 0.3])
     with pytest.raises(ValueError):
         comparison_figure({"a": val}, "nope")
+
+
+def test_snapshot_panels_share_one_frame_size():
+    """The objectness panel's colour bar lies inside its plot: it pushes no margin, so the image is
+    drawn as large as in the proposals and detections panels beside it."""
+    snap = _snap(np.full((5, 5), 0.5, np.float32), [[5, 5, 20, 20]])
+    figs = [snapshot_objectness_figure(None, snap, 0), snapshot_proposals_figure(None, snap),
+            snapshot_detections_figure(None, snap, ("a",))]
+    frames = {(f.layout.height, f.layout.margin.l, f.layout.margin.r, f.layout.margin.t, f.layout.margin.b,
+               tuple(f.layout.xaxis.range), tuple(f.layout.yaxis.range)) for f in figs}
+    assert len(frames) == 1
+    bar = next(t for t in figs[0].data if t.type == "heatmap").colorbar
+    assert bar.xanchor == "right" and bar.x <= 1.0 and bar.xref == "paper"
