@@ -46,9 +46,10 @@ class Detections:
         return len(self.scores)
 
     def to_json(self) -> list[dict]:
-        """The CLI's per-detection list: box, label, label_id, score (plain Python)."""
+        """The CLI's per-detection list: box, label, label_id, score (plain Python, full precision:
+        the float32 values exactly, so ties keep their order and mAP recomputed from it is `evaluate`'s)."""
         return [
-            {"box": [round(float(v), 2) for v in b], "label": n, "label_id": int(i), "score": round(float(s), 4)}
+            {"box": [float(v) for v in b], "label": n, "label_id": int(i), "score": float(s)}
             for b, n, i, s in zip(self.boxes, self.label_names, self.label_ids, self.scores)
         ]
 
@@ -107,9 +108,8 @@ def coco_results(detections: Sequence[Detections], image_ids: Sequence[int] | No
                 continue
             cat = category_ids[name] if category_ids is not None else int(lid)
             rows.append({"image_id": image_id, "category_id": int(cat),
-                         "bbox": [round(float(x1), 2), round(float(y1), 2), round(float(x2 - x1), 2),
-                                  round(float(y2 - y1), 2)],
-                         "score": round(float(score), 5)})
+                         "bbox": [float(x1), float(y1), float(x2) - float(x1), float(y2) - float(y1)],
+                         "score": float(score)})  # unrounded: rounding ties scores and changes AP
     return rows
 
 

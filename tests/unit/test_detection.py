@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -98,3 +100,47 @@ def test_cli_detect_refuses_a_foreign_checkpoint(tmp_path):
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert "model.pt" in out.stderr and "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_map_from_detect_json_equals_evaluate(tmp_path, capsys):
+    """`detect --json` at threshold 0 carries every score and box at full precision: pycocotools on
+    that JSON gives exactly `evaluate`'s mAP (rounded scores tie and reorder detections)."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from detector.cli import main as cli_main
+    from detector.data import load_dataset
+    from detector.data.synthetic import write_synthetic
+
+    if not models.DEMO_CHECKPOINT.is_file():
+        pytest.skip("the shipped demo checkpoint is missing")
+    folder = write_synthetic(tmp_path / "shapes", images=10, seed=3, format="coco", width=320, height=240)
+    ds = load_dataset(folder)
+    assert cli_main(["evaluate", "--checkpoint", "demo", "--data", str(folder), "--split", "all", "--json",
+                     "--device", "cpu", "--batch-size", "2"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    files = [str(ds.root / r.file) for r in ds.records]
+    assert cli_main(["detect", *files, "--checkpoint", "demo", "--score-threshold", "0", "--json",
+                     "--device", "cpu", "--batch-size", "2"]) == 0
+    entries = json.loads(capsys.readouterr().out)
+    names = list(ds.class_names)
+    gt = COCO()
+    annotations = [{"image_id": i + 1, "category_id": label, "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
+                    "area": (b[2] - b[0]) * (b[3] - b[1]), "iscrowd": 0}
+                   for i, r in enumerate(ds.records) for b, label in zip(r.boxes, r.labels)]
+    for k, a in enumerate(annotations):
+        a["id"] = k + 1
+    gt.dataset = {"images": [{"id": i + 1, "width": r.width, "height": r.height} for i, r in enumerate(ds.records)],
+                  "categories": [{"id": i + 1, "name": n} for i, n in enumerate(names)], "annotations": annotations}
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+        dt = gt.loadRes([{"image_id": i + 1, "category_id": names.index(d["label"]) + 1, "score": d["score"],
+                          "bbox": [d["box"][0], d["box"][1], d["box"][2] - d["box"][0], d["box"][3] - d["box"][1]]}
+                         for i, e in enumerate(entries) for d in e["detections"]])
+        ev = COCOeval(gt, dt, "bbox")
+        ev.evaluate(); ev.accumulate(); ev.summarize()
+    assert evaluated["mAP"] > 0.05  # a real figure, not 0 == 0
+    assert abs(ev.stats[0] - evaluated["mAP"]) < 1e-6 and abs(ev.stats[1] - evaluated["mAP50"]) < 1e-6
+    found = [d for e in entries for d in e["detections"]]
+    assert any(d["score"] != round(d["score"], 4) for d in found)  # not rounded to 4 decimals any more
+    assert any(v != round(v, 3) for d in found for v in d["box"])
