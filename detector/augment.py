@@ -23,7 +23,10 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2 as T
 
-AUGMENTATIONS = ("none", "photometric", "ssd", "ssdlite")
+from detector.train_config import AUGMENTATIONS  # the one list of policies (the config checks it)
+
+__all__ = ["AUGMENTATIONS", "Augment", "build_transform"]
+
 # the references' fill for RandomZoomOut: ImageNet mean RGB, here on the [0, 1] scale of our images
 REFERENCE_MEAN = (123.0 / 255, 117.0 / 255, 104.0 / 255)
 HFLIP_P = 0.5

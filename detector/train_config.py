@@ -16,6 +16,9 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("step", "cosine")
 WEIGHTS = ("none", "coco")
 DEVICES = ("auto", "cpu", "cuda")
+AUGMENTATIONS = ("none", "photometric", "ssd", "ssdlite")  # built by detector.augment
+BEST_METRICS = ("mAP", "mAP50", "val_loss")
+MAX_TRAINABLE_LAYERS = 6  # MobileNetV3 backbones have 6 stages, ResNets 5 (checked per architecture when built)
 
 # torchvision's detection reference recipe: lr 0.02 for 16 images per step (8 GPUs x 2), momentum
 # 0.9, weight decay 1e-4, lr x0.1 at epochs 16 and 22 of 26, linear warm-up over 1000 iterations.
@@ -31,42 +34,69 @@ CPU_MODEL_KWARGS: dict[str, Any] = {
 }
 
 
+def _field(default: Any = dataclasses.MISSING, help: str = "", factory: Any = dataclasses.MISSING, **meta: Any) -> Any:
+    """A config field with its one-line `help` (and `choices`, `min`, `max` where they apply) as metadata.
+
+    The training form builds its widgets from these: `dataclasses.fields(TrainConfig)[i].metadata`.
+    """
+    return field(default=default, default_factory=factory, metadata={"help": help, **meta})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything needed to rerun a training (one comment per field)."""
+    """Everything needed to rerun a training (one help line per field, in its metadata)."""
 
-    data: str = ""  # DATASET: a folder, a zip, or a stored dataset's name
-    val_data: str | None = None  # a separate validation DATASET; None: the dataset's own val split
-    model: str | None = None  # architecture name; None: the --init checkpoint's, else the default below
-    init: str | None = None  # start from a checkpoint file, a run folder or "demo" (box predictor replaced if classes differ)
-    weights: str = "none"  # "coco": start from torchvision's cached COCO weights; "none": random (or --init)
-    epochs: int = 12  # passes over the training split
-    batch_size: int = 4  # images per step, per process
-    lr: float | None = None  # None: the reference lr scaled by total batch (0.02 x B/16 for SGD, 1e-4 x B/16 for AdamW)
-    optimizer: str = "sgd"  # "sgd" (momentum) or "adamw"
-    momentum: float = 0.9  # SGD momentum
-    weight_decay: float = 1e-4  # L2 penalty (decoupled for AdamW)
-    schedule: str = "step"  # "step": x lr_gamma at lr_steps; "cosine": cosine decay to 0 over all epochs
-    lr_steps: tuple[int, ...] | None = None  # epochs after which lr drops; None: at 16/26 and 22/26 of the run
-    lr_gamma: float = 0.1  # step schedule factor
-    warmup_iters: int = 1000  # linear warm-up iterations (capped at one epoch)
-    warmup_factor: float = 0.001  # lr multiplier at the first iteration
-    grad_clip: float | None = None  # max gradient norm; None: no clipping
-    device: str = "auto"  # "auto" (CUDA if available), "cpu" or "cuda"
-    amp: bool | None = None  # mixed precision; None: on for CUDA, off on CPU
-    workers: int = 2  # DataLoader worker processes (0: load in the main process)
-    hflip: bool = True  # random horizontal flips of training images
-    aspect_ratio_grouping: bool = True  # batch images of like aspect ratio (portrait / landscape) together
-    decode_check: bool = True  # decode every image before training; unreadable ones are left out and recorded
-    seed: int = 0  # data order, sampling and initialisation
-    model_kwargs: dict[str, Any] = field(default_factory=dict)  # FasterRCNN knobs: min_size, max_size, rpn_*, box_*, anchor_sizes, aspect_ratios
-    snapshot_images: int = 3  # fixed validation images whose RPN state is saved each epoch (0: none)
-    val_every: int = 1  # validate every N epochs (and always after the last)
-    max_val_images: int | None = None  # validate on at most this many images (None: all; 0: no validation)
+    data: str = _field("", "DATASET: a folder, a zip, or a stored dataset's name")
+    val_data: str | None = _field(None, "a separate validation DATASET; empty: the dataset's own val split")
+    model: str | None = _field(None, "architecture name; empty: the --init checkpoint's, else fasterrcnn_mobilenet_v3_large_320_fpn")
+    init: str | None = _field(None, "start from a checkpoint file, a run folder or demo (box predictor replaced if classes differ)")
+    weights: str = _field("none", "coco: start from torchvision's cached COCO weights; none: random (or --init)", choices=WEIGHTS)
+    epochs: int = _field(12, "passes over the training split", min=1)
+    batch_size: int = _field(4, "images per step, per process", min=1)
+    lr: float | None = _field(None, "learning rate; empty: the reference lr scaled by batch (0.02 x B/16 for SGD, 1e-4 x B/16 for AdamW)")
+    optimizer: str = _field("sgd", "sgd (momentum) or adamw", choices=OPTIMIZERS)
+    momentum: float = _field(0.9, "SGD momentum", min=0.0, max=1.0)
+    weight_decay: float = _field(1e-4, "L2 penalty (decoupled for AdamW)", min=0.0)
+    schedule: str = _field("step", "step: x lr_gamma at lr_steps; cosine: cosine decay to 0 over all epochs", choices=SCHEDULES)
+    lr_steps: tuple[int, ...] | None = _field(None, "epochs after which lr drops; empty: at 16/26 and 22/26 of the run")
+    lr_gamma: float = _field(0.1, "step schedule factor", min=0.0, max=1.0)
+    warmup_iters: int = _field(1000, "linear warm-up iterations (capped at one epoch)", min=0)
+    warmup_factor: float = _field(0.001, "lr multiplier at the first iteration", min=0.0, max=1.0)
+    grad_clip: float | None = _field(None, "max gradient norm; empty: no clipping")
+    device: str = _field("auto", "auto (CUDA if available), cpu or cuda", choices=DEVICES)
+    amp: bool | None = _field(None, "mixed precision; empty: on for CUDA, off on CPU")
+    workers: int = _field(2, "DataLoader worker processes (0: load in the main process)", min=0)
+    hflip: bool = _field(True, "random horizontal flips of training images")
+    augmentation: str = _field(
+        "none", "more augmentation, as torchvision's detection references: photometric (colour jitter), "
+        "ssd (colour, zoom-out, IoU crop), ssdlite (IoU crop); boxes a crop leaves degenerate are removed and counted",
+        choices=AUGMENTATIONS)
+    multi_scale: tuple[int, ...] | None = _field(
+        None, "short-side sizes (px) drawn per training batch, e.g. 480,512,544,576,608; validation and "
+        "detection use the model's min_size; empty: one size")
+    trainable_backbone_layers: int | None = _field(
+        None, "backbone stages that train, counted from the top, as torchvision's builders define it "
+        "(0: whole backbone frozen; 5: all of a ResNet, 6: all of a MobileNet); empty: the builder's default "
+        "(3 with COCO weights, all otherwise)", min=0, max=MAX_TRAINABLE_LAYERS)
+    aspect_ratio_grouping: bool = _field(True, "batch images of like aspect ratio (portrait / landscape) together")
+    decode_check: bool = _field(True, "decode every image before training; unreadable ones are left out and recorded")
+    seed: int = _field(0, "data order, sampling and initialisation")
+    model_kwargs: dict[str, Any] = _field(factory=dict, help="FasterRCNN knobs: min_size, max_size, rpn_*, box_*, anchor_sizes, aspect_ratios")
+    snapshot_images: int = _field(3, "fixed validation images whose RPN state is saved each epoch (0: none)", min=0)
+    val_every: int = _field(1, "validate every N epochs (and always after the last)", min=1)
+    max_val_images: int | None = _field(None, "validate on at most this many images (empty: all; 0: no validation)", min=0)
+    best_metric: str = _field(
+        "mAP", "what best.pt is the best of: mAP (0.5:0.95), mAP50, or val_loss (lowest); without pycocotools "
+        "mAP and mAP50 fall back to val_loss", choices=BEST_METRICS)
+    patience: int | None = _field(
+        None, "stop early after this many validations without a better best_metric (the run ends done, "
+        "the reason in status.json); empty: never", min=1)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["lr_steps"] = list(self.lr_steps) if self.lr_steps is not None else None
+        for name in ("lr_steps", "multi_scale"):
+            value = getattr(self, name)
+            d[name] = list(value) if value is not None else None
         return d
 
     def to_json(self) -> str:
@@ -80,8 +110,14 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown config field(s): {', '.join(unknown)}")
         values = dict(data)
-        if values.get("lr_steps") is not None:
-            values["lr_steps"] = tuple(int(s) for s in values["lr_steps"])
+        for name in ("lr_steps", "multi_scale"):
+            if values.get(name) is not None:
+                raw = values[name]
+                items = raw.split(",") if isinstance(raw, str) else raw if isinstance(raw, (list, tuple)) else [raw]
+                try:
+                    values[name] = tuple(int(v) for v in items)
+                except (TypeError, ValueError):
+                    raise ValueError(f"{name} must be a list of whole numbers, not {raw!r}") from None
         if values.get("model_kwargs") is None:
             values["model_kwargs"] = {}
         return cls(**values).checked()
@@ -111,6 +147,17 @@ class TrainConfig:
             raise ValueError("give either --init or --weights coco, not both")
         if not isinstance(self.model_kwargs, dict):
             raise ValueError("model_kwargs must be a JSON object")
+        if self.augmentation not in AUGMENTATIONS:
+            raise ValueError(f"augmentation must be one of {', '.join(AUGMENTATIONS)}, not {self.augmentation!r}")
+        if self.best_metric not in BEST_METRICS:
+            raise ValueError(f"best_metric must be one of {', '.join(BEST_METRICS)}, not {self.best_metric!r}")
+        if self.multi_scale is not None and (not self.multi_scale or any(not 32 <= s <= 4096 for s in self.multi_scale)):
+            raise ValueError(f"multi_scale sizes must be 32 to 4096 px, not {list(self.multi_scale)}")
+        tbl = self.trainable_backbone_layers
+        if tbl is not None and not (isinstance(tbl, int) and 0 <= tbl <= MAX_TRAINABLE_LAYERS):
+            raise ValueError(f"trainable_backbone_layers must be 0 to {MAX_TRAINABLE_LAYERS}, not {tbl!r}")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience must be at least 1 validation, not {self.patience}")
         return self
 
     def base_lr(self, world_size: int = 1) -> float:
