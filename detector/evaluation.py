@@ -108,27 +108,25 @@ class CocoEvaluator:
     def images(self) -> int:
         return len(self._images)
 
-    def evaluate(self) -> EvalResult:
-        """COCO bbox metrics over everything processed since the last reset."""
+    def run_cocoeval(self) -> Any | None:
+        """pycocotools' COCOeval (bbox) after evaluate / accumulate / summarize, over everything
+        processed since the last reset; None when there is no ground truth or no detection.
+
+        Its `eval["precision"]` is [T iou thresholds, R recall points, K classes, A areas, M max
+        dets] with `params.catIds` = label ids; `stats` the twelve summary figures.
+        """
         try:
             from pycocotools.coco import COCO
             from pycocotools.cocoeval import COCOeval
         except ImportError:
             raise EvaluationUnavailable("pycocotools is not installed here: mAP skipped") from None
-        start = time.perf_counter()
-        names = list(self.class_names)
-        per_class_none: dict[str, float | None] = {n: None for n in names}
-        if not self._images or not self._gt:  # nothing to measure against
-            return EvalResult(None, None, None, per_class_none, len(self._images), len(self._dt), len(self._gt))
-        if not self._dt:  # ground truth but no detection: every AP is 0
-            present = {g["category_id"] for g in self._gt}
-            per_class = {n: (0.0 if i + 1 in present else None) for i, n in enumerate(names)}
-            return EvalResult(0.0, 0.0, 0.0, per_class, len(self._images), 0, len(self._gt))
+        if not self._images or not self._gt or not self._dt:
+            return None
         gt = COCO()
         gt.dataset = {
             "images": list(self._images),
             "annotations": list(self._gt),
-            "categories": [{"id": i + 1, "name": n} for i, n in enumerate(names)],
+            "categories": [{"id": i + 1, "name": n} for i, n in enumerate(self.class_names)],
         }
         with contextlib.redirect_stdout(io.StringIO()):
             gt.createIndex()
@@ -137,21 +135,57 @@ class CocoEvaluator:
             coco_eval.evaluate()
             coco_eval.accumulate()
             coco_eval.summarize()
+        return coco_eval
+
+    def present_labels(self) -> set[int]:
+        """Label ids that have at least one ground-truth box."""
+        return {g["category_id"] for g in self._gt}
+
+    def evaluate(self) -> EvalResult:
+        """COCO bbox metrics over everything processed since the last reset."""
+        start = time.perf_counter()
+        return self.result(self.run_cocoeval(), start)
+
+    def result(self, coco_eval: Any | None, start: float | None = None) -> EvalResult:
+        """The EvalResult of a `run_cocoeval()` over what was processed (None: its empty cases)."""
+        start = time.perf_counter() if start is None else start
+        names = list(self.class_names)
+        if coco_eval is None:
+            if not self._images or not self._gt:  # nothing to measure against
+                return EvalResult(None, None, None, {n: None for n in names}, len(self._images), len(self._dt),
+                                  len(self._gt))
+            # ground truth but no detection: every AP is 0
+            present = self.present_labels()
+            per_class = {n: (0.0 if i + 1 in present else None) for i, n in enumerate(names)}
+            return EvalResult(0.0, 0.0, 0.0, per_class, len(self._images), 0, len(self._gt))
         stats = [float(s) for s in coco_eval.stats]
-        # precision: [T iou thresholds, R recall points, K classes, A areas, M max dets]
-        precision = coco_eval.eval["precision"]
-        cat_ids = list(coco_eval.params.catIds)
-        per_class = {}
-        for i, name in enumerate(names):
-            k = cat_ids.index(i + 1)
-            p = precision[:, :, k, 0, -1]
-            p = p[p > -1]
-            per_class[name] = float(p.mean()) if p.size else None
+        per_class = {name: class_ap(coco_eval, i + 1) for i, name in enumerate(names)}
         return EvalResult(
             mAP=_defined(stats[0]), mAP50=_defined(stats[1]), mAP75=_defined(stats[2]),
             per_class=per_class, images=len(self._images), detections=len(self._dt),
             ground_truth=len(self._gt), seconds=time.perf_counter() - start,
         )
+
+
+# COCOeval's area ranges, in the order of `params.areaRngLbl`
+AREAS = ("all", "small", "medium", "large")
+
+
+def class_ap(coco_eval: Any, label: int, iou: float | None = None, area: str = "all") -> float | None:
+    """One class's AP from an accumulated COCOeval, as pycocotools' summarize computes it.
+
+    iou None: the mean over IoU 0.50:0.95; else that one threshold (0.5, 0.75, ...). area one of
+    AREAS; 100 detections per image. None where undefined (no ground truth for it).
+    """
+    params = coco_eval.params
+    k = list(params.catIds).index(label)
+    a = list(params.areaRngLbl).index(area)
+    precision = coco_eval.eval["precision"][:, :, k, a, -1]  # [T, R]
+    if iou is not None:
+        t = int(np.argmin(np.abs(np.asarray(params.iouThrs) - iou)))
+        precision = precision[t]
+    p = precision[precision > -1]
+    return float(p.mean()) if p.size else None
 
 
 def _defined(value: float) -> float | None:
@@ -187,3 +221,44 @@ def evaluate_model(
     finally:
         model.train(was_training)
     return evaluator.evaluate()
+
+
+@dataclass(frozen=True)
+class EvaluationImages:
+    """A dataset's images ready to evaluate a model on: labels are the MODEL's 1-based ids.
+
+    Classes are matched by name; boxes of classes the model does not know are left out (listed in
+    `classes_not_in_model`). Boxes xyxy in original pixels, fixed as validation says.
+    """
+
+    records: tuple[Any, ...]  # ImageRecords relative to `root`
+    root: Any  # Path of the folder the files are relative to
+    class_names: tuple[str, ...]  # the model's
+    classes_not_in_model: tuple[str, ...]
+    fixes: int  # validation fixes applied
+
+
+def evaluation_images(spec: Any, split: str, model_class_names: Sequence[str]) -> EvaluationImages:
+    """The images of DATASET `spec` (`split` val | train | all) with labels matched to the model's by name.
+
+    Raises DatasetError for a dataset that cannot be read, ValueError when no class is shared.
+    """
+    from detector.data import ImageRecord, prepare_for_training, resolve_dataset
+
+    if split not in ("val", "train", "all"):
+        raise ValueError(f"split must be val, train or all, not {split!r}")
+    dataset, train_idx, val_idx = resolve_dataset(spec)
+    records, fixes = prepare_for_training(dataset)
+    if split != "all" and len(records) == len(dataset.records):
+        keep = set(val_idx if split == "val" else train_idx)
+        records = [r for i, r in enumerate(records) if i in keep]
+    model_names = list(model_class_names)
+    lut = {i + 1: model_names.index(n) + 1 for i, n in enumerate(dataset.class_names) if n in model_names}
+    missing = tuple(n for n in dataset.class_names if n not in model_names)
+    if not lut:
+        raise ValueError(f"{spec}: none of its classes ({', '.join(dataset.class_names[:8])}) are known to the model "
+                         f"({', '.join(model_names[:8])})")
+    mapped = tuple(ImageRecord(r.file, r.width, r.height,
+                               tuple(b for b, lab in zip(r.boxes, r.labels) if lab in lut),
+                               tuple(lut[lab] for lab in r.labels if lab in lut), r.image_id) for r in records)
+    return EvaluationImages(mapped, dataset.root, tuple(model_names), missing, len(fixes))

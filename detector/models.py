@@ -361,6 +361,13 @@ def save_checkpoint(
         "frozen_parameters": [n for n, p in model.named_parameters() if not p.requires_grad],
     }
     ckpt.update({k: _plain(v) for k, v in extra.items()})
+    return write_checkpoint(path, ckpt)
+
+
+def write_checkpoint(path: str | Path, ckpt: dict[str, Any]) -> Path:
+    """Write a checkpoint dict atomically (temp file in the same folder + os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:

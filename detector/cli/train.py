@@ -149,8 +149,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import torch
 
-    from detector.data import DatasetError, DetectionDataset, collate, prepare_for_training, resolve_dataset
-    from detector.evaluation import EvaluationUnavailable, evaluate_model
+    from detector.data import DatasetError, DetectionDataset, collate
+    from detector.evaluation import EvaluationUnavailable, evaluate_model, evaluation_images
     from detector.images import ImageError
     from detector.models import CheckpointError, WeightsUnavailable, default_model, load_model, resolve_device
 
@@ -166,29 +166,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         source, _ = default_model(device)
     try:
         loaded = load_model(source, device)
-        dataset, train_idx, val_idx = resolve_dataset(args.data)
-        records, fixes = prepare_for_training(dataset)
+        if args.model and not args.checkpoint and loaded.weights != "coco":
+            raise CliError(f"{args.model}: no COCO weights cached, so there is nothing to evaluate "
+                           "(download them first, or pass --checkpoint)")
+        chosen = evaluation_images(args.data, args.split, loaded.class_names)
     except (CheckpointError, WeightsUnavailable, DatasetError, ValueError) as exc:
         raise CliError(str(exc)) from None
-    if args.model and not args.checkpoint and loaded.weights != "coco":
-        raise CliError(f"{args.model}: no COCO weights cached, so there is nothing to evaluate "
-                       "(download them first, or pass --checkpoint)")
-    if args.split != "all" and len(records) == len(dataset.records):
-        keep = set(val_idx if args.split == "val" else train_idx)
-        records = [r for i, r in enumerate(records) if i in keep]
-    # classes are matched by name: dataset label -> model label; unknown classes are reported
     model_names = list(loaded.class_names)
-    lut = {i + 1: model_names.index(n) + 1 for i, n in enumerate(dataset.class_names) if n in model_names}
-    missing = [n for n in dataset.class_names if n not in model_names]
-    if not lut:
-        raise CliError(f"{args.data}: none of its classes ({', '.join(dataset.class_names[:8])}) are known to "
-                       f"{loaded.description}")
-    from detector.data import ImageRecord
-
-    mapped = [ImageRecord(r.file, r.width, r.height,
-                          tuple(b for b, l in zip(r.boxes, r.labels) if l in lut),
-                          tuple(lut[l] for l in r.labels if l in lut), r.image_id) for r in records]
-    torch_ds = DetectionDataset(mapped, dataset.root, train=False)
+    missing = list(chosen.classes_not_in_model)
+    mapped = list(chosen.records)
+    torch_ds = DetectionDataset(mapped, chosen.root, train=False)
     loader = torch.utils.data.DataLoader(torch_ds, batch_size=max(1, args.batch_size), collate_fn=collate)
     present = sorted({l for r in mapped for l in r.labels})
     try:
@@ -200,7 +187,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     per_class = {model_names[l - 1]: result.per_class.get(model_names[l - 1]) for l in present}
     out = {"mAP": result.mAP, "mAP50": result.mAP50, "mAP75": result.mAP75, "per_class": per_class,
            "images": result.images, "model": loaded.description, "data": str(args.data),
-           "classes_not_in_model": missing, "fixes": len(fixes)}
+           "classes_not_in_model": missing, "fixes": chosen.fixes}
     if args.json:
         print(json.dumps(out, indent=2))
     else:

@@ -1,0 +1,194 @@
+"""The per-image trail of one diagnosis pass: what each stage of Faster R-CNN did with every
+ground-truth box, collected in one forward per image through `detector.inspect`'s stage functions.
+
+`collect_trails` runs `run_rpn_stage` (transform, backbone, RPN head, decoding) and `run_heads`
+(proposal filtering, RoIAlign, box head, post-processing) once per batch, exactly as the RPN page
+does, and keeps per image only what the diagnosis reads (a few numbers per ground-truth box and
+per RoI), plus, when asked, the RPN stage itself so the post-processing tuner can re-run the
+filtering and the heads without the backbone.
+
+Frames: ground truth, detections and every IoU in ORIGINAL image pixels, boxes [x1, y1, x2, y2];
+the best anchor IoU is measured in the model's INPUT frame, where anchors live.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torchvision.models.detection.faster_rcnn import FasterRCNN
+from torchvision.ops import box_iou
+from torchvision.ops import boxes as box_ops
+
+from detector.inspect import Inspection, RPNStage, run_heads, run_rpn_stage
+from detector.proposals import ProposalSettings
+
+
+@dataclass(frozen=True)
+class ImageTrail:
+    """One image: ground truth, every detection the model returned, and per ground-truth box the
+    best IoU each stage's output reaches (original pixels unless said)."""
+
+    file: str  # as in the dataset's records
+    width: int
+    height: int
+    input_size: tuple[int, int]  # (H, W) after the model's resize
+    gt_boxes: np.ndarray  # (G, 4) float64
+    gt_labels: np.ndarray  # (G,) the model's 1-based class ids
+    boxes: np.ndarray  # (D, 4) detections, float64, as model(images) returns them
+    scores: np.ndarray  # (D,)
+    labels: np.ndarray  # (D,)
+    best_iou_pre_nms: np.ndarray  # (G,) best IoU among the pre-NMS proposals (top-k, clipped, min size, score)
+    best_iou_after_nms: np.ndarray  # (G,) ... among the proposals that survive the RPN's NMS
+    best_iou_rois: np.ndarray  # (G,) ... among the first post_nms_top_n (the RoIs)
+    best_anchor_iou: np.ndarray  # (G,) best IoU of any anchor, INPUT frame
+    refined_iou: np.ndarray = field(repr=False)  # (G, R) IoU of each RoI's box refined for the box's class
+    refined_score: np.ndarray = field(repr=False)  # (G, R) softmax score of the box's class at each RoI
+    roi_top_label: np.ndarray = field(repr=False)  # (R,) argmax class of each RoI (0 = background)
+    roi_top_score: np.ndarray = field(repr=False)  # (R,)
+
+
+@dataclass(frozen=True)
+class TrailSet:
+    """Every image's trail, with the model settings they were collected under."""
+
+    trails: tuple[ImageTrail, ...]
+    class_names: tuple[str, ...]  # the model's (label id = index + 1)
+    box_score_thresh: float  # the model's own: detections below it never come out
+    settings: ProposalSettings  # the RPN's test-time settings used
+    stages: tuple["CachedBatch", ...] = ()  # for the tuner; empty unless collected with keep_stages
+    seconds: float = 0.0
+
+    def __len__(self) -> int:
+        return len(self.trails)
+
+    def cached_bytes(self) -> int:
+        """Bytes held by the cached RPN stages (tensors only)."""
+        return sum(b.nbytes() for b in self.stages)
+
+
+@dataclass(frozen=True)
+class CachedBatch:
+    """What the tuner needs to re-run proposal filtering and the heads for one batch: the RPN
+    stage without its per-level copies (objectness and deltas also live flattened), and the
+    images' ground truth."""
+
+    stage: RPNStage
+    images: tuple[int, ...]  # indices into TrailSet.trails
+
+    def nbytes(self) -> int:
+        s = self.stage
+        tensors = [*s.features.values(), s.proposals, s.objectness_flat, *s.anchors, *s._anchors_per_image]
+        seen, total = set(), 0
+        for t in tensors:
+            key = (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+            if key not in seen:
+                seen.add(key)
+                total += key[1]
+        return total
+
+
+def slim_stage(stage: RPNStage) -> RPNStage:
+    """The stage without what `run_heads` never reads (per-level objectness and deltas)."""
+    return replace(stage, objectness=(), bbox_deltas=())
+
+
+def _best_iou(gt: torch.Tensor, boxes: torch.Tensor) -> np.ndarray:
+    if gt.shape[0] == 0:
+        return np.zeros(0)
+    if boxes.shape[0] == 0:
+        return np.zeros(gt.shape[0])
+    return box_iou(gt, boxes.double()).max(dim=1).values.numpy()
+
+
+def trail_of(model: FasterRCNN, inspection: Inspection, i: int, file: str, gt_boxes: Any, gt_labels: Any) -> ImageTrail:
+    """Image `i` of an inspected batch: ground truth against every stage (see ImageTrail)."""
+    frame = inspection.frames[i]
+    funnel = inspection.funnels[i]
+    gt = torch.as_tensor(np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4))
+    gl = np.asarray(gt_labels, dtype=np.int64).reshape(-1)
+    to_orig = frame.to_original
+    # the RPN's stages, in original pixels (as the detections come back)
+    pre = _best_iou(gt, to_orig(funnel.pre_nms.boxes))
+    after = _best_iou(gt, to_orig(funnel.after_nms.boxes))
+    rois_iou = _best_iou(gt, to_orig(funnel.post_nms.boxes))
+    anchors = torch.cat(list(inspection.stage.anchors)).detach().cpu()
+    anchor_iou = _best_iou(frame.to_input(gt.float()).double(), anchors)
+    # the box head: each RoI's class-specific refined box, as postprocess_detections decodes and clips it
+    rows = inspection.rois_of(i)
+    rois = funnel.post_nms.boxes
+    heads = model.roi_heads
+    logits = inspection.class_logits[rows].float()
+    regression = inspection.box_regression[rows].float()
+    refined = heads.box_coder.decode(regression, [rois]).reshape(len(rows), -1, 4)
+    refined = box_ops.clip_boxes_to_image(refined, frame.input_size)
+    probs = torch.softmax(logits, -1)
+    num_classes = probs.shape[1]
+    g_count = gt.shape[0]
+    refined_iou = np.zeros((g_count, len(rows)))
+    refined_score = np.zeros((g_count, len(rows)))
+    if len(rows) and g_count:
+        for g in range(g_count):
+            c = int(gl[g])
+            if not 0 < c < num_classes:
+                continue
+            boxes_c = to_orig(refined[:, c, :]).double()
+            refined_iou[g] = box_iou(gt[g:g + 1], boxes_c)[0].numpy()
+            refined_score[g] = probs[:, c].numpy()
+    top_score, top_label = probs.max(dim=1) if len(rows) else (torch.zeros(0), torch.zeros(0, dtype=torch.int64))
+    det = inspection.detections[i]
+    return ImageTrail(
+        file=file, width=int(frame.original_size[1]), height=int(frame.original_size[0]),
+        input_size=tuple(int(v) for v in frame.input_size),
+        gt_boxes=gt.numpy(), gt_labels=gl,
+        boxes=det.boxes.double().numpy(), scores=det.scores.double().numpy(), labels=det.labels.numpy().astype(np.int64),
+        best_iou_pre_nms=pre, best_iou_after_nms=after, best_iou_rois=rois_iou, best_anchor_iou=anchor_iou,
+        refined_iou=refined_iou.astype(np.float32), refined_score=refined_score.astype(np.float32),
+        roi_top_label=top_label.numpy().astype(np.int64), roi_top_score=top_score.numpy().astype(np.float32),
+    )
+
+
+@torch.no_grad()
+def collect_trails(
+    model: FasterRCNN,
+    records: Any,
+    root: Any,
+    class_names: tuple[str, ...],
+    batch_size: int = 2,
+    keep_stages: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> TrailSet:
+    """One pass over `records` (labels already the model's ids): one forward per image, through
+    `run_rpn_stage` and `run_heads` with the model's own settings (so the detections are
+    bit-identical to `model(images)`, batched as `evaluate` batches them).
+
+    keep_stages: also keep each batch's RPN stage (slimmed) for the tuner.
+    """
+    import time
+
+    from detector.data import DetectionDataset, collate
+
+    if model.training:
+        raise ValueError("diagnosis needs the model in eval mode (call model.eval())")
+    start = time.perf_counter()
+    records = list(records)
+    dataset = DetectionDataset(records, root, train=False)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=max(1, int(batch_size)), collate_fn=collate)
+    trails: list[ImageTrail] = []
+    stages: list[CachedBatch] = []
+    settings = ProposalSettings.from_rpn(model.rpn)
+    for images, targets in loader:
+        stage = run_rpn_stage(model, list(images))
+        inspection = run_heads(model, stage, settings)
+        first = len(trails)
+        for i, target in enumerate(targets):
+            record = records[first + i]
+            trails.append(trail_of(model, inspection, i, record.file, target["boxes"], target["labels"]))
+        if keep_stages:
+            stages.append(CachedBatch(slim_stage(stage), tuple(range(first, len(trails)))))
+        if progress is not None:
+            progress(len(trails), len(records))
+    return TrailSet(tuple(trails), tuple(class_names), float(model.roi_heads.score_thresh), settings,
+                    tuple(stages), time.perf_counter() - start)
