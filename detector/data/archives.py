@@ -1,9 +1,14 @@
 """Safe archives: every member checked before anything is extracted; a refused archive leaves nothing.
 
-Refused as a whole: an absolute path, a drive letter or a `..` component (zip-slip), a symbolic
-link, more than MAX_MEMBERS members, or more than MAX_TOTAL_BYTES uncompressed (zip bombs; the
-sizes are counted while writing too, so a header that lies does not help). Extraction goes into a
-fresh temporary folder inside the destination's parent and is moved into place only when complete.
+Refused as a whole, from the central directory, before a byte is written: an absolute path, a drive
+letter or a `..` component (zip-slip), a symbolic link, an encrypted member, more than
+`max_members` members, and zip bombs by two rules: the size cap (more than `max_total_bytes`
+uncompressed) and the compression-ratio rule (a member, or the whole archive, expanding more than
+`max_ratio` times its compressed size; members under `ratio_floor_bytes` are exempt, small JSON
+compresses well). Then the disk: the uncompressed total plus a margin must fit in the free space.
+Sizes are counted while writing too, so a header that lies does not help (zipfile also stops at the
+declared size and checks the CRC). Extraction goes into a fresh temporary folder inside the
+destination's parent and is moved into place only when complete; on any failure it is removed.
 """
 
 from __future__ import annotations
@@ -14,23 +19,60 @@ import shutil
 import stat
 import tempfile
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Mapping, Union
+from typing import BinaryIO, Callable, Mapping, Union
 
 from detector.data.records import DatasetError, DatasetRefused
 from detector.workspace import is_inside
 
 MAX_MEMBERS = 100_000
 MAX_TOTAL_BYTES = 8 * 1024**3  # 8 GiB uncompressed
+MAX_RATIO = 100.0  # uncompressed / compressed; JPEG/PNG store at ~1x, COCO JSON deflates 5-20x
+RATIO_FLOOR_BYTES = 16 * 1024**2  # members below this are not held to the ratio
 _CHUNK = 1 << 20
 
 ArchiveSource = Union[str, Path, bytes, BinaryIO]
 
 
-def _limits(max_members: int | None, max_total_bytes: int | None) -> tuple[int, int]:
-    """The caps in force: the arguments, or the module's MAX_MEMBERS / MAX_TOTAL_BYTES at call time."""
-    return (MAX_MEMBERS if max_members is None else max_members,
-            MAX_TOTAL_BYTES if max_total_bytes is None else max_total_bytes)
+def free_bytes(folder: Path) -> int:
+    """Free space on the file system holding `folder` (its nearest existing parent)."""
+    folder = Path(folder)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
+
+
+@dataclass(frozen=True)
+class ArchiveLimits:
+    """What an archive may cost. Defaults read the module constants when built (tests lower them)."""
+
+    max_members: int = field(default_factory=lambda: MAX_MEMBERS)
+    max_total_bytes: int = field(default_factory=lambda: MAX_TOTAL_BYTES)  # the size cap
+    max_ratio: float = field(default_factory=lambda: MAX_RATIO)  # the compression-ratio rule
+    ratio_floor_bytes: int = field(default_factory=lambda: RATIO_FLOOR_BYTES)
+    free_space: Callable[[Path], int] = free_bytes  # the disk seam: bytes free where we write
+    margin_bytes: int = 256 * 1024**2  # left free after unpacking, besides 5% of what is written
+
+
+def human_bytes(n: float) -> str:
+    """1536 -> '1.5 KiB' (binary units, as `du -h` gives them)."""
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def check_space(needed: int, folder: Path, label: str, limits: ArchiveLimits | None = None) -> None:
+    """DatasetRefused unless `needed` bytes plus the margin fit in the free space where `folder` is."""
+    limits = limits or ArchiveLimits()
+    want = needed + limits.margin_bytes + needed // 20
+    free = limits.free_space(Path(folder))
+    if want > free:
+        raise DatasetRefused(
+            f"{label}: needs {human_bytes(want)} of disk to unpack ({human_bytes(needed)} plus a margin), "
+            f"only {human_bytes(free)} free in the workspace; archive refused")
 
 
 def safe_member_name(name: str, archive: str = "archive") -> str:
@@ -58,14 +100,19 @@ def open_zip(source: ArchiveSource, label: str) -> zipfile.ZipFile:
         raise DatasetError(f"{label}: cannot open ({exc.strerror or exc})") from None
 
 
-def check_zip(zf: zipfile.ZipFile, label: str, max_members: int | None = None,
-              max_total_bytes: int | None = None) -> list[tuple[zipfile.ZipInfo, str]]:
-    """Every member checked (names, links, count, declared sizes) before anything is written."""
-    max_members, max_total_bytes = _limits(max_members, max_total_bytes)
+def _size_cap(label: str, limits: ArchiveLimits) -> DatasetRefused:
+    return DatasetRefused(f"{label}: uncompressed size over the limit of {human_bytes(limits.max_total_bytes)} "
+                          "(size cap; a zip bomb?); archive refused")
+
+
+def check_zip(zf: zipfile.ZipFile, label: str, limits: ArchiveLimits | None = None
+              ) -> list[tuple[zipfile.ZipInfo, str]]:
+    """Every member checked (names, links, count, sizes, compression ratios) before anything is written."""
+    limits = limits or ArchiveLimits()
     infos = zf.infolist()
-    if len(infos) > max_members:
-        raise DatasetRefused(f"{label}: {len(infos)} members is over the limit of {max_members}; archive refused")
-    total = 0
+    if len(infos) > limits.max_members:
+        raise DatasetRefused(f"{label}: {len(infos)} members is over the limit of {limits.max_members}; archive refused")
+    total = packed = 0
     members = []
     for info in infos:
         rel = safe_member_name(info.filename, label)
@@ -74,30 +121,39 @@ def check_zip(zf: zipfile.ZipFile, label: str, max_members: int | None = None,
             raise DatasetRefused(f"{label}: member {info.filename!r} is a symbolic link; archive refused")
         if info.flag_bits & 0x1:
             raise DatasetRefused(f"{label}: member {info.filename!r} is encrypted; archive refused")
-        total += info.file_size
-        if total > max_total_bytes:
+        if info.file_size > limits.ratio_floor_bytes and info.file_size > limits.max_ratio * max(info.compress_size, 1):
             raise DatasetRefused(
-                f"{label}: uncompressed size over the limit of {max_total_bytes / 1024**2:.0f} MiB "
-                f"(a zip bomb?); archive refused")
+                f"{label}: member {info.filename!r} expands {info.file_size / max(info.compress_size, 1):,.0f} times "
+                f"({human_bytes(info.compress_size)} to {human_bytes(info.file_size)}), over the limit of "
+                f"{limits.max_ratio:g} (compression-ratio rule; a zip bomb?); archive refused")
+        total += info.file_size
+        packed += info.compress_size
+        if total > limits.max_total_bytes:
+            raise _size_cap(label, limits)
         if rel:
             members.append((info, rel))
+    if total > limits.ratio_floor_bytes and total > limits.max_ratio * max(packed, 1):
+        raise DatasetRefused(
+            f"{label}: the archive expands {total / max(packed, 1):,.0f} times ({human_bytes(packed)} to "
+            f"{human_bytes(total)}), over the limit of {limits.max_ratio:g} (compression-ratio rule; a zip bomb?); "
+            "archive refused")
     return members
 
 
-def extract_zip(source: ArchiveSource, dest: Path, label: str | None = None, max_members: int | None = None,
-                max_total_bytes: int | None = None) -> Path:
+def extract_zip(source: ArchiveSource, dest: Path, label: str | None = None, limits: ArchiveLimits | None = None) -> Path:
     """Extract a checked archive into `dest` (which must not exist yet); return `dest`.
 
-    Raises DatasetRefused (hostile or over the limits) or DatasetError (not a zip); in both cases
-    nothing is left behind.
+    Raises DatasetRefused (hostile, over the limits, or no room on the disk) or DatasetError (not a
+    zip, corrupt); in every case nothing is left behind.
     """
-    max_members, max_total_bytes = _limits(max_members, max_total_bytes)
+    limits = limits or ArchiveLimits()
     label = label or (Path(source).name if isinstance(source, (str, Path)) else "upload.zip")
     dest = Path(dest)
     if dest.exists():
-        raise DatasetError(f"{dest} already exists")
+        raise DatasetError(f"{label}: the destination already exists")
     with open_zip(source, label) as zf:
-        members = check_zip(zf, label, max_members, max_total_bytes)
+        members = check_zip(zf, label, limits)
+        check_space(sum(info.file_size for info, _ in members), dest.parent, label, limits)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest.parent))
         try:
@@ -116,10 +172,8 @@ def extract_zip(source: ArchiveSource, dest: Path, label: str | None = None, max
                         if not chunk:
                             break
                         written += len(chunk)
-                        if written > max_total_bytes:
-                            raise DatasetRefused(
-                                f"{label}: uncompressed size over the limit of {max_total_bytes / 1024**2:.0f} MiB "
-                                f"(a zip bomb?); archive refused")
+                        if written > limits.max_total_bytes:
+                            raise _size_cap(label, limits)
                         out.write(chunk)
             os.replace(tmp, dest)
         except (zipfile.BadZipFile, EOFError, OSError, NotImplementedError) as exc:
@@ -131,17 +185,20 @@ def extract_zip(source: ArchiveSource, dest: Path, label: str | None = None, max
     return dest
 
 
-def write_files(files: Mapping[str, bytes], dest: Path, label: str = "upload", max_members: int | None = None,
-                max_total_bytes: int | None = None) -> Path:
+def write_files(files: Mapping[str, bytes], dest: Path, label: str = "upload",
+                limits: ArchiveLimits | None = None) -> Path:
     """Write a folder upload ({relative path: bytes}) into `dest` with the same checks as an archive."""
-    max_members, max_total_bytes = _limits(max_members, max_total_bytes)
+    limits = limits or ArchiveLimits()
+    max_members, max_total_bytes = limits.max_members, limits.max_total_bytes
     dest = Path(dest)
     if dest.exists():
         raise DatasetError(f"{dest} already exists")
     if len(files) > max_members:
         raise DatasetRefused(f"{label}: {len(files)} files is over the limit of {max_members}; upload refused")
-    if sum(len(b) for b in files.values()) > max_total_bytes:
-        raise DatasetRefused(f"{label}: total size over the limit of {max_total_bytes / 1024**2:.0f} MiB; upload refused")
+    total = sum(len(b) for b in files.values())
+    if total > max_total_bytes:
+        raise DatasetRefused(f"{label}: total size over the limit of {human_bytes(max_total_bytes)}; upload refused")
+    check_space(total, dest.parent, label, limits)
     checked = [(safe_member_name(name, label), data) for name, data in files.items()]
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".upload-", dir=dest.parent))

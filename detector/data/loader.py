@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
-import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from detector.data.records import VOC_CONVENTIONS, DatasetError, DatasetRefused, LoadedDataset
+from detector.data.records import VOC_CONVENTIONS, DatasetError, LoadedDataset
 from detector.data.tree import FileTree
 from detector.data.validation import summary_problems
+
+if TYPE_CHECKING:
+    from detector.data.archives import ArchiveLimits
 
 FORMATS = ("coco", "voc", "yolo")
 
@@ -26,17 +28,6 @@ def detect_format(tree: FileTree) -> str:
     raise DatasetError(
         f"{tree.root.name}: no COCO JSON, Pascal VOC XML or YOLO labels found "
         f"({len(tree.files)} files, {len(tree.images())} images)")
-
-
-def unpacked_dir(archive: Path) -> Path:
-    """Where an archive given by path is unpacked inside the workspace, keyed by its content."""
-    from detector.workspace import datasets_dir
-
-    digest = hashlib.sha256()
-    with open(archive, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return datasets_dir() / ".unpacked" / digest.hexdigest()[:16]
 
 
 def _unwrap(root: Path) -> Path:
@@ -77,14 +68,17 @@ def load_folder(root: Path, format: str = "auto", voc_coordinates: str = "auto")
     )
 
 
-def load_dataset(path: str | Path, format: str = "auto", voc_coordinates: str = "auto") -> LoadedDataset:
+def load_dataset(path: str | Path, format: str = "auto", voc_coordinates: str = "auto",
+                 limits: "ArchiveLimits | None" = None) -> LoadedDataset:
     """A dataset folder or zip archive, parsed into records with every problem reported.
 
-    A zip is checked member by member and unpacked into the workspace (`datasets/.unpacked/`),
-    once per content; a hostile archive raises DatasetRefused and leaves nothing behind.
+    A zip is checked member by member and unpacked into the workspace's bounded cache of unpacked
+    archives (detector.data.unpack_cache), once per content; a hostile archive, or one that does
+    not fit on the disk, raises DatasetRefused and leaves nothing behind.
     Raises DatasetError when the input cannot be opened at all.
     """
-    from detector.data.archives import extract_zip, is_zip
+    from detector.data import unpack_cache
+    from detector.data.archives import is_zip
 
     path = Path(path)
     if not path.exists():
@@ -93,13 +87,9 @@ def load_dataset(path: str | Path, format: str = "auto", voc_coordinates: str = 
         return load_folder(path, format, voc_coordinates)
     if not is_zip(path):
         raise DatasetError(f"{path.name}: not a folder or a zip archive")
-    target = unpacked_dir(path)
-    if target.is_dir():
-        return load_folder(target, format, voc_coordinates)
-    extract_zip(path, target, label=path.name)
+    target = unpack_cache.unpacked(path, limits)
     try:
         return load_folder(target, format, voc_coordinates)
-    except DatasetRefused:  # hostile content inside a well-formed archive: leave nothing behind
-        shutil.rmtree(target, ignore_errors=True)
+    except DatasetError:  # no dataset in it, or hostile content inside a well-formed archive: leave nothing
+        unpack_cache.discard(target)
         raise
-

@@ -19,7 +19,7 @@ from typing import Mapping, Union
 
 import numpy as np
 
-from detector.data.archives import check_zip, extract_zip, is_zip, open_zip, write_files
+from detector.data.archives import ArchiveLimits, check_space, check_zip, extract_zip, is_zip, open_zip, write_files
 from detector.data.loader import load_dataset, load_folder
 from detector.data.records import (
     DatasetError,
@@ -101,33 +101,40 @@ def _write_json(path: Path, doc: dict) -> None:
 
 def store_upload(
     name_hint: str, data: Upload, format: str = "auto", seed: int = 0, val_fraction: float = 0.2,
-    voc_coordinates: str = "auto",
+    voc_coordinates: str = "auto", limits: ArchiveLimits | None = None,
 ) -> StoredDataset:
     """Keep an upload (zip bytes, a zip or folder path, or a folder upload {relative path: bytes}),
-    parse it and store it under a new name. Raises DatasetRefused / DatasetError, leaving nothing."""
+    parse it and store it under a new name. Raises DatasetRefused / DatasetError, leaving nothing.
+
+    `limits`: what an archive may cost (size cap, compression ratio, free disk; detector.data.archives).
+    """
     name = _unique_name(name_hint)
     ds_dir = datasets_dir() / name
     created: list[Path] = []
     try:
         if isinstance(data, Mapping):
-            upload = write_files(data, uploads_dir() / name, label=str(name_hint))
+            upload = write_files(data, uploads_dir() / name, label=str(name_hint), limits=limits)
             created.append(upload)
             root = upload
         elif isinstance(data, (bytes, bytearray)) or (isinstance(data, (str, Path)) and Path(data).is_file()):
             label = Path(str(name_hint)).name
             if not is_zip(data):
                 raise DatasetError(f"{label}: not a zip archive")
-            with open_zip(data, label) as zf:
-                check_zip(zf, label)  # refuse before keeping anything
+            with open_zip(data, label) as zf:  # refuse before keeping anything
+                unpacked = sum(info.file_size for info, _ in check_zip(zf, label, limits))
+            size = len(data) if isinstance(data, (bytes, bytearray)) else Path(data).stat().st_size
+            check_space(size + unpacked, uploads_dir(), label, limits)  # the kept archive and its files
             upload = uploads_dir() / f"{name}.zip"
             if isinstance(data, (bytes, bytearray)):
                 upload.write_bytes(data)
             else:
                 shutil.copyfile(data, upload)
             created.append(upload)
-            root = extract_zip(upload, ds_dir / "files", label=label)
-            created.append(ds_dir)
+            created.append(ds_dir)  # before extracting: extract_zip creates it, and a failure must remove it
+            root = extract_zip(upload, ds_dir / "files", label=label, limits=limits)
         elif isinstance(data, (str, Path)) and Path(data).is_dir():
+            check_space(sum(f.stat().st_size for f in Path(data).rglob("*") if f.is_file()), uploads_dir(),
+                        Path(data).name, limits)
             upload = uploads_dir() / name
             shutil.copytree(data, upload, symlinks=False)
             created.append(upload)

@@ -80,7 +80,7 @@ def test_zip_bomb_is_refused_by_declared_size_and_while_writing(tmp_path, monkey
     lying[central + 24: central + 28] = struct.pack("<I", 10)
     dest = datasets_dir() / "lying"
     with pytest.raises(DatasetError) as refused:  # zipfile stops at the declared size; the CRC then fails
-        archives.extract_zip(bytes(lying), dest, max_total_bytes=1024**2)
+        archives.extract_zip(bytes(lying), dest, limits=archives.ArchiveLimits(max_total_bytes=1024**2))
     print(refused.value)
     assert not dest.exists() and workspace_listing() == before
     assert info.file_size == 8 * 1024**2
