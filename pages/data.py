@@ -17,6 +17,7 @@ from detector.viz.data import (
     size_bucket_figure,
 )
 from ui.data import content_key, decoding_problems, statistics, store_once, store_synthetic, stored, thumbnail
+from ui.inputs import default_dataset, remember_dataset
 from ui.router import ensure_router
 
 ensure_router()
@@ -77,12 +78,12 @@ names = [i.name for i in infos]
 if new_name and new_name in names:
     st.session_state["data_dataset"] = new_name
 elif st.session_state.get("data_dataset") not in names:
-    wanted = st.query_params.get("dataset")
-    st.session_state["data_dataset"] = wanted if wanted in names else names[0]
+    st.session_state["data_dataset"] = default_dataset(names)
 by_name = {i.name: i for i in infos}
 name = st.selectbox("Stored dataset", names, key="data_dataset",
                     format_func=lambda n: f"{n} ({by_name[n].format}, {by_name[n].images} images)")
 st.query_params["dataset"] = name
+remember_dataset(name)
 sd = stored(name)
 ds = sd.dataset
 stats, problems_of = statistics(name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import streamlit as st
@@ -14,6 +14,8 @@ from PIL import Image
 from detector import scenes
 from detector.images import ImageError, load_image
 
+SOURCES = ("Sample", "Upload", "Stored dataset")
+STORED = SOURCES[2]
 SAMPLE_SEEDS = (10_001, 10_002, 10_005, 10_007, 10_011, 10_013)
 
 
@@ -78,44 +80,112 @@ def _picked(image: Image.Image, name: str, boxes, labels, class_names, has_gt: b
     return PickedImage(image, name, arr, [int(x) for x in labels], tuple(class_names), has_gt, _digest(image))
 
 
+# ---------------------------------------------------------------- datasets
+
+DATASET_PARAM, IMAGE_PARAM = "dataset", "image"  # URL names (ui.links' contract)
+LAST_DATASET_KEY = "_last_dataset"  # session_state: the stored dataset the user worked with last
+
+
+def default_dataset(names: Sequence[str]) -> str | None:
+    """The dataset a page offers first: the one the URL names (`?dataset=NAME`), else the one the
+    user worked with last in this session, else the most recently stored (`names` newest first, as
+    detector.data.list_datasets gives them): the only one, when there is one."""
+    for wanted in (st.query_params.get(DATASET_PARAM), st.session_state.get(LAST_DATASET_KEY)):
+        if wanted in names:
+            return wanted
+    return names[0] if names else None
+
+
+def remember_dataset(name: str | None) -> None:
+    """Note the dataset the user works with, so the next page offers it first."""
+    if name:
+        st.session_state[LAST_DATASET_KEY] = name
+
+
+def dataset_select(container: Any, label: str, names: Sequence[str], key: str, **kwargs: Any) -> str:
+    """A selectbox of stored dataset names that starts on default_dataset(names) and remembers the
+    choice for the other pages (kwargs go to st.selectbox: format_func, help)."""
+    if st.session_state.get(key) not in names:
+        st.session_state[key] = default_dataset(names)
+    name = container.selectbox(label, list(names), key=key, **kwargs)
+    remember_dataset(name)
+    return name
+
+
+def _apply_url_image(key: str, names: Sequence[str]) -> None:
+    """`?dataset=NAME&image=FILE` selects that image once per distinct URL (a link from another page)."""
+    wanted = (st.query_params.get(DATASET_PARAM), st.query_params.get(IMAGE_PARAM))
+    if wanted[0] not in names or st.session_state.get(f"_{key}_url") == wanted:
+        return
+    st.session_state[f"_{key}_url"] = wanted
+    st.session_state[f"{key}_source"] = STORED
+    st.session_state[f"{key}_dataset"] = wanted[0]
+    if wanted[1]:
+        st.session_state[f"{key}_file"] = wanted[1]
+
+
+def _first_with_boxes(records: Sequence[Any]) -> int:
+    return next((i for i, r in enumerate(records) if len(r.boxes)), 0)
+
+
 def _stored_dataset_image(key: str) -> PickedImage | None:
-    try:
-        from detector.data import store
-    except ImportError:
-        st.info("Stored datasets are not available in this version.")
-        return None
+    from detector.data import store
+
     datasets = store.list_datasets()
     if not datasets:
         st.info("No stored dataset yet: upload one on the **Data** page.")
         return None
     names = [d.name for d in datasets]
-    name = st.selectbox("Dataset", names, key=f"{key}_dataset")
+    c1, c2 = st.columns([1, 2])
+    name = dataset_select(c1, "Dataset", names, key=f"{key}_dataset")
     stored = store.open_dataset(name)
     records = stored.dataset.records
     if not records:
         st.warning(f"Dataset {name} has no images.")
         return None
-    index = st.number_input(f"Image (0 to {len(records) - 1})", 0, len(records) - 1, 0, key=f"{key}_index")
-    record = records[int(index)]
-    path = stored.dataset.root / record.file
+    files = [r.file for r in records]
+    file_key = f"{key}_file"
+    if st.session_state.get(file_key) not in files:
+        wanted = st.session_state.get(file_key)
+        if wanted and wanted == st.query_params.get(IMAGE_PARAM):  # a link named a file this dataset lacks
+            st.warning(f"{wanted} is not an image of dataset {name}: showing its first image with boxes.")
+        st.session_state[file_key] = files[_first_with_boxes(records)]
+    file = c2.selectbox(f"Image ({len(files)} in {name}; type to search)", files, key=file_key,
+                        format_func=lambda f: f"{f} ({len(records[files.index(f)].boxes)} boxes)",
+                        help="The file name as in the dataset's annotations. Opens on the first image with boxes.")
+    st.query_params[DATASET_PARAM], st.query_params[IMAGE_PARAM] = name, file
+    st.session_state[f"_{key}_url"] = (name, file)
+    record = records[files.index(file)]
     try:
-        image = load_image(path, name=record.file)
+        image = load_image(stored.dataset.root / record.file, name=record.file)
     except ImageError as exc:
         st.error(str(exc))
         return None
+    st.caption(f"**{record.file}** from dataset **{name}**: {image.width} x {image.height} (W x H), "
+               f"{len(record.boxes)} ground-truth box(es).")
     return _picked(image, record.file, record.boxes, record.labels, stored.dataset.class_names, True)
 
 
 def image_input(key: str, default_source: str = "Sample") -> PickedImage | None:
-    """Radio Sample / Upload / Stored dataset, in the page body; None until an image is usable."""
-    sources = ["Sample", "Upload", "Stored dataset"]
-    source = st.radio("Image", sources, index=sources.index(default_source), key=f"{key}_source", horizontal=True)
+    """Radio Sample / Upload / Stored dataset, in the page body; None until an image is usable.
+
+    A stored dataset's image is picked by file name (a searchable selectbox) and kept in the URL
+    (`?dataset=NAME&image=FILE`), so a link from another page opens that exact image."""
+    from detector.data import store
+
+    _apply_url_image(key, [d.name for d in store.list_datasets()])
+    if st.session_state.get(f"{key}_source") not in SOURCES:
+        st.session_state[f"{key}_source"] = default_source
+    source = st.radio("Image", SOURCES, key=f"{key}_source", horizontal=True)
+    if source != STORED:
+        for param in (DATASET_PARAM, IMAGE_PARAM):
+            st.query_params.pop(param, None)
     if source == "Sample":
         seed = st.selectbox("Sample scene", SAMPLE_SEEDS, key=f"{key}_seed",
                             format_func=lambda s: f"synthetic scene #{s}",
                             help="Generated offline: circles, rectangles and triangles with exact ground truth.")
         png, boxes, labels = sample_image(int(seed))
-        image = Image.open(io.BytesIO(png)).convert("RGB")
+        image = load_image(png, name=f"sample-{seed}.png")
         return _picked(image, f"sample-{seed}.png", boxes, labels, scenes.CLASS_NAMES, True)
     if source == "Upload":
         upload = st.file_uploader("Upload an image (JPEG, PNG, WebP, BMP)", type=["jpg", "jpeg", "png", "webp", "bmp"],

@@ -22,6 +22,7 @@ from detector.hard_examples import ScoredRun, score_validation_images, validatio
 from detector.images import ImageError, load_image
 from detector.train_config import OPTIMIZERS, SCHEDULES, TrainConfig
 from detector.workspace import datasets_dir, runs_dir
+from ui.inputs import dataset_select
 from ui.links import page_url
 
 RUN_PARAM = "run"  # st.query_params key holding the run's folder name
@@ -264,9 +265,9 @@ def new_run_form(device_note: str) -> dict[str, Any] | None:
     names = [d.name for d in datasets]
     info = {d.name: d for d in datasets}
     c1, c2 = st.columns([2, 3])
-    data = c1.selectbox("Dataset", names, key="train_data",
-                        format_func=lambda n: f"{n} ({info[n].images} images, {len(info[n].classes)} classes)",
-                        help="A stored dataset; its own train/val split is used. Add one on the Data page.")
+    data = dataset_select(c1, "Dataset", names, key="train_data",
+                          format_func=lambda n: f"{n} ({info[n].images} images, {len(info[n].classes)} classes)",
+                          help="A stored dataset; its own train/val split is used. Add one on the Data page.")
     d = info[data]
     c2.caption(f"**{d.name}**: {d.format}, {d.images} images, {d.boxes} boxes; classes "
                f"{', '.join(d.classes[:8])}{'...' if len(d.classes) > 8 else ''}. "

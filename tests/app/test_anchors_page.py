@@ -13,6 +13,7 @@ from detector import anchor_fitness, anchor_grids
 from tests.app.conftest import app_test
 
 PAPER = "The paper's preset (3 scales x 3 ratios)"
+SYNTHETIC = "Synthetic scenes (offline, 60 images)"
 
 
 def _counts(at):
@@ -102,7 +103,10 @@ def test_rpn_labels_cover_every_anchor(at):
 
 
 def test_fitness_what_if_warns_when_anchors_per_location_change(at):
-    assert at.selectbox(key="anchors_fit_dataset").value.startswith("Synthetic scenes")
+    from detector.data import list_datasets
+
+    stored = [d.name for d in list_datasets() if d.boxes]  # the newest stored dataset is the default
+    assert at.selectbox(key="anchors_fit_dataset").value == (stored[0] if stored else SYNTHETIC)
     metrics = {m.label: m.value for m in at.metric}
     assert {"recall at IoU 0.7", "recall at IoU 0.5", "recall at IoU 0.3"} <= set(metrics)
     at.text_input(key="anchors_whatif_ratios").set_value("0.25,0.5,1,2").run()
@@ -171,8 +175,9 @@ def test_stored_dataset_image_and_fitness(session_tmp):
     at.run()
     at.radio(key="anchors_source").set_value("Stored dataset").run()
     at.selectbox(key="anchors_dataset").set_value(stored.name).run()
-    at.selectbox(key="anchors_fit_dataset").set_value(stored.name).run()
     assert not at.exception
+    # the fitness section defaults to the dataset the user works with, not the synthetic scenes
+    assert at.selectbox(key="anchors_fit_dataset").value == stored.name
     records = stored.dataset.records
     expected = anchor_fitness.fitness(anchor_grids.model_source(build_model(name, weights="none").eval()),
                          [(r.width, r.height, r.boxes) for r in records])
@@ -181,3 +186,38 @@ def test_stored_dataset_image_and_fitness(session_tmp):
     assert metrics["recall at IoU 0.5"] == f"{expected.recall['0.5']:.1%}"
     positives = int(metrics["positive"].replace(",", ""))
     assert positives >= 1  # the image's boxes each keep their best anchor
+
+
+def test_counts_total_row_is_blank_where_a_level_figure_has_no_total():
+    at = app_test("pages/anchors.py", timeout=240).run()
+    levels, total = _counts(at)
+    assert total["anchors per location"] == "" and total["sizes"] == ""
+    assert all(v.isdigit() for v in levels["anchors per location"])
+
+
+def test_a_link_opens_that_exact_dataset_image_by_file_name(session_tmp):
+    from detector.data import store
+    from detector.data.synthetic import write_synthetic
+
+    folder = write_synthetic(session_tmp / "anchors-link", images=4, seed=3, width=160, height=120)
+    stored = store.store_upload("anchors-link", folder)
+    records = stored.dataset.records
+    wanted = records[2].file
+    at = app_test("pages/anchors.py", timeout=240)
+    at.query_params["dataset"], at.query_params["image"] = stored.name, wanted
+    at.run()
+    assert not at.exception
+    assert at.radio(key="anchors_source").value == "Stored dataset"
+    picker = at.selectbox(key="anchors_file")
+    assert picker.value == wanted and picker.options[: len(records)] == [
+        f"{r.file} ({len(r.boxes)} boxes)" for r in records]
+    assert any(f"**{wanted}** from dataset **{stored.name}**" in c.value for c in at.caption)
+    assert _image_size(at) == (records[2].width, records[2].height)
+    # a file the dataset lacks: a plain warning, and the first image with boxes instead
+    at = app_test("pages/anchors.py", timeout=240)
+    at.query_params["dataset"], at.query_params["image"] = stored.name, "valid/nope.jpg"
+    at.run()
+    assert not at.exception
+    assert any("valid/nope.jpg is not an image of dataset" in w.value for w in at.warning)
+    first = next(r.file for r in records if len(r.boxes))
+    assert at.selectbox(key="anchors_file").value == first

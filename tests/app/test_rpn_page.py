@@ -109,7 +109,7 @@ def test_stored_dataset_image_gives_recall_and_table1(session_tmp):
     at = app_test("pages/rpn.py").run()
     at.radio(key="rpn_source").set_value("Stored dataset").run()
     at.selectbox(key="rpn_dataset").set_value(stored.name).run()
-    at.number_input(key="rpn_index").set_value(1).run()
+    at.selectbox(key="rpn_file").set_value(stored.dataset.records[1].file).run()
     assert not at.exception
     record = stored.dataset.records[1]
     assert f"the share of the {len(record.boxes)} ground-truth boxes" in _captions(at)
