@@ -11,6 +11,8 @@ A run folder (`RUN_DIR`) holds:
     train.log            the engine's log; console.log: the process's stdout/stderr when started here
     checkpoints/last.pt, checkpoints/best.pt
     snapshots/epoch_NNN.npz   per-epoch RPN snapshots (numpy arrays + JSON meta, never .pt)
+    diagnosis.json       the last finished diagnosis of the run's checkpoint on its validation
+                         split (detector.diagnosis's report, plus `checkpoint` and its mtime)
     STOP                 present: the run is asked to stop cleanly
 
 The engine writes; pages, the CLI and tests read through the functions here. One training per
@@ -48,6 +50,7 @@ CONSOLE = "console.log"
 STOP = "STOP"
 CHECKPOINTS = "checkpoints"
 SNAPSHOTS = "snapshots"
+DIAGNOSIS = "diagnosis.json"
 
 STATES = ("queued", "running", "stopping", "done", "failed", "stopped")
 ACTIVE_STATES = ("queued", "running", "stopping")
@@ -413,6 +416,24 @@ def checkpoint_path(run_dir: Path, which: str = "last") -> Path:
     if which not in ("last", "best"):
         raise ValueError(f"which must be last or best, not {which!r}")
     return Path(run_dir) / CHECKPOINTS / f"{which}.pt"
+
+
+def diagnosis_path(run_dir: Path) -> Path:
+    """`diagnosis.json` of a run (may not exist yet)."""
+    return Path(run_dir) / DIAGNOSIS
+
+
+def write_diagnosis(run_dir: Path, report: dict[str, Any]) -> Path:
+    """Write a finished diagnosis into the run folder, atomically."""
+    path = diagnosis_path(run_dir)
+    write_json_atomic(path, report)
+    return path
+
+
+def read_diagnosis(run_dir: Path) -> dict[str, Any] | None:
+    """The run's diagnosis.json, or None when there is none (or it cannot be read)."""
+    data = _read_json(diagnosis_path(run_dir))
+    return data if isinstance(data, dict) else None
 
 
 def snapshot_path(run_dir: Path, epoch: int) -> Path:

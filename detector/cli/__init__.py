@@ -14,7 +14,7 @@ import sys
 
 # Imported lazily by name so `--help` and light commands (validate) start fast.
 COMMAND_MODULES = ("detector.cli.anchors", "detector.cli.data", "detector.cli.train", "detector.cli.detect",
-                   "detector.cli.export")
+                   "detector.cli.export", "detector.cli.diagnose")
 
 
 class CliError(Exception):
