@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from detector.data.records import VOC_CONVENTIONS, DatasetError, LoadedDataset
+from detector.data.records import VOC_CONVENTIONS, DatasetError, LoadedDataset, Problem
 from detector.data.tree import FileTree
 from detector.data.validation import summary_problems
 
@@ -61,6 +61,8 @@ def load_folder(root: Path, format: str = "auto", voc_coordinates: str = "auto")
     loader = {"coco": coco.load_coco, "voc": voc.load_voc, "yolo": yolo.load_yolo}[fmt]
     parsed = loader(tree, voc_coordinates=voc_coordinates) if fmt == "voc" else loader(tree)
     problems = list(parsed.problems) + summary_problems(parsed.class_names, parsed.records)
+    problems += [Problem("warning", rel, None, None, "a symbolic link leading outside the dataset folder",
+                         "not followed, file left out") for rel in tree.escaping_links]
     return LoadedDataset(
         root=root.resolve(), format=fmt, class_names=tuple(parsed.class_names), records=tuple(parsed.records),
         problems=tuple(problems), splits=parsed.splits or None, ignored_files=parsed.ignored_files,

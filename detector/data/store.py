@@ -142,35 +142,95 @@ def store_upload(
         else:
             raise DatasetError(f"{name_hint}: not a zip archive or a folder")
         dataset = load_folder(root, format, voc_coordinates)
-        train, val, source = split_indices(dataset, seed, val_fraction)
-        ds_dir.mkdir(parents=True, exist_ok=True)
         if ds_dir not in created:
             created.append(ds_dir)
-        doc = {
-            "version": STORE_VERSION,
-            "name": name,
-            "created": time.time(),
-            "upload": upload.relative_to(workspace_root()).as_posix(),
-            "root": Path(dataset.root).resolve().relative_to(workspace_root()).as_posix(),
-            "format": dataset.format,
-            "class_names": list(dataset.class_names),
-            "records": [record_to_dict(r) for r in dataset.records],
-            "problems": [p.to_dict() for p in dataset.problems],
-            "splits": {k: list(v) for k, v in dataset.splits.items()} if dataset.splits else None,
-            **extras_to_dict(dataset),
-            "split": {"seed": seed, "val_fraction": val_fraction, "source": source, "train": list(train), "val": list(val)},
-        }
-        _write_json(ds_dir / "dataset.json", doc)
-        report = dataset.report()
-        _write_json(ds_dir / "summary.json", {  # what list_datasets reads: small, fast
-            "name": name, "format": dataset.format, "images": len(dataset.records), "boxes": report["boxes"],
-            "classes": report["classes"], "usable": report["usable"], "created": doc["created"]})
+        _write_stored(name, dataset, {"upload": upload.relative_to(workspace_root()).as_posix()}, seed, val_fraction)
     except BaseException:
         for path in reversed(created):
             if is_inside(path, workspace_root()):
                 shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
         raise
     return open_dataset(name)
+
+
+def _root_text(root: Path) -> str:
+    """A root as stored: relative to the workspace when inside it, else absolute (a registered path)."""
+    root = Path(root).resolve()
+    return root.relative_to(workspace_root()).as_posix() if is_inside(root, workspace_root()) else str(root)
+
+
+def _write_stored(name: str, dataset: LoadedDataset, source: dict, seed: int, val_fraction: float,
+                  created: float | None = None) -> None:
+    """datasets/NAME/dataset.json and summary.json for a parsed dataset (atomic writes)."""
+    ds_dir = datasets_dir() / name
+    ds_dir.mkdir(parents=True, exist_ok=True)
+    train, val, split_source = split_indices(dataset, seed, val_fraction)
+    doc = {
+        "version": STORE_VERSION,
+        "name": name,
+        "created": time.time() if created is None else created,
+        **source,
+        "root": _root_text(dataset.root),
+        "format": dataset.format,
+        "class_names": list(dataset.class_names),
+        "records": [record_to_dict(r) for r in dataset.records],
+        "problems": [p.to_dict() for p in dataset.problems],
+        "splits": {k: list(v) for k, v in dataset.splits.items()} if dataset.splits else None,
+        **extras_to_dict(dataset),
+        "split": {"seed": seed, "val_fraction": val_fraction, "source": split_source, "train": list(train),
+                  "val": list(val)},
+    }
+    _write_json(ds_dir / "dataset.json", doc)
+    report = dataset.report()
+    _write_json(ds_dir / "summary.json", {  # what list_datasets reads: small, fast
+        "name": name, "format": dataset.format, "images": len(dataset.records), "boxes": report["boxes"],
+        "classes": report["classes"], "usable": report["usable"], "created": doc["created"]})
+
+
+def register_path(text: str, format: str = "auto", seed: int = 0, val_fraction: float = 0.2,
+                  voc_coordinates: str = "auto", limits: ArchiveLimits | None = None,
+                  roots: tuple[Path, ...] | None = None) -> StoredDataset:
+    """Store a dataset that stays where it is: a folder or zip on this machine under an allowed root
+    (detector.data.roots). A folder is read in place, never copied; a zip is unpacked once into
+    datasets/NAME/files/ (images must be files to be read), the archive itself is not copied.
+    Raises DatasetRefused (outside the roots, hostile, no room) or DatasetError, leaving nothing."""
+    from detector.data.roots import allowed_path
+
+    path = allowed_path(text, roots)
+    name = _unique_name(path.name)
+    ds_dir = datasets_dir() / name
+    try:
+        if path.is_dir():
+            root = path
+        elif is_zip(path):
+            root = extract_zip(path, ds_dir / "files", label=path.name, limits=limits)
+        else:
+            raise DatasetError(f"{path.name}: not a folder or a zip archive")
+        dataset = load_folder(root, format, voc_coordinates)
+        _write_stored(name, dataset, {"upload": None, "registered": str(path)}, seed, val_fraction)
+    except BaseException:
+        shutil.rmtree(ds_dir, ignore_errors=True)
+        raise
+    return open_dataset(name)
+
+
+def reread(name: str, voc_coordinates: str = "auto") -> StoredDataset:
+    """Parse a stored dataset's files again (e.g. with the VOC convention forced); same name, split seed."""
+    doc = _read_doc(name)
+    root = _stored_root(doc)
+    dataset = load_folder(root, doc["format"], voc_coordinates)
+    _write_stored(name, dataset, {k: doc[k] for k in ("upload", "registered") if k in doc},
+                  doc["split"]["seed"], doc["split"]["val_fraction"], created=doc.get("created"))
+    return open_dataset(name)
+
+
+def _stored_root(doc: dict) -> Path:
+    """The folder a stored dataset's records are relative to; a registered one must still be allowed."""
+    if doc.get("registered"):
+        from detector.data.roots import allowed_path
+
+        allowed_path(doc["registered"])  # the roots or a link may have changed since
+    return (workspace_root() / doc["root"]).resolve()
 
 
 def _read_doc(name: str) -> dict:
@@ -188,7 +248,7 @@ def _read_doc(name: str) -> dict:
 def open_dataset(name: str) -> StoredDataset:
     """A stored dataset by name, from its JSON (no re-parsing)."""
     doc = _read_doc(name)
-    root = (workspace_root() / doc["root"]).resolve()
+    root = _stored_root(doc)
     splits = {k: tuple(v) for k, v in doc["splits"].items()} if doc.get("splits") else None
     dataset = LoadedDataset(
         root=root, format=doc["format"], class_names=tuple(doc["class_names"]),

@@ -40,13 +40,21 @@ class FileTree:
     def __init__(self, root: Path):
         self.root = Path(root)
         files: list[str] = []
-        for dirpath, dirnames, filenames in os.walk(self.root):
+        escaping: list[str] = []
+        real_root = self.root.resolve()
+        for dirpath, dirnames, filenames in os.walk(self.root):  # folder links are not followed
             dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("."))
             rel = Path(dirpath).relative_to(self.root).as_posix()
             for f in sorted(filenames):
                 if f.startswith("."):
                     continue
-                files.append(f if rel == "." else f"{rel}/{f}")
+                name = f if rel == "." else f"{rel}/{f}"
+                full = os.path.join(dirpath, f)
+                if os.path.islink(full) and not Path(os.path.realpath(full)).is_relative_to(real_root):
+                    escaping.append(name)  # a file link leading out of the dataset: never read
+                    continue
+                files.append(name)
+        self.escaping_links: tuple[str, ...] = tuple(escaping)
         self.files: tuple[str, ...] = tuple(files)
         self.file_set = frozenset(files)
         self._lower = {f.lower(): f for f in files}
