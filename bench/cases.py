@@ -384,7 +384,7 @@ def case_trainer(opts: Options, batch_size: int = 2, workers: int | None = None,
         now = time.perf_counter()
         if last["end"] is not None:
             engine_s.append(now - last["end"])
-        bare_s.append(next(bare))
+        bare_s.append(next(bare).seconds)
         last["end"] = time.perf_counter()
 
     result = train(config, opts.workdir / "run", on_step=hook)

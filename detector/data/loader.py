@@ -17,10 +17,12 @@ FORMATS = ("coco", "voc", "yolo")
 
 def detect_format(tree: FileTree) -> str:
     """'coco', 'voc' or 'yolo' from the files present (COCO JSON first, then VOC XML, then YOLO)."""
-    from detector.data import coco, voc, yolo
+    from detector.data import coco, yolo
 
     if coco.find_annotation_files(tree):
         return "coco"
+    from detector.data import voc  # only here: defusedxml is needed for XML alone (GPU machines lack it)
+
     if voc.find_annotation_files(tree):
         return "voc"
     if yolo.looks_like_yolo(tree):
@@ -46,7 +48,7 @@ def load_folder(root: Path, format: str = "auto", voc_coordinates: str = "auto")
     voc_coordinates: "auto" (decided from the files, see detector.data.voc), "one-based" or
     "zero-based" (forced); only Pascal VOC uses it.
     """
-    from detector.data import coco, voc, yolo
+    import importlib
 
     root = Path(root)
     if not root.is_dir():
@@ -58,7 +60,7 @@ def load_folder(root: Path, format: str = "auto", voc_coordinates: str = "auto")
         raise DatasetError(f"unknown format {format!r}: use auto, coco, voc or yolo")
     if voc_coordinates not in ("auto",) + VOC_CONVENTIONS:
         raise DatasetError(f"unknown VOC coordinate convention {voc_coordinates!r}: use auto, one-based or zero-based")
-    loader = {"coco": coco.load_coco, "voc": voc.load_voc, "yolo": yolo.load_yolo}[fmt]
+    loader = getattr(importlib.import_module(f"detector.data.{fmt}"), f"load_{fmt}")  # coco, voc or yolo
     parsed = loader(tree, voc_coordinates=voc_coordinates) if fmt == "voc" else loader(tree)
     problems = list(parsed.problems) + summary_problems(parsed.class_names, parsed.records)
     problems += [Problem("warning", rel, None, None, "a symbolic link leading outside the dataset folder",

@@ -48,3 +48,20 @@ def test_bare_loop_reads_the_same_images_and_boxes_as_our_dataset(tmp_path):
                 boxes[:, [0, 2]] = 64 - ref["boxes"][:, [2, 0]]
             assert torch.allclose(target["boxes"], boxes, atol=1e-3)
             assert torch.equal(target["labels"], ref["labels"])
+
+
+def _gpu_bench(tmp_path, *args: str) -> dict:
+    out = tmp_path / "gpu.json"
+    proc = subprocess.run([sys.executable, "bench/gpu.py", "--cpu-smoke", "--json", "--out", str(out),
+                           "--work", str(tmp_path / "work"), *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout)
+    assert json.loads(out.read_text()) == report
+    return report
+
+
+def test_gpu_bench_skips_what_the_time_budget_cannot_hold_and_says_so(tmp_path):
+    report = _gpu_bench(tmp_path, "--models", "mobilenet_v3_fpn_lite", "--budget-s", "3")
+    assert report["training"] == [] and report["wall_s"] < 60
+    assert {n["phase"] for n in report["notes"]} == {"loader", "train", "inference", "ablations", "auto_batch", "compile"}
+    assert all("time budget" in n["skipped"] for n in report["notes"])
