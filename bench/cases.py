@@ -45,7 +45,7 @@ def sample_image():
 
 
 def demo_model():
-    from detector.models import load_model
+    from detector.checkpoints import load_model
 
     return load_model("demo", "cpu").model.eval()
 

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from detector.images import to_tensor
-from detector.models import LoadedModel
+from detector.checkpoints import LoadedModel
 
 
 @dataclass(frozen=True)

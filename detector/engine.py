@@ -36,19 +36,12 @@ from torch.utils.data import DataLoader, Sampler
 
 from detector import runs
 from detector.evaluation import CocoEvaluator, EvalResult, EvaluationUnavailable, pycocotools_available
-from detector.models import (
-    WeightsUnavailable,
-    build_model,
-    checkpoint_path_for,
-    model_from_checkpoint,
-    read_checkpoint,
-    replace_box_predictor,
-    save_checkpoint,
-)
+from detector.checkpoints import checkpoint_path_for, model_from_checkpoint, read_checkpoint, save_checkpoint
+from detector.models import DEFAULT_ARCH, build_model, replace_box_predictor
+from detector.weights import WeightsUnavailable
 from detector.train_config import TrainConfig
 
 LOSS_NAMES = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
-DEFAULT_ARCH = "fasterrcnn_mobilenet_v3_large_320_fpn"
 HEARTBEAT_S = 5.0
 LOG_EVERY_S = 15.0
 SNAPSHOT_MAP_SIDE = 64  # objectness maps are max-pooled down to at most this many cells a side

@@ -102,7 +102,7 @@ def score_validation_images(run_dir: str | Path, device: str | torch.device = "c
     `progress(done, total)` is called after each image.
     """
     from detector.engine import load_training_data
-    from detector.models import CheckpointError, checkpoint_path_for, load_model
+    from detector.checkpoints import CheckpointError, checkpoint_path_for, load_model
     from detector.train_config import TrainConfig
 
     run_dir = Path(run_dir)

@@ -1,20 +1,15 @@
-"""Model names, builders, the weights policy, and checkpoint save/load.
+"""The architecture registry: each name's builder, its pretrained weights, one default.
 
-Weights policy (DESIGN.md): pretrained weights come from torchvision's cache
-(`$TORCH_HOME/hub/checkpoints`); a download happens only through `download_weights`, which the
-user asks for; builders are always given `weights_backbone` explicitly so nothing is fetched
-implicitly. Checkpoints are dicts of tensors and plain Python values, loaded with
-`torch.load(weights_only=True)`, and for torchvision architectures their `state_dict` loads into
-the plain torchvision builder.
+`build_model(name, class_names, weights)` looks the name up in `ARCHITECTURES` and calls its
+builder; adding an architecture is adding one `Architecture` entry. Builders are always given
+`weights_backbone` explicitly so nothing is fetched implicitly; pretrained weights come only
+from torchvision's cache (`detector.weights`). Checkpoints (save, read, rebuild, what a model
+source names) are `detector.checkpoints`.
 """
 
 from __future__ import annotations
 
-import os
-import socket
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -27,13 +22,29 @@ from torchvision.models.detection.faster_rcnn import FasterRCNN, FastRCNNPredict
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-CHECKPOINT_FORMAT_VERSION = 1
-DEMO = "demo"
+from detector.weights import WeightsUnavailable, cached_weights_path, weights_status
+
+
 DEMO_ARCH = "mobilenet_v3_fpn_lite"
-DEMO_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "demo.pt"
+# The one default architecture (training, the model picker, the CLI): fast on CPU, COCO weights exist.
+# On a GPU, a model source left unchosen prefers the stronger GPU_DEFAULT_ARCH when its weights are cached.
+DEFAULT_ARCH = "fasterrcnn_mobilenet_v3_large_320_fpn"
+GPU_DEFAULT_ARCH = "fasterrcnn_resnet50_fpn_v2"
 
 # COCO's 91 ids as torchvision names them; index 0 is background, "N/A" marks unused ids.
 COCO_CLASS_NAMES: tuple[str, ...] = tuple(tv_frcnn.FasterRCNN_ResNet50_FPN_Weights.COCO_V1.meta["categories"][1:])
+
+# Keyword arguments that reach FasterRCNN.__init__ (the RPN / RoI knobs and the transform).
+MODEL_KNOBS = (
+    "min_size", "max_size", "rpn_pre_nms_top_n_train", "rpn_pre_nms_top_n_test",
+    "rpn_post_nms_top_n_train", "rpn_post_nms_top_n_test", "rpn_nms_thresh", "rpn_fg_iou_thresh",
+    "rpn_bg_iou_thresh", "rpn_batch_size_per_image", "rpn_positive_fraction", "rpn_score_thresh",
+    "box_score_thresh", "box_nms_thresh", "box_detections_per_img", "box_fg_iou_thresh",
+    "box_bg_iou_thresh", "box_batch_size_per_image", "box_positive_fraction",
+)
+
+# A builder: (its Architecture, class names, pretrained?, FasterRCNN kwargs) -> the model.
+Builder = Callable[["Architecture", tuple[str, ...], bool, dict[str, Any]], FasterRCNN]
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,50 @@ class Architecture:
     pretrained: Any  # a torchvision WeightsEnum member, or None
     pretrained_kind: str  # "coco" (whole detector), "imagenet" (backbone only) or "none"
     on_cpu: str  # what to expect on a 2-core CPU
+    build: Builder = field(repr=False, compare=False)
+
+
+def _torchvision(builder: Callable[..., FasterRCNN]) -> Builder:
+    """torchvision's own builder: its COCO weights (box predictor replaced for other classes) or none."""
+
+    def build(arch: Architecture, class_names: tuple[str, ...], pretrained: bool, kwargs: dict[str, Any]) -> FasterRCNN:
+        num_classes = len(class_names) + 1
+        if not pretrained:
+            return builder(weights=None, weights_backbone=None, num_classes=num_classes, **kwargs)
+        model = builder(weights=arch.pretrained, weights_backbone=None, **kwargs)
+        if tuple(class_names) != COCO_CLASS_NAMES:
+            replace_box_predictor(model, num_classes)
+        return model
+
+    return build
+
+
+def _resnet50_custom(arch: Architecture, class_names: tuple[str, ...], pretrained: bool,
+                     kwargs: dict[str, Any]) -> FasterRCNN:
+    """FasterRCNN over resnet_fpn_backbone('resnet50'): ImageNet backbone weights or none."""
+    backbone = resnet_fpn_backbone(
+        backbone_name="resnet50", weights=arch.pretrained if pretrained else None,
+        trainable_layers=3 if pretrained else 5,
+    )
+    return FasterRCNN(backbone, num_classes=len(class_names) + 1, **kwargs)
+
+
+def _demo(arch: Architecture, class_names: tuple[str, ...], pretrained: bool, kwargs: dict[str, Any]) -> FasterRCNN:
+    """The shipped demo: MobileNetV3 + FPN, a 256-wide box head, 320 px input; trained from scratch here."""
+    backbone = mobilenet_backbone(
+        backbone_name="mobilenet_v3_large", weights=None, fpn=True, trainable_layers=6, norm_layer=nn.BatchNorm2d
+    )
+    resolution = 7  # MultiScaleRoIAlign's output size
+    defaults = dict(min_size=320, max_size=640, rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=100,
+                    rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=300, box_batch_size_per_image=128)
+    return FasterRCNN(
+        backbone,
+        num_classes=None,
+        rpn_anchor_generator=_anchor_generator([[16, 32, 64, 128, 256]] * 3, None),
+        box_head=TwoMLPHead(backbone.out_channels * resolution**2, 256),
+        box_predictor=FastRCNNPredictor(256, len(class_names) + 1),
+        **{**defaults, **kwargs},
+    )
 
 
 ARCHITECTURES: dict[str, Architecture] = {
@@ -56,6 +111,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             tv_frcnn.FasterRCNN_ResNet50_FPN_Weights.COCO_V1,
             "coco",
             "slow on CPU (about 2 s per image)",
+            _torchvision(tv_frcnn.fasterrcnn_resnet50_fpn),
         ),
         Architecture(
             "fasterrcnn_resnet50_fpn_v2",
@@ -63,6 +119,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             tv_frcnn.FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1,
             "coco",
             "slow on CPU (about 3 s per image)",
+            _torchvision(tv_frcnn.fasterrcnn_resnet50_fpn_v2),
         ),
         Architecture(
             "fasterrcnn_mobilenet_v3_large_fpn",
@@ -70,6 +127,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             tv_frcnn.FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1,
             "coco",
             "about 0.5 s per image on CPU",
+            _torchvision(tv_frcnn.fasterrcnn_mobilenet_v3_large_fpn),
         ),
         Architecture(
             "fasterrcnn_mobilenet_v3_large_320_fpn",
@@ -77,6 +135,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             tv_frcnn.FasterRCNN_MobileNet_V3_Large_320_FPN_Weights.COCO_V1,
             "coco",
             "fast on CPU (about 0.1 s per image)",
+            _torchvision(tv_frcnn.fasterrcnn_mobilenet_v3_large_320_fpn),
         ),
         Architecture(
             "resnet50_fpn_custom",
@@ -84,6 +143,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             ResNet50_Weights.IMAGENET1K_V1,
             "imagenet",
             "slow on CPU (about 2 s per image)",
+            _resnet50_custom,
         ),
         Architecture(
             DEMO_ARCH,
@@ -91,44 +151,11 @@ ARCHITECTURES: dict[str, Architecture] = {
             None,
             "none",
             "fast on CPU (about 0.1 s per image)",
+            _demo,
         ),
     )
 }
 MODEL_NAMES: tuple[str, ...] = tuple(ARCHITECTURES)
-TORCHVISION_BUILDERS: dict[str, Callable[..., FasterRCNN]] = {
-    "fasterrcnn_resnet50_fpn": tv_frcnn.fasterrcnn_resnet50_fpn,
-    "fasterrcnn_resnet50_fpn_v2": tv_frcnn.fasterrcnn_resnet50_fpn_v2,
-    "fasterrcnn_mobilenet_v3_large_fpn": tv_frcnn.fasterrcnn_mobilenet_v3_large_fpn,
-    "fasterrcnn_mobilenet_v3_large_320_fpn": tv_frcnn.fasterrcnn_mobilenet_v3_large_320_fpn,
-}
-
-# Keyword arguments that reach FasterRCNN.__init__ (the RPN / RoI knobs and the transform).
-MODEL_KNOBS = (
-    "min_size", "max_size", "rpn_pre_nms_top_n_train", "rpn_pre_nms_top_n_test",
-    "rpn_post_nms_top_n_train", "rpn_post_nms_top_n_test", "rpn_nms_thresh", "rpn_fg_iou_thresh",
-    "rpn_bg_iou_thresh", "rpn_batch_size_per_image", "rpn_positive_fraction", "rpn_score_thresh",
-    "box_score_thresh", "box_nms_thresh", "box_detections_per_img", "box_fg_iou_thresh",
-    "box_bg_iou_thresh", "box_batch_size_per_image", "box_positive_fraction",
-)
-
-
-class WeightsUnavailable(RuntimeError):
-    """Pretrained weights are not cached and could not be downloaded (offline, or refused)."""
-
-
-class CheckpointError(ValueError):
-    """A file that is not one of this project's checkpoints, or one that does not fit."""
-
-
-@dataclass(frozen=True)
-class WeightsStatus:
-    """Where an architecture's pretrained weights stand, in plain words for the UI."""
-
-    arch: str
-    kind: str  # "coco", "imagenet" or "none"
-    cached: bool
-    path: str | None
-    message: str
 
 
 def architecture(name: str) -> Architecture:
@@ -137,58 +164,6 @@ def architecture(name: str) -> Architecture:
         return ARCHITECTURES[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(MODEL_NAMES)}") from None
-
-
-def weights_cache_dir() -> Path:
-    """torchvision's weight cache: `$TORCH_HOME/hub/checkpoints` (default ~/.cache/torch)."""
-    return Path(torch.hub.get_dir()) / "checkpoints"
-
-
-def cached_weights_path(name: str) -> Path | None:
-    """The cached pretrained weight file of architecture `name`, or None if not downloaded."""
-    weights = architecture(name).pretrained
-    if weights is None:
-        return None
-    path = weights_cache_dir() / os.path.basename(weights.url)
-    return path if path.is_file() and path.stat().st_size > 0 else None
-
-
-def weights_status(name: str) -> WeightsStatus:
-    """Plain-words status of `name`'s pretrained weights (never touches the network)."""
-    arch = architecture(name)
-    if arch.pretrained is None:
-        return WeightsStatus(name, "none", False, None, "trained by this project: no pretrained weights to fetch")
-    path = cached_weights_path(name)
-    what = "COCO weights" if arch.pretrained_kind == "coco" else "ImageNet backbone weights"
-    if path is not None:
-        return WeightsStatus(name, arch.pretrained_kind, True, str(path), f"{what} found in the torch cache")
-    return WeightsStatus(
-        name, arch.pretrained_kind, False, None,
-        f"no {what} here: random weights; Download to fetch them",
-    )
-
-
-def download_weights(name: str, timeout_s: float = 15.0) -> Path:
-    """Fetch `name`'s pretrained weights into torchvision's cache (only when the user asks).
-
-    Fails fast offline: a socket timeout bounds the wait, and any network error becomes
-    WeightsUnavailable with a one-line reason.
-    """
-    arch = architecture(name)
-    if arch.pretrained is None:
-        raise WeightsUnavailable(f"{name} has no pretrained weights to download")
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(timeout_s)
-    try:
-        torch.hub.load_state_dict_from_url(arch.pretrained.url, progress=False, check_hash=True, weights_only=True)
-    except Exception as exc:  # URLError, timeout, hash mismatch: all mean "not available"
-        raise WeightsUnavailable(f"could not download {name} weights ({type(exc).__name__}: {exc})") from None
-    finally:
-        socket.setdefaulttimeout(previous)
-    path = cached_weights_path(name)
-    if path is None:
-        raise WeightsUnavailable(f"download of {name} weights left no file in {weights_cache_dir()}")
-    return path
 
 
 def _anchor_generator(sizes: Any, ratios: Any) -> AnchorGenerator:
@@ -244,7 +219,6 @@ def build_model(
         raise WeightsUnavailable(f"{weights_status(name).message} ({name})")
     if class_names is None:
         class_names = COCO_CLASS_NAMES if arch.pretrained_kind == "coco" else ("object",)
-    num_classes = len(class_names) + 1
     kwargs = dict(model_kwargs)
     anchor_sizes = kwargs.pop("anchor_sizes", None)
     aspect_ratios = kwargs.pop("aspect_ratios", None)
@@ -252,36 +226,7 @@ def build_model(
     if unknown:
         raise ValueError(f"unknown model options: {', '.join(sorted(unknown))}")
 
-    if name in TORCHVISION_BUILDERS:
-        builder = TORCHVISION_BUILDERS[name]
-        if pretrained:
-            model = builder(weights=arch.pretrained, weights_backbone=None, **kwargs)
-            if num_classes != 91 or tuple(class_names) != COCO_CLASS_NAMES:
-                replace_box_predictor(model, num_classes)
-        else:
-            model = builder(weights=None, weights_backbone=None, num_classes=num_classes, **kwargs)
-    elif name == "resnet50_fpn_custom":
-        backbone = resnet_fpn_backbone(
-            backbone_name="resnet50", weights=arch.pretrained if pretrained else None,
-            trainable_layers=3 if pretrained else 5,
-        )
-        model = FasterRCNN(backbone, num_classes=num_classes, **kwargs)
-    else:  # DEMO_ARCH: compact, trained from scratch by this project
-        backbone = mobilenet_backbone(
-            backbone_name="mobilenet_v3_large", weights=None, fpn=True, trainable_layers=6, norm_layer=nn.BatchNorm2d
-        )
-        resolution = 7  # MultiScaleRoIAlign's output size
-        defaults = dict(min_size=320, max_size=640, rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=100,
-                        rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=300, box_batch_size_per_image=128)
-        model = FasterRCNN(
-            backbone,
-            num_classes=None,
-            rpn_anchor_generator=_anchor_generator([[16, 32, 64, 128, 256]] * 3, None),
-            box_head=TwoMLPHead(backbone.out_channels * resolution**2, 256),
-            box_predictor=FastRCNNPredictor(256, num_classes),
-            **{**defaults, **kwargs},
-        )
-
+    model = arch.build(arch, tuple(class_names), pretrained, kwargs)
     if anchor_sizes is not None:
         set_anchors(model, anchor_sizes, aspect_ratios)
     return model
@@ -312,135 +257,6 @@ def replace_box_predictor(model: FasterRCNN, num_classes: int) -> None:
     model.roi_heads.box_predictor = FastRCNNPredictor(in_features, num_classes)
 
 
-# ---------------------------------------------------------------- checkpoints
-
-
-def _plain(value: Any) -> Any:
-    """Plain Python for a checkpoint: no numpy scalars, no Paths, no tuples-of-tensors surprises."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, torch.Tensor):
-        return value
-    if hasattr(value, "item") and callable(value.item):  # numpy scalar
-        return value.item()
-    return value
-
-
-def save_checkpoint(
-    path: str | Path,
-    model: FasterRCNN,
-    arch: str,
-    class_names: tuple[str, ...] | list[str],
-    model_kwargs: dict[str, Any] | None = None,
-    epoch: int = 0,
-    half: bool = False,
-    **extra: Any,
-) -> Path:
-    """Write a checkpoint atomically (temp file + os.replace); `extra` adds optimizer, step, ...
-
-    The model's frozen state (FrozenBatchNorm layers, parameters without gradient) is recorded so
-    `load_checkpoint` rebuilds the same module tree. `half=True` stores float tensors as fp16.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    if half:
-        state = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
-    ckpt: dict[str, Any] = {
-        "format_version": CHECKPOINT_FORMAT_VERSION,
-        "model": arch,
-        "model_kwargs": _plain(model_kwargs or {}),
-        "class_names": [str(c) for c in class_names],
-        "epoch": int(epoch),
-        "state_dict": state,
-        "frozen_batchnorm": any(isinstance(m, FrozenBatchNorm2d) for m in model.modules()),
-        "frozen_parameters": [n for n, p in model.named_parameters() if not p.requires_grad],
-    }
-    ckpt.update({k: _plain(v) for k, v in extra.items()})
-    return write_checkpoint(path, ckpt)
-
-
-def write_checkpoint(path: str | Path, ckpt: dict[str, Any]) -> Path:
-    """Write a checkpoint dict atomically (temp file in the same folder + os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(ckpt, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load and check a checkpoint file (weights_only=True); CheckpointError names what is wrong."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path.name}: not a loadable checkpoint ({reason[:200]})") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "model" not in ckpt:
-        raise CheckpointError(
-            f"{path.name}: not a Faster R-CNN Explorer checkpoint (expected keys format_version, model, "
-            "class_names, state_dict)"
-        )
-    if ckpt.get("format_version") != CHECKPOINT_FORMAT_VERSION:
-        raise CheckpointError(f"{path.name}: unsupported checkpoint format_version {ckpt.get('format_version')!r}")
-    if ckpt["model"] not in ARCHITECTURES:
-        raise CheckpointError(f"{path.name}: unknown architecture {ckpt['model']!r}")
-    names = ckpt.get("class_names")
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-        raise CheckpointError(f"{path.name}: class_names must be a non-empty list of names")
-    return ckpt
-
-
-def model_from_checkpoint(ckpt: dict[str, Any], name: str = "checkpoint", **overrides: Any) -> FasterRCNN:
-    """Rebuild the model a checkpoint describes and load its weights (strictly)."""
-    kwargs = {**ckpt.get("model_kwargs", {}), **overrides}
-    try:
-        model = build_model(ckpt["model"], tuple(ckpt["class_names"]), weights="none", **kwargs)
-    except (ValueError, TypeError) as exc:
-        raise CheckpointError(f"{name}: cannot rebuild its model ({exc})") from None
-    if ckpt.get("frozen_batchnorm"):
-        freeze_batchnorm(model.backbone)
-    state = {k: (v.float() if v.is_floating_point() else v) for k, v in ckpt["state_dict"].items()}
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        raise CheckpointError(f"{name}: weights do not fit {ckpt['model']} ({' '.join(first[:2])[:300]})") from None
-    frozen = set(ckpt.get("frozen_parameters", []))
-    for pname, param in model.named_parameters():
-        param.requires_grad_(pname not in frozen)
-    return model
-
-
-# ---------------------------------------------------------------- model sources
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """A model ready for inference and what the UI says about it."""
-
-    model: FasterRCNN = field(repr=False)
-    source: str  # what was asked for: a builder name, "demo", or a checkpoint path
-    arch: str
-    class_names: tuple[str, ...]
-    model_kwargs: dict[str, Any]
-    weights: str  # "coco", "imagenet", "demo", "checkpoint" or "random"
-    description: str  # one line: which model and which weights
-
-
 def resolve_device(preference: str = "auto") -> torch.device:
     """`auto` means CUDA when available, else CPU; asking for CUDA without one is an error."""
     if preference == "auto":
@@ -450,80 +266,3 @@ def resolve_device(preference: str = "auto") -> torch.device:
     if preference not in ("cpu", "cuda"):
         raise ValueError(f"device must be auto, cpu or cuda, not {preference!r}")
     return torch.device(preference)
-
-
-def checkpoint_path_for(source: str | Path) -> Path:
-    """A checkpoint file from `demo`, a file, or a run folder (its best.pt, else last.pt)."""
-    if str(source) == DEMO:
-        if not DEMO_CHECKPOINT.is_file():
-            raise CheckpointError(f"the demo checkpoint is missing ({DEMO_CHECKPOINT})")
-        return DEMO_CHECKPOINT
-    path = Path(source)
-    if path.is_dir():
-        for candidate in (path / "checkpoints" / "best.pt", path / "checkpoints" / "last.pt",
-                          path / "best.pt", path / "last.pt"):
-            if candidate.is_file():
-                return candidate
-        raise CheckpointError(f"{path}: run folder has no checkpoints/best.pt or checkpoints/last.pt yet")
-    return path
-
-
-def load_model(source: str | Path, device: str | torch.device = "cpu", **overrides: Any) -> LoadedModel:
-    """Load what `source` names, in eval mode on `device`.
-
-    source: an architecture name (its pretrained weights when cached, else random weights),
-    `demo`, a checkpoint file, or a run folder. overrides: MODEL_KNOBS such as box_score_thresh.
-    """
-    device = torch.device(device)
-    src = str(source)
-    if src in ARCHITECTURES and not Path(src).exists():
-        status = weights_status(src)
-        if status.cached:
-            model = build_model(src, weights="pretrained", **overrides)
-            weights = status.kind
-            class_names = COCO_CLASS_NAMES if status.kind == "coco" else ("object",)
-            description = f"{src} with {status.message}"
-        else:
-            class_names = COCO_CLASS_NAMES if status.kind == "coco" else ("object",)
-            model = build_model(src, class_names, weights="none", **overrides)
-            weights = "random"
-            description = f"{src} with random weights ({status.message})"
-        loaded = LoadedModel(model, src, src, tuple(class_names), dict(overrides), weights, description)
-    else:
-        path = checkpoint_path_for(src)
-        ckpt = read_checkpoint(path)
-        model = model_from_checkpoint(ckpt, path.name, **overrides)
-        is_demo = src == DEMO
-        kind = "demo" if is_demo else "checkpoint"
-        label = "the demo model" if is_demo else f"checkpoint {path}"
-        description = (f"{label}: {ckpt['model']} trained on {len(ckpt['class_names'])} classes"
-                       f" ({', '.join(ckpt['class_names'][:6])}{'...' if len(ckpt['class_names']) > 6 else ''})")
-        loaded = LoadedModel(model, src, ckpt["model"], tuple(ckpt["class_names"]),
-                             {**ckpt.get("model_kwargs", {}), **overrides}, kind, description)
-    loaded.model.eval().to(device)
-    return loaded
-
-
-def default_model(device: str | torch.device = "cpu") -> tuple[str, str]:
-    """(source, why) of the default model: COCO MobileNet on CPU / resnet50 v2 on GPU, else demo."""
-    on_gpu = torch.device(device).type == "cuda"
-    preferred = "fasterrcnn_resnet50_fpn_v2" if on_gpu else "fasterrcnn_mobilenet_v3_large_320_fpn"
-    if cached_weights_path(preferred) is not None:
-        return preferred, f"COCO weights for {preferred} are in the torch cache ({'GPU' if on_gpu else 'CPU'} default)"
-    if DEMO_CHECKPOINT.is_file():
-        return DEMO, "no COCO weights cached: the shipped demo model (trained offline on synthetic shapes)"
-    return preferred, "no COCO weights cached and no demo checkpoint: random weights"
-
-
-def choose_source(checkpoint: str | None = None, model: str | None = None, device: str | torch.device = "cpu") -> str:
-    """The model source the CLI's `--checkpoint` / `--model` flags name (DESIGN.md).
-
-    `--checkpoint` wins (a run folder, a file or `demo`); `--model NAME` alone means that builder
-    with its COCO weights; neither means COCO weights when cached, else `demo`.
-    """
-    if checkpoint:
-        return checkpoint
-    if model:
-        architecture(model)  # ValueError for an unknown name
-        return model
-    return default_model(device)[0]

@@ -436,6 +436,18 @@ def read_diagnosis(run_dir: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def best_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint a run folder stands for: `checkpoints/best.pt`, else `checkpoints/last.pt`
+    (a folder holding best.pt / last.pt itself, such as a run's checkpoints/, is accepted too);
+    None when it has neither yet."""
+    run_dir = Path(run_dir)
+    for candidate in (checkpoint_path(run_dir, "best"), checkpoint_path(run_dir, "last"),
+                      run_dir / "best.pt", run_dir / "last.pt"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def snapshot_path(run_dir: Path, epoch: int) -> Path:
     return Path(run_dir) / SNAPSHOTS / f"epoch_{int(epoch):03d}.npz"
 

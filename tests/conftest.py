@@ -53,12 +53,12 @@ def tiny_checkpoint(session_tmp) -> Path:
     """
     import torch
 
-    from detector import models
+    from detector import checkpoints, models
 
     path = session_tmp / "tiny-checkpoint.pt"
     if not path.exists():
         torch.manual_seed(1)
         kwargs = {"min_size": 128, "max_size": 160, "box_score_thresh": 0.0, "box_detections_per_img": 5}
         model = models.build_model(models.DEMO_ARCH, ("circle", "rectangle", "triangle"), **kwargs)
-        models.save_checkpoint(path, model, models.DEMO_ARCH, ("circle", "rectangle", "triangle"), kwargs)
+        checkpoints.save_checkpoint(path, model, models.DEMO_ARCH, ("circle", "rectangle", "triangle"), kwargs)
     return path

@@ -18,7 +18,7 @@ from detector.images import ImageError, load_image, to_tensor
 from detector.inspect import (
     Detections, Inspection, ProposalSizeRow, RPNStage, inspect, proposal_size_table, run_heads, run_rpn_stage,
 )
-from detector.models import LoadedModel
+from detector.checkpoints import LoadedModel
 from detector.proposals import PAPER_TABLE1, ProposalSettings
 from ui.inputs import SAMPLE_SEEDS, PickedImage, sample_image
 

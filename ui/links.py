@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import quote
 
-from detector import models
+from detector import checkpoints, models
 from detector.workspace import is_inside, runs_dir, workspace_root
 
 #: url path of each page ("" is the home page); app.py's router serves them.
@@ -35,7 +35,7 @@ def model_param(source: str | Path) -> str:
 
     Raises ValueError for a source that has no name under the contract (an arbitrary path)."""
     text = str(source)
-    if text == models.DEMO or text in models.ARCHITECTURES or text.startswith((RUN_PREFIX, UPLOAD_PREFIX)):
+    if text == checkpoints.DEMO or text in models.ARCHITECTURES or text.startswith((RUN_PREFIX, UPLOAD_PREFIX)):
         return text
     path = Path(text)
     runs = runs_dir()
@@ -51,7 +51,7 @@ def source_from_param(value: str | None) -> str | None:
     names nothing that exists. Never follows a path given in the URL."""
     if not value:
         return None
-    if value == models.DEMO or value in models.ARCHITECTURES:
+    if value == checkpoints.DEMO or value in models.ARCHITECTURES:
         return value
     for prefix, folder in ((RUN_PREFIX, runs_dir()), (UPLOAD_PREFIX, models_dir())):
         if value.startswith(prefix):

@@ -12,7 +12,7 @@ from pathlib import Path
 import streamlit as st
 import torch
 
-from detector import models
+from detector import checkpoints, models, weights
 from detector.workspace import runs_dir
 from ui.links import source_from_param
 
@@ -48,44 +48,44 @@ def run_checkpoints() -> list[str]:
 def model_choices() -> list[str]:
     """Every model the picker offers: demo (when shipped), the builders, then run checkpoints."""
     builders = [n for n in models.MODEL_NAMES if n != models.DEMO_ARCH]
-    demo = [models.DEMO] if models.DEMO_CHECKPOINT.is_file() else []
+    demo = [checkpoints.DEMO] if checkpoints.DEMO_CHECKPOINT.is_file() else []
     return demo + builders + run_checkpoints()
 
 
 def model_label(source: str) -> str:
     """Human label of a model source for pickers."""
-    if source == models.DEMO:
+    if source == checkpoints.DEMO:
         return "Demo (shipped, trained on synthetic shapes)"
     if source in models.ARCHITECTURES:
-        status = models.weights_status(source)
+        status = weights.weights_status(source)
         return f"{source} ({'COCO' if status.kind == 'coco' else status.kind} weights)" if status.cached else f"{source} (random weights)"
     return f"run {Path(source).name}"
 
 
 def default_source() -> tuple[str, str]:
     """(source, why) of the default model for the current device."""
-    return models.default_model(current_device())
+    return checkpoints.default_model(current_device())
 
 
 def selected_source() -> str:
     """The model chosen in the sidebar or named in the URL (`?model=run:ID`, see ui.links), else the default."""
     chosen = st.session_state.get(MODEL_KEY) or source_from_param(st.query_params.get("model"))
-    if chosen and (chosen in models.ARCHITECTURES or chosen == models.DEMO or Path(chosen).exists()):
+    if chosen and (chosen in models.ARCHITECTURES or chosen == checkpoints.DEMO or Path(chosen).exists()):
         return chosen
     return default_source()[0]
 
 
 def _mtime(source: str) -> float:
     try:
-        return models.checkpoint_path_for(source).stat().st_mtime if source not in models.ARCHITECTURES else 0.0
-    except (models.CheckpointError, OSError):
+        return checkpoints.checkpoint_path_for(source).stat().st_mtime if source not in models.ARCHITECTURES else 0.0
+    except (checkpoints.CheckpointError, OSError):
         return 0.0
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the model ...")
-def _load(source: str, mtime: float, device: str, overrides: tuple) -> models.LoadedModel:
+def _load(source: str, mtime: float, device: str, overrides: tuple) -> checkpoints.LoadedModel:
     del mtime  # part of the cache key only: a rewritten checkpoint loads again
-    return models.load_model(source, device, **dict(overrides))
+    return checkpoints.load_model(source, device, **dict(overrides))
 
 
 def model_key(source: str, device: torch.device | str = "cpu") -> str:
@@ -93,16 +93,16 @@ def model_key(source: str, device: torch.device | str = "cpu") -> str:
     return f"{source}|{_mtime(source)}|{device}"
 
 
-def get_model(source: str, device: torch.device | str = "cpu", **overrides) -> models.LoadedModel:
+def get_model(source: str, device: torch.device | str = "cpu", **overrides) -> checkpoints.LoadedModel:
     """The cached LoadedModel for `source`; on a bad checkpoint, an error on the page and a stop."""
     try:
         return _load(source, _mtime(source), str(device), tuple(sorted(overrides.items())))
-    except models.CheckpointError as exc:
+    except checkpoints.CheckpointError as exc:
         st.error(f"Cannot use this model: {exc}")
         st.stop()
         raise  # unreachable; st.stop raises
 
 
-def current_model(**overrides) -> models.LoadedModel:
+def current_model(**overrides) -> checkpoints.LoadedModel:
     """The model every page uses: the sidebar's choice on the sidebar's device."""
     return get_model(selected_source(), current_device(), **overrides)

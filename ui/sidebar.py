@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 import torch
 
-from detector import models
+from detector import checkpoints, models, weights
 from ui.links import model_param
 from ui.model import DEVICE_KEY, MODEL_KEY, current_device, default_source, model_choices, model_label, selected_source
 
@@ -37,7 +37,7 @@ def render_sidebar() -> None:
 
         if source in models.ARCHITECTURES:
             arch = models.architecture(source)
-            status = models.weights_status(source)
+            status = weights.weights_status(source)
             st.caption(f"{arch.description}; {arch.on_cpu}.")
             if status.cached:
                 st.success(status.message, icon=":material/check_circle:")
@@ -47,12 +47,12 @@ def render_sidebar() -> None:
                              help="Fetches torchvision's pretrained weights into the torch cache (needs internet)."):
                     with st.spinner(f"Downloading {source} weights ..."):
                         try:
-                            path = models.download_weights(source)
+                            path = weights.download_weights(source)
                             st.success(f"Saved to {path}")
                             st.cache_resource.clear()
-                        except models.WeightsUnavailable as exc:
+                        except weights.WeightsUnavailable as exc:
                             st.error(str(exc))
-        elif source == models.DEMO:
+        elif source == checkpoints.DEMO:
             st.info("Demo model: shipped with the app, trained offline on synthetic circles, rectangles and "
                     "triangles. It needs no download.", icon=":material/school:")
         else:

@@ -15,7 +15,7 @@ import streamlit as st
 import torch
 from PIL import Image
 
-from detector import models, runs
+from detector import checkpoints, models, runs, weights
 from detector.data.records import DatasetError
 from detector.data.store import list_datasets, open_dataset
 from detector.hard_examples import ScoredRun, score_validation_images, validation_root
@@ -227,7 +227,7 @@ def _scored(run_dir: str, stamp: float, device: str, max_images: int) -> ScoredR
 
 def scored_run(run_dir: Path, device: torch.device, max_images: int) -> ScoredRun:
     """The run's validation images scored by its checkpoint (cached per checkpoint file version)."""
-    ckpt = models.checkpoint_path_for(run_dir)
+    ckpt = checkpoints.checkpoint_path_for(run_dir)
     return _scored(str(run_dir), ckpt.stat().st_mtime, str(device), max_images)
 
 
@@ -285,7 +285,7 @@ def new_run_form(device_note: str) -> dict[str, Any] | None:
                             index=list(models.MODEL_NAMES).index(models.DEMO_ARCH),
                             format_func=lambda n: f"{n}: {models.ARCHITECTURES[n].description}",
                             help="The Faster R-CNN to build. On a CPU, prefer the small MobileNet ones.")
-        status = models.weights_status(arch)
+        status = weights.weights_status(arch)
         coco_ok = status.cached and status.kind == "coco"
         use_coco = m2.toggle("Start from COCO weights", value=coco_ok, disabled=not coco_ok, key="train_coco",
                              help="Transfer learning from torchvision's COCO weights (the box predictor is "
@@ -296,7 +296,7 @@ def new_run_form(device_note: str) -> dict[str, Any] | None:
         m1.caption("The shipped demo model (mobilenet_v3_fpn_lite, trained on synthetic circles, rectangles and "
                    "triangles). If your classes differ, its box predictor is replaced; the backbone, RPN and "
                    "box head keep what they learnt.")
-        config.update(init=models.DEMO)
+        config.update(init=checkpoints.DEMO)
     else:
         past = _past_runs_with_checkpoint()
         if not past:

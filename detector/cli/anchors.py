@@ -66,18 +66,18 @@ def _source(args: argparse.Namespace):
             raise CliError(str(exc), 2) from None
     if args.min_size is not None or args.max_size is not None:
         raise CliError("--min-size/--max-size apply to a custom set; a model uses its own resize", 2)
-    from detector import models
+    from detector import checkpoints, models
 
     source = args.model
     why = "as asked"
     if not source:  # the model every command defaults to (DESIGN: demo, or a cached COCO MobileNet)
-        source, why = models.default_model("cpu")
+        source, why = checkpoints.default_model("cpu")
     try:
         if source in models.ARCHITECTURES:  # anchors need no weights: build with random ones
             model = models.build_model(source, weights="none").eval()
         else:
-            model = models.load_model(source, "cpu").model
-    except (models.CheckpointError, ValueError) as exc:
+            model = checkpoints.load_model(source, "cpu").model
+    except (checkpoints.CheckpointError, ValueError) as exc:
         raise CliError(str(exc), 2) from None
     return anchor_grids.model_source(model, str(source)), why
 

@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from detector import models
+    from detector import checkpoints, models, weights
     from detector.detection import detect
     from detector.images import ImageError, load_image
 
@@ -34,9 +34,9 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--score-threshold must be between 0 and 1", 2)
     try:
         device = models.resolve_device(args.device)
-        source = models.choose_source(args.checkpoint, args.model, device)
-        loaded = models.load_model(source, device)
-    except (ValueError, models.CheckpointError, models.WeightsUnavailable) as exc:
+        source = checkpoints.choose_source(args.checkpoint, args.model, device)
+        loaded = checkpoints.load_model(source, device)
+    except (ValueError, checkpoints.CheckpointError, weights.WeightsUnavailable) as exc:
         raise CliError(str(exc), 2) from None
 
     entries: list[dict] = []

@@ -28,7 +28,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--data", metavar="DATASET", help="a dataset folder or zip, or a stored dataset's name")
     p.add_argument("--val-data", metavar="DATASET", help="a separate validation dataset (default: DATASET's val split)")
     p.add_argument("--model", metavar="NAME", help="architecture (default: the --init checkpoint's, else "
-                                                    "fasterrcnn_mobilenet_v3_large_320_fpn)")
+                                                    "DEFAULT_ARCH of detector/models.py)")
     p.add_argument("--init", metavar="CHECKPOINT", help="start from a checkpoint file, a run folder, or demo")
     p.add_argument("--weights", choices=("coco", "none"), help="coco: start from cached COCO weights (default none)")
     p.add_argument("--epochs", type=int, metavar="N")
@@ -110,7 +110,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from detector import engine, runs
     from detector.data import DatasetError
     from detector.images import ImageError
-    from detector.models import MODEL_NAMES, CheckpointError, WeightsUnavailable
+    from detector.checkpoints import CheckpointError
+    from detector.models import MODEL_NAMES
+    from detector.weights import WeightsUnavailable
 
     run_dir = Path(args.out)
     if run_dir.exists() and not run_dir.is_dir():
@@ -152,19 +154,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from detector.data import DatasetError, DetectionDataset, collate
     from detector.evaluation import EvaluationUnavailable, evaluate_model, evaluation_images
     from detector.images import ImageError
-    from detector.models import CheckpointError, WeightsUnavailable, default_model, load_model, resolve_device
+    from detector.checkpoints import CheckpointError, choose_source, load_model
+    from detector.models import resolve_device
+    from detector.weights import WeightsUnavailable
 
     try:
         device = resolve_device(args.device)
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    if args.checkpoint:
-        source = args.checkpoint
-    elif args.model:
-        source = args.model
-    else:
-        source, _ = default_model(device)
     try:
+        source = choose_source(args.checkpoint, args.model, device)
         loaded = load_model(source, device)
         if args.model and not args.checkpoint and loaded.weights != "coco":
             raise CliError(f"{args.model}: no COCO weights cached, so there is nothing to evaluate "

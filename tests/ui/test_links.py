@@ -6,7 +6,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from detector import models
+from detector import checkpoints, models
 from detector.workspace import runs_dir
 from ui.links import models_dir, model_param, page_url, source_from_param
 
@@ -45,7 +45,7 @@ def test_uploads_builders_demo_and_refused_values(tmp_path):
     up.write_bytes(b"x")
     assert model_param(up) == "upload:mine.pt"
     assert source_from_param("upload:mine.pt") == str(up)
-    assert model_param(models.DEMO) == source_from_param(models.DEMO) == models.DEMO
+    assert model_param(checkpoints.DEMO) == source_from_param(checkpoints.DEMO) == checkpoints.DEMO
     name = next(iter(models.ARCHITECTURES))
     assert source_from_param(model_param(name)) == name
     with pytest.raises(ValueError, match="cannot name|not a model"):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from detector import models
+from detector import checkpoints, models
 from detector.detection import detect
 from detector.evaluation import CocoEvaluator
 from detector.images import to_tensor
@@ -22,11 +22,11 @@ from detector.scenes import make_scene
 
 @pytest.fixture(scope="module")
 def demo():
-    return models.load_model(models.DEMO)
+    return checkpoints.load_model(checkpoints.DEMO)
 
 
 def test_demo_checkpoint_is_ours_small_and_weights_only():
-    path = models.DEMO_CHECKPOINT
+    path = checkpoints.DEMO_CHECKPOINT
     assert path.stat().st_size < 25 * 1024 * 1024
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     assert ckpt["model"] == models.DEMO_ARCH and ckpt["class_names"] == ["circle", "rectangle", "triangle"]
@@ -35,8 +35,8 @@ def test_demo_checkpoint_is_ours_small_and_weights_only():
 
 
 def test_demo_is_the_offline_default():
-    source, why = models.default_model("cpu")
-    assert source == models.DEMO and "demo" in why
+    source, why = checkpoints.default_model("cpu")
+    assert source == checkpoints.DEMO and "demo" in why
 
 
 def test_demo_detects_fresh_scenes(demo):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from detector import models
+from detector import checkpoints, models
 from detector.detection import Detections, class_name, coco_results, detect, detections_csv
 from detector.scenes import make_scene
 
@@ -21,7 +21,7 @@ ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def loaded(tiny_checkpoint):
-    return models.load_model(tiny_checkpoint)
+    return checkpoints.load_model(tiny_checkpoint)
 
 
 def test_class_name_mapping_is_one_based_with_background_zero():

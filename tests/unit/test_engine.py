@@ -22,7 +22,8 @@ import torch
 from detector import engine, runs
 from detector.cli import main as cli_main
 from detector.data.synthetic import write_synthetic
-from detector.models import DEMO_ARCH, load_model, read_checkpoint
+from detector.checkpoints import load_model, read_checkpoint
+from detector.models import DEMO_ARCH
 from detector.train_config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -254,7 +254,7 @@ def test_eval_mode_is_required(models, images):
 
 def test_trained_demo_model_objectness_peaks_on_objects():
     from detector.images import to_tensor
-    from detector.models import DEMO, DEMO_CHECKPOINT, load_model
+    from detector.checkpoints import DEMO, DEMO_CHECKPOINT, load_model
     from detector.scenes import make_scene
 
     if not DEMO_CHECKPOINT.is_file():

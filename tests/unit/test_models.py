@@ -8,14 +8,14 @@ import pytest
 import torch
 import torchvision
 
-from detector import models
+from detector import checkpoints, models, weights
 
 
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory):
     model = models.build_model("fasterrcnn_mobilenet_v3_large_320_fpn", ("cat", "dog"), min_size=128, max_size=128)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    models.save_checkpoint(path, model, "fasterrcnn_mobilenet_v3_large_320_fpn", ("cat", "dog"),
+    checkpoints.save_checkpoint(path, model, "fasterrcnn_mobilenet_v3_large_320_fpn", ("cat", "dog"),
                            {"min_size": 128, "max_size": 128}, epoch=3, step=np2int())
     return path, model
 
@@ -33,9 +33,9 @@ def test_every_builder_builds_offline_with_the_asked_classes():
 
 
 def test_no_weights_cached_in_tests_and_pretrained_request_fails_fast():
-    status = models.weights_status("fasterrcnn_resnet50_fpn")
+    status = weights.weights_status("fasterrcnn_resnet50_fpn")
     assert not status.cached and "random weights" in status.message
-    with pytest.raises(models.WeightsUnavailable, match="no COCO weights"):
+    with pytest.raises(weights.WeightsUnavailable, match="no COCO weights"):
         models.build_model("fasterrcnn_resnet50_fpn", weights="coco")
 
 
@@ -54,7 +54,7 @@ def test_checkpoint_loads_weights_only_and_into_plain_torchvision(tiny_ckpt):
 
 def test_load_model_rebuilds_the_same_network(tiny_ckpt):
     path, model = tiny_ckpt
-    loaded = models.load_model(path)
+    loaded = checkpoints.load_model(path)
     assert loaded.class_names == ("cat", "dog") and loaded.weights == "checkpoint"
     assert loaded.model.transform.min_size == (128,)
     x = [torch.rand(3, 100, 120)]
@@ -68,8 +68,8 @@ def test_frozen_batchnorm_and_frozen_parameters_survive_a_checkpoint(tmp_path):
     models.freeze_batchnorm(model.backbone)
     first = next(iter(model.backbone.parameters()))
     first.requires_grad_(False)
-    path = models.save_checkpoint(tmp_path / "f.pt", model, models.DEMO_ARCH, ("a",), half=True)
-    back = models.model_from_checkpoint(models.read_checkpoint(path))
+    path = checkpoints.save_checkpoint(tmp_path / "f.pt", model, models.DEMO_ARCH, ("a",), half=True)
+    back = checkpoints.model_from_checkpoint(checkpoints.read_checkpoint(path))
     assert any(isinstance(m, torchvision.ops.misc.FrozenBatchNorm2d) for m in back.backbone.modules())
     assert not next(iter(back.backbone.parameters())).requires_grad
 
@@ -90,25 +90,25 @@ class NotAllowed:
 def test_files_that_are_not_checkpoints_are_refused(tmp_path, content, message):
     path = tmp_path / "weird.pt"
     path.write_bytes(content)
-    with pytest.raises(models.CheckpointError, match=f"weird.pt: {message}"):
-        models.load_model(path)
+    with pytest.raises(checkpoints.CheckpointError, match=f"weird.pt: {message}"):
+        checkpoints.load_model(path)
 
 
 def test_a_bare_state_dict_or_foreign_dict_is_refused(tmp_path):
     bare = tmp_path / "bare.pt"
     torch.save(torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(
         weights=None, weights_backbone=None, num_classes=3).state_dict(), bare)
-    with pytest.raises(models.CheckpointError, match="not a Faster R-CNN Explorer checkpoint"):
-        models.load_model(bare)
+    with pytest.raises(checkpoints.CheckpointError, match="not a Faster R-CNN Explorer checkpoint"):
+        checkpoints.load_model(bare)
     wrong = tmp_path / "wrong.pt"
     torch.save({"format_version": 1, "model": "yolo_v8", "class_names": ["a"], "state_dict": {}}, wrong)
-    with pytest.raises(models.CheckpointError, match="unknown architecture"):
-        models.load_model(wrong)
+    with pytest.raises(checkpoints.CheckpointError, match="unknown architecture"):
+        checkpoints.load_model(wrong)
     mismatch = tmp_path / "mismatch.pt"
     torch.save({"format_version": 1, "model": models.DEMO_ARCH, "class_names": ["a"],
                 "state_dict": {"x": torch.zeros(1)}}, mismatch)
-    with pytest.raises(models.CheckpointError, match="weights do not fit"):
-        models.load_model(mismatch)
+    with pytest.raises(checkpoints.CheckpointError, match="weights do not fit"):
+        checkpoints.load_model(mismatch)
 
 
 def test_custom_anchors_replace_the_rpn_head_only_when_the_count_changes():
@@ -121,6 +121,6 @@ def test_custom_anchors_replace_the_rpn_head_only_when_the_count_changes():
 
 
 def test_default_model_without_weights_or_demo_file(monkeypatch, tmp_path):
-    monkeypatch.setattr(models, "DEMO_CHECKPOINT", tmp_path / "absent.pt")
-    source, why = models.default_model("cpu")
+    monkeypatch.setattr(checkpoints, "DEMO_CHECKPOINT", tmp_path / "absent.pt")
+    source, why = checkpoints.default_model("cpu")
     assert source == "fasterrcnn_mobilenet_v3_large_320_fpn" and "random weights" in why
