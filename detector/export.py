@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 
 from detector.images import to_tensor
-from detector.models import LoadedModel
+from detector.checkpoints import LoadedModel
 
 EXPORT_FORMATS = ("torchscript", "onnx")
 ONNX_OPSET = 17  # onnxruntime runs it everywhere; the TorchScript-based exporter goes up to 20

@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from detector import models  # noqa: E402
+from detector import checkpoints, models, runs  # noqa: E402
 
 
 def sh(*args: str) -> str:
@@ -41,7 +41,7 @@ def main() -> int:
     p.add_argument("--lr", type=float, default=0.001)
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=8)
-    p.add_argument("--export", default=str(models.DEMO_CHECKPOINT), help="where demo.pt is written")
+    p.add_argument("--export", default=str(checkpoints.DEMO_CHECKPOINT), help="where demo.pt is written")
     args = p.parse_args()
 
     work = Path(args.work)
@@ -62,10 +62,10 @@ def main() -> int:
     train_s = time.time() - started
     report = json.loads(sh("evaluate", "--checkpoint", str(run), "--data", str(test), "--device", args.device, "--json"))
 
-    best = models.read_checkpoint(run / "checkpoints" / "best.pt")
-    model = models.model_from_checkpoint(best, "best.pt")
+    best = checkpoints.read_checkpoint(runs.checkpoint_path(run, "best"))
+    model = checkpoints.model_from_checkpoint(best, "best.pt")
     export = Path(args.export)
-    models.save_checkpoint(export, model, best["model"], best["class_names"], best.get("model_kwargs", {}),
+    checkpoints.save_checkpoint(export, model, best["model"], best["class_names"], best.get("model_kwargs", {}),
                            epoch=best.get("epoch", 0), half=True)
     val_lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"val"' in line]
     train_lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"train"' in line]

@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from detector import models
+    from detector import checkpoints, weights
     from detector.export import DEFAULT_IMAGE_SIZE, ExportError, export_model
     from detector.images import ImageError, load_image
 
@@ -40,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
     except ImageError as exc:
         raise CliError(str(exc), 2) from None
     try:
-        loaded = models.load_model(models.choose_source(args.checkpoint, args.model), "cpu")
-    except (ValueError, models.CheckpointError, models.WeightsUnavailable) as exc:
+        loaded = checkpoints.load_model(checkpoints.choose_source(args.checkpoint, args.model), "cpu")
+    except (ValueError, checkpoints.CheckpointError, weights.WeightsUnavailable) as exc:
         raise CliError(str(exc), 2) from None
     try:
         result = export_model(loaded, args.format, args.out, tuple(args.image_size or DEFAULT_IMAGE_SIZE), sample)

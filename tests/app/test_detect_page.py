@@ -61,14 +61,14 @@ def test_uploads_bad_files_filters_and_compare(tiny_checkpoint):
 
 def _other_classes_checkpoint(session_tmp) -> str:
     """A second tiny model with other class names (as a freshly fine-tuned model has)."""
-    from detector import models
+    from detector import checkpoints, models
 
     path = models_dir() / "other-classes.pt"
     if not path.exists():
         models_dir().mkdir(parents=True, exist_ok=True)
         kwargs = {"min_size": 128, "max_size": 160, "box_score_thresh": 0.0, "box_detections_per_img": 5}
         model = models.build_model(models.DEMO_ARCH, ("cat", "dog"), **kwargs)
-        models.save_checkpoint(path, model, models.DEMO_ARCH, ("cat", "dog"), kwargs)
+        checkpoints.save_checkpoint(path, model, models.DEMO_ARCH, ("cat", "dog"), kwargs)
     return "upload:other-classes.pt"
 
 

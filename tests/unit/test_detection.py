@@ -112,7 +112,7 @@ def test_map_from_detect_json_equals_evaluate(tmp_path, capsys):
     from detector.data import load_dataset
     from detector.data.synthetic import write_synthetic
 
-    if not models.DEMO_CHECKPOINT.is_file():
+    if not checkpoints.DEMO_CHECKPOINT.is_file():
         pytest.skip("the shipped demo checkpoint is missing")
     folder = write_synthetic(tmp_path / "shapes", images=10, seed=3, format="coco", width=320, height=240)
     ds = load_dataset(folder)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from detector import models
+from detector import checkpoints
 from detector.cli import main
 from detector.export import (
     BOX_ATOL_PX,
@@ -32,7 +32,7 @@ SIZE = (320, 240)
 
 @pytest.fixture(scope="module")
 def demo():
-    return models.load_model(models.DEMO)
+    return checkpoints.load_model(checkpoints.DEMO)
 
 
 @pytest.fixture(scope="module")
