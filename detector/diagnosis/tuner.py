@@ -162,18 +162,18 @@ def run_sweep(model: FasterRCNN, trails: TrailSet, grid: list[dict[str, Any]], b
 
 def save_tuned_checkpoint(source: str | Path, out: str | Path, knobs: dict[str, Any]) -> Path:
     """Write a copy of checkpoint `source` (demo, a file or a run folder) with `knobs` in its
-    model_kwargs: same weights, same classes; loadable by `models.load_model(out)`."""
-    from detector import models
+    model_kwargs: same weights, same classes; loadable by `checkpoints.load_model(out)`."""
+    from detector import checkpoints
 
     for name in knobs:
         if name not in KNOBS:
             raise ValueError(f"unknown knob {name!r}")
-    ckpt = models.read_checkpoint(models.checkpoint_path_for(source))
+    ckpt = checkpoints.read_checkpoint(checkpoints.checkpoint_path_for(source))
     kwargs = {**ckpt.get("model_kwargs", {}), **{k: KNOBS[k][2](v) for k, v in knobs.items()}}
     tuned = {key: value for key, value in ckpt.items() if key not in ("optimizer", "scheduler", "scaler")}
     tuned["model_kwargs"] = kwargs
     tuned["tuned_from"] = str(source)
-    return models.write_checkpoint(out, tuned)
+    return checkpoints.write_checkpoint(out, tuned)
 
 
 def knob_table(points: list[SweepPoint]) -> list[dict[str, Any]]:

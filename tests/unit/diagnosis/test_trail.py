@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from torchvision.ops import box_iou
 
-from detector import models
+from detector import checkpoints
 from detector.data import ImageRecord
 from detector.diagnosis import collect_trails, diagnosis_report
 from detector.evaluation import evaluate_model, evaluation_images
@@ -35,7 +35,7 @@ def scene(tmp_path_factory):
 
 def test_forced_rpn_top_n_and_no_anchor_fits(tiny_checkpoint, scene):
     knobs = {"rpn_pre_nms_top_n_test": 100_000, "rpn_nms_thresh": 1.0, "rpn_post_nms_top_n_test": 1}
-    loaded = models.load_model(str(tiny_checkpoint), "cpu", **knobs)
+    loaded = checkpoints.load_model(str(tiny_checkpoint), "cpu", **knobs)
     image = to_tensor(Image.open(scene / "a.png").convert("RGB"))
     insp = inspect(loaded.model, [image])
     assert insp.frames[0].input_size == (SIZE, SIZE)
@@ -62,7 +62,7 @@ def test_one_pass_gives_evaluates_map_and_detections(tiny_checkpoint, tmp_path):
     from detector.data.synthetic import write_synthetic
 
     write_synthetic(tmp_path / "synth", images=6, seed=3, format="coco")
-    loaded = models.load_model(str(tiny_checkpoint), "cpu")
+    loaded = checkpoints.load_model(str(tiny_checkpoint), "cpu")
     chosen = evaluation_images(tmp_path / "synth", "all", loaded.class_names)
     trails = collect_trails(loaded.model, chosen.records, chosen.root, loaded.class_names, batch_size=2)
     loader = torch.utils.data.DataLoader(DetectionDataset(list(chosen.records), chosen.root, train=False),
