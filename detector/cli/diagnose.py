@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from detector import models
+    from detector import checkpoints, models, weights
     from detector.data import DatasetError
     from detector.diagnosis import collect_trails, diagnosis_report
     from detector.diagnosis.tuner import best_point, parse_knob, parse_sweep, run_sweep, save_tuned_checkpoint, sweep_grid
@@ -64,13 +64,13 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(str(exc), 2) from None
     try:
         device = models.resolve_device(args.device)
-        source = models.choose_source(args.checkpoint, args.model, device)
-        loaded = models.load_model(source, device, **knobs)
+        source = checkpoints.choose_source(args.checkpoint, args.model, device)
+        loaded = checkpoints.load_model(source, device, **knobs)
         if args.model and not args.checkpoint and loaded.weights != "coco":
             raise CliError(f"{args.model}: no COCO weights cached, so there is nothing to diagnose "
                            "(download them first, or pass --checkpoint)")
         chosen = evaluation_images(args.data, args.split, loaded.class_names)
-    except (models.CheckpointError, models.WeightsUnavailable, DatasetError, ValueError) as exc:
+    except (checkpoints.CheckpointError, weights.WeightsUnavailable, DatasetError, ValueError) as exc:
         raise CliError(str(exc)) from None
     if not chosen.records:
         raise CliError(f"{args.data}: no images in split {args.split}")
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         tuned = {**knobs, **(best.knobs if best else {})}
         try:
             path = save_tuned_checkpoint(source, args.save_checkpoint, tuned)
-        except (models.CheckpointError, OSError) as exc:
+        except (checkpoints.CheckpointError, OSError) as exc:
             raise CliError(f"{args.save_checkpoint}: {exc}") from None
         report["saved_checkpoint"] = {"path": str(path), "knobs": tuned}
     text = json.dumps(report, indent=2)

@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from detector import models
+from detector import checkpoints
 from detector.cli import main as cli_main
 
 pytest.importorskip("pycocotools")
-pytestmark = pytest.mark.skipif(not models.DEMO_CHECKPOINT.is_file(), reason="no demo checkpoint")
+pytestmark = pytest.mark.skipif(not checkpoints.DEMO_CHECKPOINT.is_file(), reason="no demo checkpoint")
 
 KEYS = {"images", "mAP", "mAP50", "mAP75", "per_class", "confusion", "errors", "missed"}
 CLASS_KEYS = {"class", "gt", "AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "precision", "recall",
@@ -79,12 +79,12 @@ def test_a_box_score_thresh_sweep_lowers_map_as_it_rises(swept):
 
 def test_the_saved_tuned_checkpoint_carries_its_knobs_and_is_a_model_source(swept, synth, capsys):
     report, tuned, _ = swept
-    ckpt = models.read_checkpoint(tuned)
+    ckpt = checkpoints.read_checkpoint(tuned)
     best = report["saved_checkpoint"]["knobs"]
     assert ckpt["model_kwargs"]["box_score_thresh"] == best["box_score_thresh"]
-    demo = models.read_checkpoint(models.DEMO_CHECKPOINT)
+    demo = checkpoints.read_checkpoint(checkpoints.DEMO_CHECKPOINT)
     assert all((ckpt["state_dict"][k] == v).all() for k, v in demo["state_dict"].items())
-    loaded = models.load_model(str(tuned), "cpu")
+    loaded = checkpoints.load_model(str(tuned), "cpu")
     assert loaded.model.roi_heads.score_thresh == best["box_score_thresh"]
     # evaluate with the tuned checkpoint (a full forward) gives the tuner's figure for that setting
     evaluated = _json(capsys, ["evaluate", "--checkpoint", str(tuned), "--data", str(synth), "--json", "--device", "cpu"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from detector import models
+from detector import checkpoints
 from detector.data import DetectionDataset, collate
 from detector.diagnosis import collect_trails, evaluate_setting, with_knobs
 from detector.diagnosis.tuner import current_knobs, parse_sweep, sweep_grid
@@ -20,7 +20,7 @@ def setup(tiny_checkpoint, tmp_path_factory):
     from detector.data.synthetic import write_synthetic
 
     root = write_synthetic(tmp_path_factory.mktemp("tuner") / "synth", images=5, seed=4, format="coco")
-    loaded = models.load_model(str(tiny_checkpoint), "cpu")
+    loaded = checkpoints.load_model(str(tiny_checkpoint), "cpu")
     chosen = evaluation_images(root, "all", loaded.class_names)
     trails = collect_trails(loaded.model, chosen.records, chosen.root, loaded.class_names, keep_stages=True)
     return loaded, chosen, trails
@@ -35,7 +35,7 @@ def setup(tiny_checkpoint, tmp_path_factory):
 def test_a_setting_from_the_cache_equals_a_model_built_with_it(setup, tiny_checkpoint, knobs):
     loaded, chosen, trails = setup
     point = evaluate_setting(loaded.model, trails, knobs)
-    rebuilt = models.load_model(str(tiny_checkpoint), "cpu", **knobs)
+    rebuilt = checkpoints.load_model(str(tiny_checkpoint), "cpu", **knobs)
     loader = torch.utils.data.DataLoader(DetectionDataset(list(chosen.records), chosen.root, train=False),
                                          batch_size=2, collate_fn=collate)
     expected = evaluate_model(rebuilt.model, loader, rebuilt.class_names)
