@@ -489,7 +489,8 @@ def phase_inference(plan: dict, emit: Emit) -> None:
     from detector.detection import detect
     from detector.images import load_image, to_tensor
     from detector.inspect import run_heads, run_rpn_stage
-    from detector.models import LoadedModel, build_model
+    from detector.checkpoints import LoadedModel
+    from detector.models import build_model
 
     device = torch.device(plan["device"])
     for model_name, spec in plan["models"].items():
