@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import streamlit as st
 
-from detector.data import list_datasets
+from detector.data import DatasetError, list_datasets
 from detector.data.validation import action_kind
 from detector.viz.data import (
     aspect_ratio_figure,
@@ -16,7 +16,19 @@ from detector.viz.data import (
     record_figure,
     size_bucket_figure,
 )
-from ui.data import content_key, decoding_problems, statistics, store_once, store_synthetic, stored, thumbnail
+from ui.data import (
+    allowed_roots,
+    content_key,
+    decoding_problems,
+    register,
+    reread_voc,
+    statistics,
+    store_once,
+    store_synthetic,
+    stored,
+    thumbnail,
+    upload_limit_mb,
+)
 from ui.inputs import default_dataset, remember_dataset
 from ui.router import ensure_router
 
@@ -24,6 +36,7 @@ ensure_router()
 
 PER_PAGE = 6
 FORMATS = ["auto", "coco", "voc", "yolo"]
+VOC_COORDINATES = ["auto", "one-based", "zero-based"]
 
 st.title("Data")
 st.markdown(
@@ -36,15 +49,23 @@ st.markdown(
 new_name = None
 with st.container(border=True):
     st.subheader("Add a dataset")
-    fmt = st.selectbox("Format", FORMATS, key="data_format",
+    f1, f2 = st.columns(2)
+    fmt = f1.selectbox("Format", FORMATS, key="data_format",
                        help="auto: detected from the files (COCO JSON, then VOC XML, then YOLO labels).")
-    tab_zip, tab_folder, tab_synth = st.tabs(["Zip archive", "Folder", "Synthetic"])
+    voc = f2.selectbox("VOC coordinates", VOC_COORDINATES, key="data_voc_coordinates",
+                       help="Pascal VOC only. one-based: the devkit's pixel indices (xmin - 1 is the edge); "
+                            "zero-based: edges as written (CVAT, Label Studio). auto decides from the files and "
+                            "the report says why.")
+    tab_zip, tab_folder, tab_path, tab_synth = st.tabs(["Zip archive", "Folder", "Path on this machine", "Synthetic"])
     with tab_zip:
         upload = st.file_uploader("Dataset archive (.zip)", type=["zip"], key="data_zip",
                                   help="Checked member by member before anything is unpacked; kept as uploaded.")
+        st.caption(f"A browser upload is held in the server's memory while it arrives: up to {upload_limit_mb():,} MB "
+                   "here. A dataset bigger than that: put it on the machine the app runs on and register it by "
+                   "path (tab *Path on this machine*), no upload and no copy.")
         if upload is not None:
             data = upload.getvalue()
-            new_name, error = store_once(content_key(data, fmt), upload.name, data, fmt)
+            new_name, error = store_once(content_key(data, fmt), upload.name, data, fmt, voc)
             if error:
                 st.error(error, icon=":material/block:")
     with tab_folder:
@@ -54,9 +75,19 @@ with st.container(border=True):
             mapping = {f.name: f.getvalue() for f in files}
             folder_hint = files[0].name.split("/")[0] if "/" in files[0].name else "folder-upload"
             key = content_key(*sorted(mapping), *(mapping[k] for k in sorted(mapping)), fmt)
-            new_name, error = store_once(key, folder_hint, mapping, fmt)
+            new_name, error = store_once(key, folder_hint, mapping, fmt, voc)
             if error:
                 st.error(error, icon=":material/block:")
+    with tab_path:
+        path_text = st.text_input("Folder or zip on the machine the app runs on", key="data_path",
+                                  placeholder="/data/exports/my_dataset", help="Read where it is, never copied "
+                                  "(a zip is unpacked once into the workspace). A relative path starts at the workspace.")
+        if st.button("Register", key="data_register"):
+            new_name, error = register(path_text, fmt, voc)
+            if error:
+                st.error(error, icon=":material/block:")
+        st.caption("Allowed folders (the workspace, and those in `DETECTOR_DATA_ROOTS`): "
+                   + ", ".join(f"`{r}`" for r in allowed_roots()))
     with tab_synth:
         c1, c2, c3 = st.columns(3)
         n_images = c1.number_input("Images", 4, 2000, 60, key="data_synth_images")
@@ -84,7 +115,11 @@ name = st.selectbox("Stored dataset", names, key="data_dataset",
                     format_func=lambda n: f"{n} ({by_name[n].format}, {by_name[n].images} images)")
 st.query_params["dataset"] = name
 remember_dataset(name)
-sd = stored(name)
+try:
+    sd = stored(name)
+except DatasetError as exc:  # a registration whose folder is no longer allowed, or gone
+    st.error(str(exc), icon=":material/block:")
+    st.stop()
 ds = sd.dataset
 stats, problems_of = statistics(name)
 report = ds.report()
@@ -105,6 +140,24 @@ else:
     st.error("Not usable as it is: fix the errors listed below.", icon=":material/error:")
 st.caption("Classes in label order (label id = position, 0 is background): "
            + ", ".join(f"{i + 1} {n}" for i, n in enumerate(ds.class_names)))
+if ds.voc_coordinates:
+    convention, why = ds.voc_coordinates
+    v1, v2 = st.columns([1, 3])
+    chosen = v1.selectbox("Read VOC boxes as", VOC_COORDINATES[1:], index=VOC_COORDINATES[1:].index(convention),
+                          key=f"data_voc_read_{name}", help="Parse the files again with this convention.")
+    v2.info(f"VOC coordinates: {why}", icon=":material/straighten:")
+    if chosen != convention:
+        error = reread_voc(name, chosen)
+        if error:
+            st.error(error)
+        else:
+            st.rerun()
+for note in ds.notes:
+    st.info(note, icon=":material/info:")
+if ds.ignored_files:
+    with st.expander(f"{len(ds.ignored_files)} annotation file(s) read and not used"):
+        st.dataframe(pd.DataFrame([f.to_dict() for f in ds.ignored_files]), hide_index=True, width="stretch",
+                     key="data_ignored")
 problems = pd.DataFrame([p.to_dict() for p in ds.problems], columns=["severity", "file", "line", "id", "message", "action"])
 if len(problems):
     f1, f2, f3 = st.columns([1, 1, 2])

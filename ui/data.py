@@ -10,6 +10,8 @@ import streamlit as st
 from PIL import Image
 
 from detector.data import DatasetError, StoredDataset, open_dataset, store_upload
+from detector.data.roots import data_roots
+from detector.data.store import register_path, reread
 from detector.data.stats import DatasetStatistics, dataset_statistics
 from detector.data.validation import problems_by_record
 from detector.images import ImageError, load_image
@@ -55,18 +57,48 @@ def thumbnail(root: str, file: str, max_side: int = 480) -> tuple[Image.Image | 
     return image, None, scale
 
 
-def store_once(key: str, name_hint: str, data, format: str) -> tuple[str | None, str | None]:
-    """Store an upload once per (content, format) in this session: (dataset name, error message)."""
+def store_once(key: str, name_hint: str, data, format: str, voc_coordinates: str = "auto"
+               ) -> tuple[str | None, str | None]:
+    """Store an upload once per (content, format, VOC convention) in this session: (dataset name, error)."""
     done = st.session_state.setdefault("_data_stored", {})
+    key = f"{key}-{voc_coordinates}"
     if key in done:
         return done[key]
     with st.spinner(f"Checking and storing {name_hint} ..."):
         try:
-            result = (store_upload(name_hint, data, format=format).name, None)
+            result = (store_upload(name_hint, data, format=format, voc_coordinates=voc_coordinates).name, None)
         except DatasetError as exc:
             result = (None, str(exc))
     done[key] = result
     return result
+
+
+def register(path_text: str, format: str, voc_coordinates: str = "auto") -> tuple[str | None, str | None]:
+    """Register a folder or zip on this machine by path (no copy): (dataset name, error message)."""
+    with st.spinner("Checking and registering the dataset ..."):
+        try:
+            return register_path(path_text, format=format, voc_coordinates=voc_coordinates).name, None
+        except DatasetError as exc:
+            return None, str(exc)
+
+
+def reread_voc(name: str, convention: str) -> str | None:
+    """Parse a stored VOC dataset again with the coordinate convention forced; the error, if any."""
+    try:
+        reread(name, voc_coordinates=convention)
+    except DatasetError as exc:
+        return str(exc)
+    return None
+
+
+def upload_limit_mb() -> int:
+    """The browser upload limit in MB, as Streamlit's config sets it (server.maxUploadSize)."""
+    return int(st.get_option("server.maxUploadSize"))
+
+
+def allowed_roots() -> list[str]:
+    """The folders a dataset may be registered from (the workspace first), as shown to the user."""
+    return [str(r) for r in data_roots()]
 
 
 def content_key(*parts: bytes | str) -> str:

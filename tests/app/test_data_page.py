@@ -80,3 +80,53 @@ def test_folder_upload_keeps_sub_folders(tmp_path):
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Format"] == "VOC" and metrics["Images"] == "4"
     assert any("3 train / 1 validation" in s.value for s in at.success)  # the dataset's own ImageSets split
+
+
+def test_register_by_path_and_switch_the_voc_convention(tmp_path, monkeypatch):
+    from tests.unit.data.exports import cvat_voc
+
+    allowed = tmp_path / "exports"
+    export = cvat_voc(allowed / "cvat-voc")
+    monkeypatch.setenv("DETECTOR_DATA_ROOTS", str(allowed))
+    at = app_test("pages/data.py").run()
+    assert not at.exception
+    import streamlit as st
+
+    limit = f"up to {int(st.get_option('server.maxUploadSize')):,} MB"  # Streamlit's own setting, not a copy
+    assert any(limit in c.value and "register it by path" in c.value for c in at.caption)
+    assert any(str(allowed.resolve()) in c.value for c in at.caption)  # the allowed folders are listed
+    at.text_input(key="data_path").input(str(export.root))
+    at.button(key="data_register").click().run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="data_dataset").value.startswith("cvat-voc")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Format"] == "VOC" and metrics["Images"] == "3" and metrics["Problems"] == "0"
+    assert any("VOC coordinates: zero-based" in i.value and "img_0.xml" in i.value for i in at.info)
+    name = at.selectbox(key="data_dataset").value
+    at.selectbox(key=f"data_voc_read_{name}").set_value("one-based").run()
+    assert not at.exception, at.exception
+    assert any("VOC coordinates: one-based, as asked" in i.value for i in at.info)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Problems"] == "1"  # the box at 0.0 read as a 1-based index lands at -1
+
+
+def test_register_by_path_refuses_a_path_outside_the_allowed_folders(tmp_path, monkeypatch):
+    from tests.unit.data.exports import ultralytics_yolo
+
+    allowed, outside = tmp_path / "allowed", tmp_path / "private"
+    allowed.mkdir()
+    export = ultralytics_yolo(outside / "yolo")
+    (allowed / "sneaky").symlink_to(export.root, target_is_directory=True)
+    monkeypatch.setenv("DETECTOR_DATA_ROOTS", str(allowed))
+    at = app_test("pages/data.py").run()
+    before = list(at.selectbox(key="data_dataset").options) if at.selectbox else []
+    for text, why in ((str(export.root), "not under a folder datasets may be registered from"),
+                      (str(allowed / "sneaky"), "a symbolic link leads outside"),
+                      (str(allowed / ".." / "private" / "yolo"), "'..' is refused")):
+        at.text_input(key="data_path").input(text)
+        at.button(key="data_register").click().run()
+        assert not at.exception, at.exception
+        errors = [e.value for e in at.error]
+        assert any(why in e for e in errors), errors
+        assert not any(str(outside) in e for e in errors)  # no server path outside the roots is shown
+        assert (list(at.selectbox(key="data_dataset").options) if at.selectbox else []) == before
