@@ -31,6 +31,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -54,6 +55,7 @@ DIAGNOSIS = "diagnosis.json"
 
 STATES = ("queued", "running", "stopping", "done", "failed", "stopped")
 ACTIVE_STATES = ("queued", "running", "stopping")
+HEARTBEAT_S = 5.0  # a training run rewrites status.json this often
 HEARTBEAT_STALE_S = 90.0  # a running run whose heartbeat is older than this is interrupted
 
 
@@ -226,6 +228,53 @@ def write_status(run_dir: Path, **fields: Any) -> dict[str, Any]:
     current.setdefault("error", None)
     write_json_atomic(path, _finite(current))
     return current
+
+
+class StatusKeeper:
+    """Holds a training run's status in memory and rewrites status.json every HEARTBEAT_S seconds.
+
+    The heartbeat is what `read_status` checks for staleness (HEARTBEAT_STALE_S); a STOP asked for
+    while running is written as "stopping". Only the training process (rank 0) writes.
+    """
+
+    def __init__(self, run_dir: Path, enabled: bool, **initial: Any):
+        self.run_dir = run_dir
+        self.enabled = enabled
+        self.fields: dict[str, Any] = dict(initial)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if not self.enabled:
+            return
+        self.write()
+        self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            with contextlib.suppress(OSError):
+                self.write()
+
+    def update(self, write: bool = False, **fields: Any) -> None:
+        with self._lock:
+            self.fields.update(fields)
+        if write:
+            self.write()
+
+    def write(self) -> None:
+        if self.enabled:
+            with self._lock:
+                if self.fields.get("state") == "running" and stop_requested(self.run_dir):
+                    self.fields["state"] = "stopping"  # asked to stop: acted on before the next iteration
+                write_status(self.run_dir, **self.fields)
+
+    def close(self, **fields: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=HEARTBEAT_S * 2)
+        self.update(write=True, **fields)
 
 
 def pid_alive(pid: int | None) -> bool:
