@@ -12,6 +12,7 @@ from ui.inspection import (
     detections_frame, inspection, paper_table1_frame, rpn_stage, table1, table1_frame, table1_sources,
     timings_frame,
 )
+from ui.links import box_from_param
 from ui.model import current_device, current_model
 from ui.router import ensure_router
 
@@ -61,6 +62,11 @@ progress.empty()
 frame, funnel = result.frames[0], result.funnels[0]
 post_set = funnel.post_nms
 gt = picked.boxes if picked.has_ground_truth else None
+# a link's box= (e.g. a missed object from /diagnose), drawn on this image only
+linked = box_from_param(st.query_params.get("box")) if st.query_params.get("image") == picked.name else None
+if linked:
+    st.info(f"Magenta: the box from the link, [{', '.join(f'{v:.0f}' for v in linked)}]; follow it through the "
+            "proposals before and after NMS and the detections.", icon=":material/my_location:")
 
 # ---- funnel and timing
 counts = result.counts(0)
@@ -116,12 +122,14 @@ with tabs[1]:
         pre_order = pre_set.scores.argsort(descending=True)[:viz_limit]
         c1, c2 = st.columns(2)
         c1.plotly_chart(viz.proposals_figure(picked.image, frame.to_original(pre_set.boxes[pre_order]).numpy(),
-                                             pre_set.scores[pre_order].tolist(), style="pre_nms", gt_boxes=gt),
+                                             pre_set.scores[pre_order].tolist(), style="pre_nms", gt_boxes=gt,
+                                             highlight=linked),
                         key="rpn_pre_chart")
         c1.caption(f"Before NMS: {len(pre_set)} proposals (the {min(len(pre_set), viz_limit)} highest-scoring drawn): "
                    "regressed anchors after top-k per level, clipping, small-box removal and score_thresh.")
         c2.plotly_chart(viz.proposals_figure(picked.image, frame.to_original(post_set.boxes[:k]).numpy(),
-                                             post_set.scores[:k].tolist(), clickable=True, gt_boxes=gt),
+                                             post_set.scores[:k].tolist(), clickable=True, gt_boxes=gt,
+                                             highlight=linked),
                         key="rpn_post_chart", on_select="rerun", selection_mode="points")
         c2.caption(f"After NMS (IoU > {settings.nms_thresh:g} suppressed, per level): the top {k} of {len(post_set)} "
                    "proposals by objectness. Click a centre to trace it to its anchor.")
@@ -195,7 +203,8 @@ with tabs[5]:
     thresh = st.slider("Detection score threshold", floor, 1.0, max(floor, 0.5), 0.01, key="rpn_det_thresh")
     det = result.detections[0].above(thresh)
     names = [loaded.class_names[i - 1] if 0 < i <= len(loaded.class_names) else str(i) for i in det.labels.tolist()]
-    st.plotly_chart(viz.detections_figure(picked.image, det.boxes.numpy(), names, det.scores.tolist(), gt_boxes=gt),
+    st.plotly_chart(viz.detections_figure(picked.image, det.boxes.numpy(), names, det.scores.tolist(), gt_boxes=gt,
+                                          highlight=linked),
                     key="rpn_detections")
     st.caption(f"{len(det)} detections with score >= {thresh:.2f}: the Fast R-CNN head's softmax over classes for each "
                "RoI, class-specific box regression, then per-class NMS. Ground truth dashed.")

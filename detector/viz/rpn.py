@@ -85,10 +85,12 @@ def proposals_figure(
     hover: Sequence[str] | None = None,
     clickable: bool = False,
     gt_boxes: np.ndarray | None = None,
+    highlight: Sequence[float] | None = None,
 ) -> go.Figure:
     """Proposals (original pixels, in rank order) on the image, scores on hover.
 
     clickable: a marker at each box centre carrying its rank (customdata), so a click selects it.
+    highlight: one box drawn over everything (a link's box=, e.g. a missed object).
     """
     boxes = np.round(np.asarray(boxes, dtype=float).reshape(-1, 4), 1)  # tenth of a pixel: small messages
     scores = [float(s) for s in scores]
@@ -101,6 +103,7 @@ def proposals_figure(
         for i, (b, s) in enumerate(zip(boxes, scores))
     ]
     add_boxes(fig, boxes, style=style, hover=hover, show_labels=False)
+    _highlight(fig, highlight)
     if clickable and len(boxes):
         # only the centre markers answer the mouse, so a click always carries a rank
         fig.update_traces(hoverinfo="skip", selector=dict(mode="lines"))
@@ -227,10 +230,19 @@ def detections_figure(
     title: str | None = None,
     max_side: int = MAX_SIDE,
     height: int | None = None,
+    highlight: Sequence[float] | None = None,
 ) -> go.Figure:
-    """Final detections (original pixels) with class and score, ground truth dashed when known."""
+    """Final detections (original pixels) with class and score, ground truth dashed when known;
+    `highlight` one box drawn over them (a link's box=)."""
     fig = image_figure(image, max_side=max_side, title=title, height=height)
     if gt_boxes is not None and len(gt_boxes):
         add_boxes(fig, gt_boxes, style="ground_truth", show_labels=False)
     add_boxes(fig, boxes, style="prediction", labels=list(labels), scores=[float(s) for s in scores])
+    return _highlight(fig, highlight)
+
+
+def _highlight(fig: go.Figure, box: Sequence[float] | None) -> go.Figure:
+    if box is not None:
+        add_boxes(fig, np.asarray([box], dtype=float), style="highlight", name="box from the link", show_labels=False,
+                  hover=["the box this link points at"])
     return fig
