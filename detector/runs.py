@@ -40,6 +40,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from detector.frames import CellPlacement
 from detector.workspace import runs_dir, workspace_root
 
 CONFIG = "config.json"
@@ -534,8 +535,8 @@ class SnapshotImage:
 
     Boxes are [x1, y1, x2, y2] in ORIGINAL image pixels. `objectness[k]` is level k's map of
     sigmoid(objectness), max over the anchor shapes at each cell, max-pooled down to at most the
-    snapshot's `map_side`; a cell of level k covers `image_size / map shape` original pixels
-    (the model's padding removed).
+    snapshot's `map_side` (the model's padding removed); `cells[k]` places its cells in original
+    pixels (`detector.frames.CellPlacement`: cell (c, r) centred at (x0 + c dx, y0 + r dy)).
     """
 
     file: str
@@ -550,6 +551,16 @@ class SnapshotImage:
     boxes: np.ndarray  # (D, 4) final detections
     scores: np.ndarray  # (D,)
     labels: np.ndarray  # (D,) 1-based into class_names
+    cells: tuple[CellPlacement, ...] = ()  # per FPN level; () in snapshots written before they were stored
+
+    def cell_placement(self, level: int) -> CellPlacement:
+        """Where level `level`'s cells sit in original pixels. A snapshot written before placements
+        were stored spreads its cells over the image, the first centre on the corner (torchvision's
+        anchor centres)."""
+        if len(self.cells) == len(self.objectness):
+            return self.cells[level]
+        rows, cols = np.asarray(self.objectness[level]).shape
+        return CellPlacement(0.0, self.width / max(cols, 1), 0.0, self.height / max(rows, 1))
 
 
 @dataclass(frozen=True)
@@ -572,15 +583,24 @@ def read_snapshot(run_dir: Path, epoch: int) -> RpnSnapshot:
     images = []
     for i, info in enumerate(meta.get("images", [])):
         levels = tuple(meta.get("level_names", []))
+        objectness = tuple(arrays[f"img{i}_objectness_{k}"] for k in range(len(levels)))
         images.append(SnapshotImage(
             file=info["file"], width=int(info["width"]), height=int(info["height"]),
             gt_boxes=arrays[f"img{i}_gt_boxes"], gt_labels=arrays[f"img{i}_gt_labels"],
-            objectness=tuple(arrays[f"img{i}_objectness_{k}"] for k in range(len(levels))),
+            objectness=objectness,
             level_names=levels,
             proposals=arrays[f"img{i}_proposals"], proposal_scores=arrays[f"img{i}_proposal_scores"],
             boxes=arrays[f"img{i}_boxes"], scores=arrays[f"img{i}_scores"], labels=arrays[f"img{i}_labels"],
+            cells=_cells(info),
         ))
     return RpnSnapshot(int(meta.get("epoch", epoch)), tuple(meta.get("class_names", [])), tuple(images), meta)
+
+
+def _cells(info: dict[str, Any]) -> tuple[CellPlacement, ...]:
+    stored = info.get("cells")
+    if not isinstance(stored, list):
+        return ()
+    return tuple(CellPlacement(*(float(v) for v in c)) for c in stored)
 
 
 # ---------------------------------------------------------------- listing runs

@@ -24,9 +24,11 @@ def rpn_snapshot(model: nn.Module, dataset: Any, indices: Sequence[int], device:
 
     Each image goes through `inspect.run_rpn_stage` and `inspect.run_heads` with the model's own
     settings (bit-identical to `model(images)`). Objectness per level is the best anchor shape per
-    cell, the cells whose centre lies in the padding dropped (`frames.visible_grid`), max-pooled to
-    at most SNAPSHOT_MAP_SIDE cells a side. Returns the arrays and meta that `runs.write_snapshot`
-    stores; boxes in original image pixels.
+    cell, the cells whose centre lies in the padding dropped, max-pooled in whole blocks to at most
+    SNAPSHOT_MAP_SIDE cells a side, as the RPN page pools; each level's cell placement (original
+    pixels, `frames.cell_placement`) goes into the meta as `cells`, so the map is drawn exactly where
+    `/rpn` draws it. Returns the arrays and meta that `runs.write_snapshot` stores; boxes in original
+    image pixels.
     """
     from detector import frames
     from detector.inspect import run_heads, run_rpn_stage
@@ -43,16 +45,13 @@ def rpn_snapshot(model: nn.Module, dataset: Any, indices: Sequence[int], device:
             inspection = run_heads(model, stage)
             frame = stage.frames[0]
             level_names = [level.name for level in stage.levels]
+            placements = []
             for k, level in enumerate(stage.levels):
-                prob = stage.objectness[k][0].float().sigmoid().amax(0)  # (rows, columns): best anchor shape per cell
-                rows, cols = frames.visible_grid(level.grid, level.stride, frame.input_size)
-                valid = prob[:rows, :cols]
-                h, w = valid.shape
-                scale = max(h, w) / SNAPSHOT_MAP_SIDE
-                if scale > 1:
-                    out_hw = (max(1, round(h / scale)), max(1, round(w / scale)))
-                    valid = torch.nn.functional.adaptive_max_pool2d(valid[None, None], out_hw)[0, 0]
-                arrays[f"img{n}_objectness_{k}"] = valid.cpu().numpy().astype(np.float16)
+                prob = stage.objectness[k][0].float().sigmoid().amax(0).cpu().numpy()  # (rows, columns): best shape per cell
+                valid = frames.visible_cells(prob, level.stride, frame.resized_size)
+                factor = frames.pool_factor(valid.shape, SNAPSHOT_MAP_SIDE)
+                arrays[f"img{n}_objectness_{k}"] = frames.max_pool_cells(valid, factor).astype(np.float16)
+                placements.append(frames.cell_placement(level.stride, frame.scale, factor).to_list())
             post = inspection.funnels[0].post_nms
             detections = inspection.detections[0]
             arrays[f"img{n}_proposals"] = frame.to_original(post.boxes[:SNAPSHOT_PROPOSALS]).float().numpy()
@@ -62,9 +61,9 @@ def rpn_snapshot(model: nn.Module, dataset: Any, indices: Sequence[int], device:
             arrays[f"img{n}_labels"] = detections.labels.numpy().astype(np.int64)
             arrays[f"img{n}_gt_boxes"] = target["boxes"].numpy().astype(np.float32)
             arrays[f"img{n}_gt_labels"] = target["labels"].numpy().astype(np.int64)
-            info.append({"file": dataset.records[idx].file, "width": frame.original_size[1],
-                         "height": frame.original_size[0], "resized": list(frame.input_size),
-                         "padded": list(frame.padded_size)})
+            info.append({"file": dataset.records[idx].file, "width": frame.original_size[0],
+                         "height": frame.original_size[1], "resized": list(frame.resized_size),
+                         "padded": list(frame.padded_size), "cells": placements})
     finally:
         model.train(was_training)
     meta = {"epoch": epoch, "class_names": list(class_names), "level_names": level_names, "images": info,

@@ -3,6 +3,7 @@
 import numpy as np
 import streamlit as st
 
+from detector.frames import grid_text, size_text
 from detector.inspect import trace_proposal
 from detector.models import ARCHITECTURES
 from detector.proposals import FUNNEL_STAGES, ProposalSettings, proposal_recall
@@ -76,8 +77,8 @@ labels = {"anchors": "anchors", **{k: k.replace("_", " ") for k, _ in FUNNEL_STA
 left.plotly_chart(viz.funnel_figure(counts, labels), key="rpn_funnel")
 left.caption("The proposal funnel: every anchor is scored, the top pre_nms_top_n per level are regressed into "
              "proposals, clipped, filtered, suppressed by NMS; post_nms_top_n become the RoIs of the detection head.")
-right.markdown(f"**Frames**: original {frame.original_size[1]}x{frame.original_size[0]}, resized "
-               f"{frame.input_size[1]}x{frame.input_size[0]}, padded {frame.padded_size[1]}x{frame.padded_size[0]} (W x H)")
+right.markdown(f"**Frames** (W x H): original {size_text(frame.original_size)}, resized "
+               f"{size_text(frame.resized_size)}, padded {size_text(frame.padded_size)}")
 right.dataframe(timings_frame(result.timings), hide_index=True)
 right.caption(f"Time per stage on {current_device().type.upper()}: the first four when this image was first run "
               "(cached since), the last two on this run.")
@@ -89,7 +90,7 @@ levels = stage.levels
 with tabs[0]:
     c1, c2, c3 = st.columns(3)
     li = c1.selectbox("FPN level", range(len(levels)), key="rpn_level",
-                      format_func=lambda i: f"{levels[i].name}: {levels[i].grid[0]}x{levels[i].grid[1]} cells, "
+                      format_func=lambda i: f"{levels[i].name}: {grid_text(levels[i].grid)} cells, "
                                             f"stride {levels[i].stride[0]}")
     level = levels[li]
 
@@ -103,9 +104,10 @@ with tabs[0]:
     opacity = c3.slider("Heatmap opacity", 0.0, 1.0, 0.55, 0.05, key="rpn_opacity")
     prob = stage.objectness_prob(0, li).numpy()
     heat = prob.max(axis=0) if shape < 0 else prob[shape]
-    st.plotly_chart(viz.objectness_figure(picked.image, heat, level.stride, frame.scale, frame.input_size, opacity),
+    st.plotly_chart(viz.objectness_figure(picked.image, heat, level.stride, frame.scale, frame.resized_size, opacity),
                     key="rpn_heatmap")
-    st.caption(f"Objectness p = sigmoid(cls_logits) at FPN level {level.name}: a {level.grid[0]}x{level.grid[1]} map, "
+    st.caption(f"Objectness p = sigmoid(cls_logits) at FPN level {level.name}: a {grid_text(level.grid)} map "
+               "(columns x rows), "
                f"one cell per sliding-window position, stride {level.stride[0]} input pixels "
                f"({level.stride[0] / frame.scale[0]:.1f} pixels of this image); {level.anchors_per_location} anchors "
                f"per cell. Max over the whole level: {float(prob.max()):.3f}.")
