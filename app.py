@@ -4,6 +4,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from ui.compute import policy
 from ui.sidebar import render_sidebar
 
 st.set_page_config(page_title="Faster R-CNN Explorer", page_icon=":material/center_focus_strong:", layout="wide")
@@ -17,7 +18,6 @@ PAGES = [
     ("pages/data.py", "Data", ":material/dataset:", "data"),
     ("pages/train.py", "Train", ":material/model_training:", "train"),
     ("pages/detect.py", "Detect", ":material/image_search:", "detect"),
-    ("pages/diagnose.py", "Diagnose", ":material/troubleshoot:", "diagnose"),
 ]
 
 pages = [
@@ -25,6 +25,7 @@ pages = [
     for file, title, icon, url in PAGES
     if (HERE / file).is_file()
 ]
+policy()  # this server's torch threads and forward gate, set once per process (ui/compute.py)
 current = st.navigation(pages)
 render_sidebar()
 current.run()

@@ -32,6 +32,11 @@ def runs_dir() -> Path:
     return _sub("runs")
 
 
+def models_dir() -> Path:
+    """`models/`: checkpoint files the user added (named `upload:<file name>` by the app)."""
+    return _sub("models")
+
+
 def is_inside(path: Path, folder: Path) -> bool:
     """True when `path` resolves to `folder` or somewhere below it (symlinks followed)."""
     try:

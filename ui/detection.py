@@ -1,8 +1,15 @@
-"""Detection glue for pages: decode uploads safely and cache detections per (model, image bytes)."""
+"""Detection glue for pages: decode uploads safely and cache detections per (model, image bytes).
+
+The detections cache is process-wide (every session of the server shares it, bounded to 256
+images, each a few KB of boxes): sessions detecting on the same images with the same model run
+the model once; the run passes the server's forward gate (ui.compute).
+"""
 
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -13,10 +20,10 @@ from PIL import Image
 from detector.detection import Detections, detect, table_rows
 from detector.images import ImageError, encode_png, load_image
 from detector.viz import draw_boxes_on_image
+from ui.compute import gated
 from ui.inputs import follow_default
 from ui.model import get_model, model_key
 
-_CACHE_KEY = "_detections_cache"
 _CACHE_LIMIT = 256
 
 
@@ -47,22 +54,67 @@ def decode_uploads(files: list[tuple[str, bytes]]) -> list[InputImage]:
     return out
 
 
+class _Store:
+    """(model key, image digest) -> Detections, least recently used dropped past `limit`; one lock
+    per set of images being detected, so two sessions asking for the same images run them once."""
+
+    def __init__(self, limit: int = _CACHE_LIMIT):
+        self.limit = limit
+        self.items: OrderedDict[tuple[str, str], Detections] = OrderedDict()
+        self.lock = threading.Lock()
+        self._locks: dict[tuple, threading.Lock] = {}
+
+    def get(self, key: tuple[str, str]) -> Detections | None:
+        with self.lock:
+            if key in self.items:
+                self.items.move_to_end(key)
+                return self.items[key]
+            return None
+
+    def put(self, key: tuple[str, str], value: Detections) -> None:
+        with self.lock:
+            self.items[key] = value
+            self.items.move_to_end(key)
+            while len(self.items) > self.limit:
+                self.items.popitem(last=False)
+
+    def lock_for(self, keys: tuple) -> threading.Lock:
+        with self.lock:
+            if len(self._locks) > 4 * self.limit:
+                self._locks = {k: v for k, v in self._locks.items() if v.locked()}
+            return self._locks.setdefault(keys, threading.Lock())
+
+
+@st.cache_resource(show_spinner=False)
+def _store() -> _Store:
+    return _Store()
+
+
 def cached_detections(source: str, device, images: list[InputImage], batch_size: int = 4) -> dict[str, Detections]:
-    """Detections for each good image, keyed by digest; only images not seen with this model run."""
-    cache: dict = st.session_state.setdefault(_CACHE_KEY, {})
+    """Detections for each good image, keyed by digest; only images no session ran with this model run."""
+    store = _store()
     key = model_key(source, device)
-    todo = [im for im in images if im.image is not None and (key, im.digest) not in cache]
+    todo = [im for im in images if im.image is not None and store.get((key, im.digest)) is None]
     if todo:
         loaded = get_model(source, device)
-        bar = st.progress(0.0, text=f"Detecting with {source} on {len(todo)} image(s) ...")
-        results = detect(loaded, [im.image for im in todo], [im.name for im in todo], batch_size=batch_size,
-                         progress=lambda done, total: bar.progress(done / total, text=f"Detected {done}/{total} images"))
-        bar.empty()
-        for im, det in zip(todo, results):
-            cache[(key, im.digest)] = det
-        while len(cache) > _CACHE_LIMIT:
-            cache.pop(next(iter(cache)))
-    return {im.digest: cache[(key, im.digest)] for im in images if (key, im.digest) in cache}
+        digests = tuple(sorted({im.digest for im in todo}))
+
+        def run() -> None:
+            with store.lock_for((key, digests)):
+                left = [im for im in todo if store.get((key, im.digest)) is None]  # another session's run
+                if not left:
+                    return
+                bar = st.progress(0.0, text=f"Detecting with {source} on {len(left)} image(s) ...")
+                results = detect(loaded, [im.image for im in left], [im.name for im in left], batch_size=batch_size,
+                                 progress=lambda done, total: bar.progress(done / total,
+                                                                           text=f"Detected {done}/{total} images"))
+                bar.empty()
+                for im, det in zip(left, results):
+                    store.put((key, im.digest), det)
+
+        gated(("detect", key, digests), f"Detection on {len(todo)} image(s)", run)
+    found = {im.digest: store.get((key, im.digest)) for im in images}
+    return {d: det for d, det in found.items() if det is not None}
 
 
 def class_filter(container: Any, class_names: Sequence[str], key: str = "detect_classes") -> list[str]:

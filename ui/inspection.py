@@ -1,13 +1,21 @@
 """Cached inspection runs for the RPN page: the expensive stage once per (model, image), the cheap
-heads once per (model, image, proposal settings), Table 1 once per (model, image set).
+heads once per (model, image, proposal settings), Table 1 once per (model, image set), and the
+page's figures once per (model, image, what they show).
 
-Models and results are cached as resources (the same object comes back, no pickling of feature
-maps); the model object's id is part of the key, so a reloaded checkpoint is run again.
+Every cache here is process-wide (st.cache_resource: the same object comes back, no pickling of
+feature maps), so sessions looking at the same model and image share one computation; the model
+object's id is part of the key, so a reloaded checkpoint is run again. Torch work passes the
+server's forward gate (ui.compute): at most one forward per core at once, the others queued.
+Sizes: a stage holds the image's feature maps and objectness (about 2 to 60 MB, by model and image
+size), an inspection its proposals and pooled RoI features (about 1 to 15 MB), a figure its
+downsampled image and overlays (about 30 to 300 KB).
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,6 +28,7 @@ from detector.inspect import (
 )
 from detector.checkpoints import LoadedModel
 from detector.proposals import PAPER_TABLE1, ProposalSettings
+from ui.compute import forward_slot, gated
 from ui.inputs import SAMPLE_SEEDS, PickedImage, sample_image
 
 TABLE1_IMAGES = 6  # images Table 1 averages over
@@ -30,25 +39,42 @@ def model_key(loaded: LoadedModel) -> str:
     return f"{loaded.source}|{id(loaded.model)}"
 
 
-@st.cache_resource(max_entries=4, show_spinner=False)
+@st.cache_resource(max_entries=8, ttl=3600, show_spinner=False)
 def _stage(key: str, digest: str, _loaded: LoadedModel, _image: Image.Image) -> RPNStage:
-    return run_rpn_stage(_loaded.model, [to_tensor(_image)])
+    with forward_slot():
+        return run_rpn_stage(_loaded.model, [to_tensor(_image)])
 
 
-@st.cache_resource(max_entries=8, show_spinner=False)
+@st.cache_resource(max_entries=16, ttl=3600, show_spinner=False)
 def _heads(key: str, digest: str, settings: ProposalSettings, _loaded: LoadedModel, _stage: RPNStage) -> Inspection:
-    return run_heads(_loaded.model, _stage, settings)
+    with forward_slot():
+        return run_heads(_loaded.model, _stage, settings)
 
 
 def rpn_stage(loaded: LoadedModel, picked: PickedImage) -> RPNStage:
-    """Transform + backbone + RPN head for this image (cached per model and image)."""
-    return _stage(model_key(loaded), picked.digest, loaded, picked.image)
+    """Transform + backbone + RPN head for this image (cached per model and image, for every session)."""
+    key = model_key(loaded)
+    return gated(("stage", key, picked.digest), "Backbone and RPN head",
+                 lambda: _stage(key, picked.digest, loaded, picked.image))
 
 
 def inspection(loaded: LoadedModel, picked: PickedImage, settings: ProposalSettings) -> Inspection:
     """Proposal filtering + RoI heads for these settings, from the cached stage (never the backbone)."""
     stage = rpn_stage(loaded, picked)
-    return _heads(model_key(loaded), picked.digest, settings, loaded, stage)
+    key = model_key(loaded)
+    return gated(("heads", key, picked.digest, settings), "Proposal filtering and RoI heads",
+                 lambda: _heads(key, picked.digest, settings, loaded, stage))
+
+
+@st.cache_resource(max_entries=64, ttl=3600, show_spinner=False)
+def _figure(name: str, key: tuple, _build: Callable[[], Any]) -> Any:
+    return _build()
+
+
+def shared_figure(name: str, loaded: LoadedModel, picked: PickedImage, params: tuple, build: Callable[[], Any]) -> Any:
+    """The figure `name` of this model and image for `params` (every value it depends on besides
+    the model and the image), built once by `build()` for every session; do not modify it."""
+    return _figure(name, (model_key(loaded), picked.digest, params), build)
 
 
 def table1_sources() -> list[str]:
@@ -84,13 +110,16 @@ def _table1(
 ) -> tuple[list[ProposalSizeRow], int]:
     images = _images_of(source)
     # one image at a time: each inspection is dropped once its proposals are counted
-    rows = proposal_size_table(inspect(_loaded.model, [to_tensor(img)], settings) for img in images)
+    with forward_slot():
+        rows = proposal_size_table(inspect(_loaded.model, [to_tensor(img)], settings) for img in images)
     return rows, len(images)
 
 
 def table1(loaded: LoadedModel, source: str, settings: ProposalSettings) -> tuple[list[ProposalSizeRow], int]:
     """(rows, number of images) of Table 1 for this model over the image set `source`."""
-    return _table1(model_key(loaded), source, settings, loaded)
+    key = model_key(loaded)
+    return gated(("table1", key, source, settings), "Table 1 over the image set",
+                 lambda: _table1(key, source, settings, loaded))
 
 
 def table1_frame(rows: list[ProposalSizeRow]) -> pd.DataFrame:

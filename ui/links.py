@@ -16,7 +16,7 @@ from typing import Any, Iterable
 from urllib.parse import quote
 
 from detector import checkpoints, models
-from detector.workspace import is_inside, runs_dir, workspace_root
+from detector.workspace import is_inside, models_dir, runs_dir
 
 #: url path of each page ("" is the home page); app.py's router serves them.
 PAGES = ("", "anchors", "rpn", "data", "train", "detect", "diagnose")
@@ -24,14 +24,11 @@ RUN_PREFIX, UPLOAD_PREFIX = "run:", "upload:"
 DEVICES = ("auto", "cpu", "cuda")
 
 
-def models_dir() -> Path:
-    """`workspace/models/`: checkpoints the user uploaded (URL name `upload:<file name>`)."""
-    return workspace_root() / "models"
-
-
 def model_param(source: str | Path) -> str:
     """The URL name of a model source: `demo`, a builder name, `run:<id>` for a run folder (or a
-    checkpoint inside one), `upload:<file>` for a file in workspace/models/.
+    checkpoint inside one), `upload:<file>` for a file in workspace/models/. Model sources are
+    these names already (ui.model); a URL's value is read back by ui.model.offered, which takes
+    only the names the picker offers.
 
     Raises ValueError for a source that has no name under the contract (an arbitrary path)."""
     text = str(source)
@@ -44,23 +41,6 @@ def model_param(source: str | Path) -> str:
     if path.parent.resolve() == models_dir().resolve():
         return UPLOAD_PREFIX + path.name
     raise ValueError(f"{text} is not a model this app can name in a link (demo, a builder, a run or an upload)")
-
-
-def source_from_param(value: str | None) -> str | None:
-    """The model source (as ui.model uses it) that a URL `model=` value names, or None when it
-    names nothing that exists. Never follows a path given in the URL."""
-    if not value:
-        return None
-    if value == checkpoints.DEMO or value in models.ARCHITECTURES:
-        return value
-    for prefix, folder in ((RUN_PREFIX, runs_dir()), (UPLOAD_PREFIX, models_dir())):
-        if value.startswith(prefix):
-            name = value[len(prefix):]
-            if not name or name in (".", "..") or "/" in name or "\\" in name:
-                return None
-            path = folder / name
-            return str(path) if path.exists() else None
-    return None
 
 
 def _value(key: str, value: Any) -> str:
@@ -98,14 +78,3 @@ def page_url(page: str, **params: Any) -> str:
     query = "&".join(f"{k}={quote(_value(k, v), safe='/,:')}" for k, v in params.items() if v is not None)
     base = name or "./"
     return f"{base}?{query}" if query else base
-
-
-def box_from_param(value: str | None) -> tuple[float, float, float, float] | None:
-    """The box a URL `box=x1,y1,x2,y2` names (original pixels), or None when absent or malformed."""
-    if not value:
-        return None
-    try:
-        x1, y1, x2, y2 = (float(v) for v in str(value).split(","))
-    except ValueError:
-        return None
-    return (x1, y1, x2, y2) if x2 > x1 and y2 > y1 else None

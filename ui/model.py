@@ -1,20 +1,24 @@
 """The cached model loader and the model choice shared by every page.
 
-The choice lives in `st.session_state` (set by the sidebar) and in `st.query_params` (so a
-refresh or a shared link lands on the same model); a page run on its own (AppTest) falls back to
-the default model of DESIGN.md. Models are loaded once per (source, file mtime, device, knobs).
+A model source is a name, never a path: `demo`, a builder name, `run:<run id>` (the checkpoint of
+a training run in the workspace) or `upload:<file name>` (a checkpoint in workspace/models/). The
+choice lives in `st.session_state` (set by the sidebar) and in `st.query_params` (so a refresh or
+a shared link lands on the same model); a name not among `model_choices()` (a path, an unknown
+run) is ignored for the default, without touching the filesystem for it. A page run on its own
+(AppTest) falls back to the default model of DESIGN.md. Models are loaded once per (source, file
+mtime, device, knobs), in one cache shared by every session of the server.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import dataclasses
 
 import streamlit as st
 import torch
 
-from detector import checkpoints, models, weights
-from detector.workspace import runs_dir
-from ui.links import source_from_param
+from detector import checkpoints, models, runs, weights
+from detector.workspace import models_dir, runs_dir
+from ui.links import RUN_PREFIX, UPLOAD_PREFIX
 
 MODEL_KEY = "model_source"
 DEVICE_KEY = "device_pref"
@@ -34,22 +38,61 @@ def current_device() -> torch.device:
     return models.resolve_device(pref)
 
 
+CHECKPOINT_SUFFIXES = (".pt", ".pth")
+
+
 def run_checkpoints() -> list[str]:
-    """Run folders that hold a checkpoint, newest first (as model sources)."""
-    found = []
-    for run in runs_dir().iterdir():
-        ckpts = run / "checkpoints"
-        if (ckpts / "best.pt").is_file() or (ckpts / "last.pt").is_file():
-            found.append(run)
+    """`run:<id>` of every run folder that holds a checkpoint, newest first."""
+    found = [run for run in runs_dir().iterdir() if run.is_dir() and runs.best_checkpoint(run) is not None]
     found.sort(key=lambda p: p.stat().st_mtime, reverse=True)
-    return [str(p) for p in found]
+    return [RUN_PREFIX + p.name for p in found]
+
+
+def uploaded_checkpoints() -> list[str]:
+    """`upload:<file name>` of every checkpoint file in workspace/models/, by name."""
+    return [UPLOAD_PREFIX + p.name for p in sorted(models_dir().iterdir())
+            if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES]
 
 
 def model_choices() -> list[str]:
-    """Every model the picker offers: demo (when shipped), the builders, then run checkpoints."""
+    """Every model the picker offers: demo (when shipped), the builders, run checkpoints, uploads."""
     builders = [n for n in models.MODEL_NAMES if n != models.DEMO_ARCH]
     demo = [checkpoints.DEMO] if checkpoints.DEMO_CHECKPOINT.is_file() else []
-    return demo + builders + run_checkpoints()
+    return demo + builders + run_checkpoints() + uploaded_checkpoints()
+
+
+def is_model_name(value: str) -> bool:
+    """True when `value` has the form of a model name (no path: no separator, no '..', no NUL)."""
+    name = value.removeprefix(RUN_PREFIX).removeprefix(UPLOAD_PREFIX)
+    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0")
+
+
+def offered(value: object) -> str | None:
+    """`value` when it names a model the picker offers, else None (a path is never looked at)."""
+    if not isinstance(value, str) or not is_model_name(value):
+        return None
+    if value in models.ARCHITECTURES:  # every builder is a name (the picker lists all but the demo's own)
+        return value
+    return value if value in model_choices() else None
+
+
+def checkpoint_source(source: str) -> str:
+    """What detector.models loads for a model name: demo, a builder, or a path inside the workspace.
+
+    Raises CheckpointError for a name that is not a model of this workspace."""
+    if source == checkpoints.DEMO or source in models.ARCHITECTURES:
+        return source
+    if is_model_name(source):
+        if source.startswith(RUN_PREFIX):
+            path = runs.run_path(source[len(RUN_PREFIX):])
+            if path is not None:
+                return str(path)
+        elif source.startswith(UPLOAD_PREFIX):
+            path = models_dir() / source[len(UPLOAD_PREFIX):]
+            if path.is_file():
+                return str(path)
+    raise checkpoints.CheckpointError(f"{source!r} is not a model of this workspace (demo, a builder, run:<id> or "
+                                 "upload:<file>)")
 
 
 def model_label(source: str) -> str:
@@ -59,7 +102,11 @@ def model_label(source: str) -> str:
     if source in models.ARCHITECTURES:
         status = weights.weights_status(source)
         return f"{source} ({'COCO' if status.kind == 'coco' else status.kind} weights)" if status.cached else f"{source} (random weights)"
-    return f"run {Path(source).name}"
+    if source.startswith(RUN_PREFIX):
+        return f"run {source[len(RUN_PREFIX):]}"
+    if source.startswith(UPLOAD_PREFIX):
+        return f"uploaded {source[len(UPLOAD_PREFIX):]}"
+    return source
 
 
 def default_source() -> tuple[str, str]:
@@ -68,16 +115,15 @@ def default_source() -> tuple[str, str]:
 
 
 def selected_source() -> str:
-    """The model chosen in the sidebar or named in the URL (`?model=run:ID`, see ui.links), else the default."""
-    chosen = st.session_state.get(MODEL_KEY) or source_from_param(st.query_params.get("model"))
-    if chosen and (chosen in models.ARCHITECTURES or chosen == checkpoints.DEMO or Path(chosen).exists()):
-        return chosen
-    return default_source()[0]
+    """The model chosen in the sidebar or named in the URL when the picker offers it, else the default."""
+    return offered(st.session_state.get(MODEL_KEY)) or offered(st.query_params.get("model")) or default_source()[0]
 
 
 def _mtime(source: str) -> float:
+    if source in models.ARCHITECTURES:
+        return 0.0
     try:
-        return checkpoints.checkpoint_path_for(source).stat().st_mtime if source not in models.ARCHITECTURES else 0.0
+        return checkpoints.checkpoint_path_for(checkpoint_source(source)).stat().st_mtime
     except (checkpoints.CheckpointError, OSError):
         return 0.0
 
@@ -85,7 +131,14 @@ def _mtime(source: str) -> float:
 @st.cache_resource(max_entries=4, show_spinner="Loading the model ...")
 def _load(source: str, mtime: float, device: str, overrides: tuple) -> checkpoints.LoadedModel:
     del mtime  # part of the cache key only: a rewritten checkpoint loads again
-    return checkpoints.load_model(source, device, **dict(overrides))
+    path = checkpoint_source(source)
+    loaded = checkpoints.load_model(path, device, **dict(overrides))
+    if path == source:
+        return loaded
+    # the page names the model as the picker does, never by its path on the server
+    ckpt = checkpoints.checkpoint_path_for(path)
+    return dataclasses.replace(loaded, source=source, description=loaded.description.replace(
+        f"checkpoint {ckpt}", f"{model_label(source)} ({ckpt.name})"))
 
 
 def model_key(source: str, device: torch.device | str = "cpu") -> str:

@@ -25,6 +25,12 @@ def render_sidebar() -> None:
             choices = [current] + choices
         if MODEL_KEY not in st.session_state:
             st.session_state[MODEL_KEY] = current
+            asked = st.query_params.get("model")
+            if asked is not None and asked != current:  # a name the picker does not offer (or a path)
+                st.warning("The model named in the link is not one this server offers (demo, a builder, "
+                           "run:<id> of a run with a checkpoint, upload:<file>): using the default.",
+                           icon=":material/link_off:")
+                st.query_params["model"] = current
         if DEVICE_KEY not in st.session_state:
             pref = st.query_params.get("device", "auto")
             st.session_state[DEVICE_KEY] = pref if pref in ("auto", "cpu", "cuda") else "auto"
@@ -47,8 +53,8 @@ def render_sidebar() -> None:
                              help="Fetches torchvision's pretrained weights into the torch cache (needs internet)."):
                     with st.spinner(f"Downloading {source} weights ..."):
                         try:
-                            path = weights.download_weights(source)
-                            st.success(f"Saved to {path}")
+                            weights.download_weights(source)
+                            st.success("Saved to the torch cache (TORCH_HOME).")
                             st.cache_resource.clear()
                         except weights.WeightsUnavailable as exc:
                             st.error(str(exc))
@@ -56,7 +62,7 @@ def render_sidebar() -> None:
             st.info("Demo model: shipped with the app, trained offline on synthetic circles, rectangles and "
                     "triangles. It needs no download.", icon=":material/school:")
         else:
-            st.info(f"Checkpoint of training run {source}", icon=":material/model_training:")
+            st.info(f"Checkpoint: {model_label(source)}", icon=":material/model_training:")
 
         st.subheader("Device")
         cuda = torch.cuda.is_available()

@@ -45,6 +45,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
                    help="any config field, e.g. --set model_kwargs='{\"min_size\": 128}' (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue RUN_DIR from checkpoints/last.pt")
+    p.add_argument("--nice", type=int, default=0, metavar="N",
+                   help="lower this process's CPU priority by N (os.nice) before training; the Train page "
+                        "starts runs with 10, so pages stay responsive while the CPU trains (default 0)")
     p.set_defaults(func=cmd_train)
 
     e = subparsers.add_parser(
@@ -114,6 +117,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from detector.models import MODEL_NAMES
     from detector.weights import WeightsUnavailable
 
+    if args.nice > 0:
+        os.nice(args.nice)  # before torch starts its threads and the DataLoader its workers: they inherit it
     run_dir = Path(args.out)
     if run_dir.exists() and not run_dir.is_dir():
         raise CliError(f"{run_dir}: not a folder")

@@ -83,10 +83,9 @@ def test_class_filter_follows_the_model(tiny_checkpoint, session_tmp):
     assert at.multiselect(key="detect_classes").value == ["circle"]
 
     # the model changes while on the page (as the sidebar does): the filter resets to its classes
-    from ui.links import source_from_param
     from ui.model import MODEL_KEY
 
-    at.session_state[MODEL_KEY] = source_from_param(_other_classes_checkpoint(session_tmp))
+    at.session_state[MODEL_KEY] = _other_classes_checkpoint(session_tmp)  # a model source is its name
     at.slider(key="detect_threshold").set_value(0.0).run()
     assert not at.exception
     classes = at.multiselect(key="detect_classes")

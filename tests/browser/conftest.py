@@ -1,5 +1,5 @@
-"""Browser tests: `streamlit run app.py` on a free loopback port, driven by Playwright in Debian's
-headless Chromium (/usr/bin/chromium; never a browser download).
+"""Browser tests: `streamlit run app.py` on a free loopback port (bench.load.start_app), driven
+by Playwright in Debian's headless Chromium (/usr/bin/chromium; never a browser download).
 
 Without Chromium or Playwright these tests skip, except when REQUIRE_BROWSER=1 (CI), where they fail.
 """
@@ -7,23 +7,15 @@ Without Chromium or Playwright these tests skip, except when REQUIRE_BROWSER=1 (
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from bench.load import CHROMIUM, CHROMIUM_ARGS  # one browser set-up for the tests and the load benchmark
+
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
 REQUIRED = os.environ.get("REQUIRE_BROWSER") == "1"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-]
 
 
 def _missing() -> str | None:
@@ -48,46 +40,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=reason))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def app_url(session_tmp):
     """URL of the app served by a real `streamlit run app.py` (shared by the session)."""
     if _missing():
         pytest.skip(_missing())
-    port = _free_port()
-    log = open(session_tmp / "streamlit.log", "w")
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
-         "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited: {(session_tmp / 'streamlit.log').read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        raise RuntimeError("streamlit did not start within 90 s")
+    from bench.load import start_app, stop_process
+
+    proc, url = start_app(None, session_tmp / "streamlit.log", timeout_s=90)
     yield url
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    stop_process(proc)
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,11 @@ from tests.browser.conftest import assert_no_exception, wait_for_app
 pytestmark = pytest.mark.browser
 
 
+def _open_view(page, name: str) -> None:
+    page.locator("[data-testid='stMain'] [data-testid='stButtonGroup'] button").filter(has_text=name).first.click()
+    wait_for_app(page)
+
+
 def test_upload_shows_heatmap_and_proposals_and_a_click_traces(app_url, page, session_tmp):
     image_path = session_tmp / "rpn-upload.png"
     make_scene(21, 240, 180).image.save(image_path)
@@ -30,9 +35,7 @@ def test_upload_shows_heatmap_and_proposals_and_a_click_traces(app_url, page, se
     main.locator("[data-testid='stFileUploader'] input[type='file']").set_input_files(str(image_path))
     wait_for_app(page, 180)
     assert_no_exception(page)
-    # an upload has no boxes: the recall tab says so once the new image has run
-    expect(main.get_by_text("Recall needs ground truth")).to_have_count(1, timeout=120_000)
-    expect(main.get_by_text(re.compile("Frames: original 240x180"))).to_have_count(1, timeout=60_000)
+    expect(main.get_by_text(re.compile("Frames: original 240x180"))).to_have_count(1, timeout=120_000)
 
     # the objectness heatmap is drawn over the image
     heat_chart = main.locator(".js-plotly-plot").filter(has=page.locator(".heatmaplayer .hm, .heatmaplayer image"))
@@ -40,9 +43,16 @@ def test_upload_shows_heatmap_and_proposals_and_a_click_traces(app_url, page, se
     expect(main.get_by_text(re.compile("Objectness p = sigmoid.*FPN level")).first).to_be_visible(timeout=60_000)
     heat_chart.first.screenshot(path=str(session_tmp / "rpn-heatmap.png"))
 
+    # one view at a time: only its charts are on the page (the funnel and the heatmap)
+    assert main.locator(".js-plotly-plot").count() == 2
+
+    # an upload has no boxes: the recall view says so
+    _open_view(page, "Recall")
+    expect(main.get_by_text("Recall needs ground truth")).to_have_count(1, timeout=60_000)
+    assert "view=Recall" in page.url  # the view is kept in the URL
+
     # proposals before and after NMS
-    page.get_by_role("tab", name="Proposals").click()
-    wait_for_app(page)
+    _open_view(page, "Proposals")
     expect(main.get_by_text(re.compile(r"After NMS .* the top \d+ of \d+ proposals")).first).to_be_visible(timeout=60_000)
     expect(main.get_by_text(re.compile(r"Before NMS: \d+ proposals")).first).to_be_visible(timeout=60_000)
     page.screenshot(path=str(session_tmp / "rpn-proposals.png"), full_page=True)
@@ -57,9 +67,7 @@ def test_upload_shows_heatmap_and_proposals_and_a_click_traces(app_url, page, se
     page.mouse.move(x, y)
     page.wait_for_timeout(500)
     page.mouse.click(x, y)
-    wait_for_app(page)
-    page.get_by_role("tab", name="Trace").click()
-    wait_for_app(page)
+    wait_for_app(page)  # the click opens the Trace view on the clicked proposal
     assert_no_exception(page)
     # markers drawn later lie on top: the click lands on rank 3 or on a later proposal with the same centre
     caption = main.get_by_text(re.compile(r"Proposal \d+ \(objectness")).first

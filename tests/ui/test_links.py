@@ -8,7 +8,8 @@ import pytest
 
 from detector import checkpoints, models
 from detector.workspace import runs_dir
-from ui.links import models_dir, model_param, page_url, source_from_param
+from ui.links import models_dir, model_param, page_url
+from ui.model import offered
 
 
 def _query(url: str) -> dict[str, list[str]]:
@@ -35,8 +36,9 @@ def test_a_run_folder_becomes_its_id_and_comes_back():
     assert _query(url)["model"] == ["run:link-run"]
     assert str(run.parent) not in url  # the path never reaches the URL
     assert model_param(run / "checkpoints" / "best.pt") == "run:link-run"
-    assert source_from_param("run:link-run") == str(run)
-    assert source_from_param("run:no-such-run") is None
+    (run / "checkpoints" / "best.pt").write_bytes(b"x")
+    assert offered("run:link-run") == "run:link-run"  # the URL's name is the model source
+    assert offered("run:no-such-run") is None
 
 
 def test_uploads_builders_demo_and_refused_values(tmp_path):
@@ -44,13 +46,13 @@ def test_uploads_builders_demo_and_refused_values(tmp_path):
     up = models_dir() / "mine.pt"
     up.write_bytes(b"x")
     assert model_param(up) == "upload:mine.pt"
-    assert source_from_param("upload:mine.pt") == str(up)
-    assert model_param(checkpoints.DEMO) == source_from_param(checkpoints.DEMO) == checkpoints.DEMO
+    assert offered("upload:mine.pt") == "upload:mine.pt"
+    assert model_param(checkpoints.DEMO) == offered(checkpoints.DEMO) == checkpoints.DEMO
     name = next(iter(models.ARCHITECTURES))
-    assert source_from_param(model_param(name)) == name
+    assert offered(model_param(name)) == name
     with pytest.raises(ValueError, match="cannot name|not a model"):
         model_param(tmp_path / "elsewhere.pt")  # an arbitrary path has no name in a link
     for hostile in ("run:../..", "upload:../runs", "/etc/passwd", str(up), "run:", "upload:a/b"):
-        assert source_from_param(hostile) is None
+        assert offered(hostile) is None
     with pytest.raises(ValueError, match="name, not the path"):
         page_url("rpn", dataset=tmp_path)
