@@ -18,6 +18,7 @@ PAGES = [
     ("pages/data.py", "Data", ":material/dataset:", "data"),
     ("pages/train.py", "Train", ":material/model_training:", "train"),
     ("pages/detect.py", "Detect", ":material/image_search:", "detect"),
+    ("pages/diagnose.py", "Diagnose", ":material/troubleshoot:", "diagnose"),
 ]
 
 pages = [

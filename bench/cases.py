@@ -144,7 +144,7 @@ def case_rpn_page(opts: Options) -> dict:
             t1 = time.perf_counter()
             level, frame = stage.levels[0], result.frames[0]
             heat = stage.objectness_prob(0, 0).numpy().max(axis=0)
-            fig = viz.objectness_figure(img, heat, level.stride, frame.scale, frame.input_size, 0.55)
+            fig = viz.objectness_figure(img, heat, level.stride, frame.scale, frame.resized_size, 0.55)
             t2 = time.perf_counter()
             sizes.append(len(streamlit_payload(fig)))
             t3 = time.perf_counter()

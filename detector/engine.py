@@ -23,29 +23,26 @@ import signal
 import sys
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
 from detector import runs
-from detector.evaluation import CocoEvaluator, EvalResult, EvaluationUnavailable, pycocotools_available
 from detector.checkpoints import checkpoint_path_for, model_from_checkpoint, read_checkpoint, save_checkpoint
+from detector.evaluation import EvalResult, EvaluationUnavailable, evaluate_model, pycocotools_available
 from detector.models import DEFAULT_ARCH, build_model, replace_box_predictor
-from detector.weights import WeightsUnavailable
+from detector.snapshots import rpn_snapshot
 from detector.train_config import TrainConfig
+from detector.training_data import GroupedBatchSampler, TrainingFailed, load_training_data, make_loader
+from detector.weights import WeightsUnavailable
 
 LOSS_NAMES = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
-HEARTBEAT_S = 5.0
 LOG_EVERY_S = 15.0
-SNAPSHOT_MAP_SIDE = 64  # objectness maps are max-pooled down to at most this many cells a side
-SNAPSHOT_PROPOSALS = 50  # top proposals kept per snapshot image
 
 log = logging.getLogger("detector.engine")
 
@@ -54,8 +51,6 @@ log = logging.getLogger("detector.engine")
 StepHook = Callable[[int, nn.Module, Sequence[torch.Tensor]], None]
 
 
-class TrainingFailed(RuntimeError):
-    """The run cannot go on (non-finite loss, out of memory, bad data): `str()` is the user message."""
 
 
 @dataclass(frozen=True)
@@ -120,139 +115,18 @@ def _select_device(config: TrainConfig, ddp: Distributed) -> torch.device:
 # ---------------------------------------------------------------- data
 
 
-@dataclass(frozen=True)
-class TrainingData:
-    """The training and validation splits as torch Datasets, and what was done to the data."""
-
-    class_names: tuple[str, ...]
-    train: Any  # detector.data.DetectionDataset
-    val: Any | None
-    fixes: list[dict]
-    source: str
 
 
-def load_training_data(config: TrainConfig) -> TrainingData:
-    """Resolve the dataset(s), apply the validation fixes, and build the torch Datasets."""
-    from detector.data import DetectionDataset, prepare_for_training, resolve_dataset
-
-    if not config.data:
-        raise TrainingFailed("no dataset given: pass --data DATASET (a folder, a zip or a stored dataset name)")
-    ds, train_idx, val_idx = resolve_dataset(config.data)
-    if not ds.usable:
-        errors = [p for p in ds.problems if p.severity == "error"]
-        first = errors[0]
-        where = f"{first.file}" + (f":{first.line}" if first.line else "")
-        raise TrainingFailed(f"{config.data}: not usable for training ({len(errors)} error(s); first: {where}: {first.message})")
-    records, fixes = prepare_for_training(ds, decode=config.decode_check)
-    by_index = _align(ds.records, records)
-    train_records = [by_index[i] for i in train_idx if i in by_index]
-    val_records = [by_index[i] for i in val_idx if i in by_index]
-    val_root = ds.root
-    if config.val_data:
-        # a separate validation set: every image of DATASET trains, its own split included
-        train_records = [by_index[i] for i in sorted(set(train_idx) | set(val_idx)) if i in by_index]
-        vds, vtrain, vval = resolve_dataset(config.val_data)
-        vrecords, vfixes = prepare_for_training(vds, decode=config.decode_check)
-        fixes += [dict(f, dataset="val_data") for f in vfixes]
-        val_records = _relabel(vrecords, vds.class_names, ds.class_names, config.val_data)
-        val_root = vds.root
-    if not train_records:
-        raise TrainingFailed(f"{config.data}: no training images left after validation")
-    if config.max_val_images is not None:
-        val_records = val_records[: config.max_val_images]
-    train = DetectionDataset(train_records, ds.root, train=config.hflip)
-    val = DetectionDataset(val_records, val_root, train=False) if val_records else None
-    return TrainingData(tuple(ds.class_names), train, val, fixes, str(config.data))
 
 
-def _align(original: Sequence[Any], prepared: Sequence[Any]) -> dict[int, Any]:
-    """Map dataset record index -> prepared record (prepare_for_training may leave images out)."""
-    if len(original) == len(prepared):
-        return dict(enumerate(prepared))
-    remaining = {}
-    for rec in prepared:
-        remaining.setdefault((rec.file, str(rec.image_id)), rec)
-    return {i: remaining[(r.file, str(r.image_id))] for i, r in enumerate(original)
-            if (r.file, str(r.image_id)) in remaining}
 
 
-def _relabel(records: Sequence[Any], names: Sequence[str], target: Sequence[str], label: str) -> list[Any]:
-    """Map a validation set's labels onto the training classes by name (unknown classes refused)."""
-    from detector.data.records import ImageRecord
-
-    missing = sorted(set(names) - set(target))
-    if missing:
-        raise TrainingFailed(f"{label}: classes not in the training data: {', '.join(missing)}")
-    lut = {i + 1: target.index(n) + 1 for i, n in enumerate(names)}
-    return [ImageRecord(r.file, r.width, r.height, r.boxes, tuple(lut[l] for l in r.labels), r.image_id)
-            for r in records]
 
 
-class GroupedBatchSampler(Sampler[list[int]]):
-    """Shuffled batches of images with like aspect ratio, sharded across processes, resumable.
-
-    Images are shuffled by (seed, epoch), dealt to ranks, then batched within their group
-    (landscape / portrait, as torchvision's reference with group factor 0); leftovers are batched
-    together at the end, so every rank gets exactly ceil(n / world / batch) batches (DDP needs
-    equal counts). `skip` drops the first batches of the next epoch (resuming mid-epoch).
-    """
-
-    def __init__(self, groups: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 grouping: bool = True):
-        self.groups = list(groups) if grouping else [0] * len(groups)
-        self.batch_size = batch_size
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        self.epoch = 1
-        self.skip = 0
-        self.per_rank = math.ceil(len(self.groups) / world_size)
-
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        self.epoch, self.skip = epoch, skip
-
-    def __len__(self) -> int:
-        return math.ceil(self.per_rank / self.batch_size)
-
-    def batches(self) -> list[list[int]]:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(len(self.groups), generator=g).tolist()
-        order += order[: self.per_rank * self.world_size - len(order)]  # pad so ranks share equally
-        mine = order[self.rank :: self.world_size]
-        buckets: dict[int, list[int]] = {}
-        out: list[list[int]] = []
-        for i in mine:
-            bucket = buckets.setdefault(self.groups[i], [])
-            bucket.append(i)
-            if len(bucket) == self.batch_size:
-                out.append(list(bucket))
-                bucket.clear()
-        rest = [i for k in sorted(buckets) for i in buckets[k]]
-        out += [rest[j : j + self.batch_size] for j in range(0, len(rest), self.batch_size)]
-        return out
-
-    def __iter__(self) -> Iterator[list[int]]:
-        return iter(self.batches()[self.skip :])
 
 
-def _loader(dataset: Any, batch_sampler: Sampler | None, config: TrainConfig, device: torch.device,
-            batch_size: int = 1) -> DataLoader:
-    from detector.data.torchdata import collate
-
-    kwargs: dict[str, Any] = {"num_workers": config.workers, "collate_fn": collate,
-                              "pin_memory": device.type == "cuda"}
-    if config.workers > 0:
-        kwargs["persistent_workers"] = True
-        kwargs["worker_init_fn"] = _seed_worker
-    if batch_sampler is not None:
-        return DataLoader(dataset, batch_sampler=batch_sampler, **kwargs)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, **kwargs)
 
 
-def _seed_worker(worker_id: int) -> None:
-    seed = torch.initial_seed() % 2**32
-    random.seed(seed)
-    np.random.seed(seed)
 
 
 # ---------------------------------------------------------------- model, optimizer, schedule
@@ -367,130 +241,15 @@ def validation_losses(model: nn.Module, loader: DataLoader, device: torch.device
 
 def validation_map(model: nn.Module, loader: DataLoader, device: torch.device, class_names: Sequence[str],
                    amp: bool) -> EvalResult:
-    """COCO mAP of the model on the validation set (eval mode)."""
-    evaluator = CocoEvaluator(class_names)
-    was_training = model.training
-    model.eval()
-    with torch.inference_mode():
-        for images, targets in loader:
-            with torch.autocast(device.type, enabled=amp):
-                outputs = model([i.to(device, non_blocking=True) for i in images])
-            for img, target, out in zip(images, targets, outputs):
-                evaluator.process(img.shape[-1], img.shape[-2], target["boxes"], target["labels"],
-                                  out["boxes"].float(), out["scores"].float(), out["labels"])
-    model.train(was_training)
-    return evaluator.evaluate()
+    """COCO mAP of the model on the validation set: the one evaluation function (evaluation.evaluate_model)."""
+    return evaluate_model(model, loader, class_names, device, amp=amp)
 
 
-@torch.inference_mode()
-def rpn_snapshot(model: nn.Module, dataset: Any, indices: Sequence[int], device: torch.device,
-                 class_names: Sequence[str], epoch: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """The RPN's state on a few fixed images, through the model's own submodules (eval mode).
-
-    Mirrors `model(images)`: transform, backbone, rpn.head, anchors, decode, filter_proposals
-    (which rpn.forward calls, keeping its scores here), roi_heads, postprocess. Returns the
-    arrays and meta that `runs.write_snapshot` stores; boxes in original image pixels.
-    """
-    from torchvision.models.detection.rpn import concat_box_prediction_layers
-    from torchvision.models.detection.transform import resize_boxes
-
-    was_training = model.training
-    model.eval()
-    arrays: dict[str, np.ndarray] = {}
-    info = []
-    level_names: list[str] = []
-    try:
-        for n, idx in enumerate(indices):
-            image, target = dataset[idx]
-            img = image.to(device)
-            original = (int(img.shape[-2]), int(img.shape[-1]))
-            image_list, _ = model.transform([img])
-            features = model.backbone(image_list.tensors)
-            if isinstance(features, torch.Tensor):
-                features = OrderedDict([("0", features)])
-            level_names = list(features.keys())
-            feats = list(features.values())
-            objectness, deltas = model.rpn.head(feats)
-            anchors = model.rpn.anchor_generator(image_list, feats)
-            per_level = [o[0].numel() for o in objectness]
-            obj_flat, deltas_flat = concat_box_prediction_layers(objectness, deltas)
-            proposals = model.rpn.box_coder.decode(deltas_flat.detach(), anchors).view(1, -1, 4)
-            boxes, scores = model.rpn.filter_proposals(proposals, obj_flat, image_list.image_sizes, per_level)
-            detections, _ = model.roi_heads(features, boxes, image_list.image_sizes)
-            detections = model.transform.postprocess(detections, image_list.image_sizes, [original])[0]
-            resized = tuple(image_list.image_sizes[0])
-            padded = tuple(image_list.tensors.shape[-2:])
-            for k, level in enumerate(objectness):
-                prob = level[0].float().sigmoid().amax(0)  # (H, W): best anchor shape per cell
-                stride_h, stride_w = padded[0] // prob.shape[0], padded[1] // prob.shape[1]
-                valid = prob[: math.ceil(resized[0] / stride_h), : math.ceil(resized[1] / stride_w)]
-                h, w = valid.shape
-                scale = max(h, w) / SNAPSHOT_MAP_SIDE
-                if scale > 1:
-                    out_hw = (max(1, round(h / scale)), max(1, round(w / scale)))
-                    valid = torch.nn.functional.adaptive_max_pool2d(valid[None, None], out_hw)[0, 0]
-                arrays[f"img{n}_objectness_{k}"] = valid.cpu().numpy().astype(np.float16)
-            top = boxes[0][:SNAPSHOT_PROPOSALS]
-            arrays[f"img{n}_proposals"] = resize_boxes(top, resized, original).float().cpu().numpy()
-            arrays[f"img{n}_proposal_scores"] = scores[0][:SNAPSHOT_PROPOSALS].float().cpu().numpy()
-            arrays[f"img{n}_boxes"] = detections["boxes"].float().cpu().numpy()
-            arrays[f"img{n}_scores"] = detections["scores"].float().cpu().numpy()
-            arrays[f"img{n}_labels"] = detections["labels"].cpu().numpy().astype(np.int64)
-            arrays[f"img{n}_gt_boxes"] = target["boxes"].numpy().astype(np.float32)
-            arrays[f"img{n}_gt_labels"] = target["labels"].numpy().astype(np.int64)
-            info.append({"file": dataset.records[idx].file, "width": original[1], "height": original[0],
-                         "resized": list(resized), "padded": list(padded)})
-    finally:
-        model.train(was_training)
-    meta = {"epoch": epoch, "class_names": list(class_names), "level_names": level_names, "images": info,
-            "map_side": SNAPSHOT_MAP_SIDE}
-    return arrays, meta
 
 
 # ---------------------------------------------------------------- run bookkeeping
 
 
-class _StatusKeeper:
-    """Holds the run's status in memory and rewrites status.json every few seconds (heartbeat)."""
-
-    def __init__(self, run_dir: Path, enabled: bool, **initial: Any):
-        self.run_dir = run_dir
-        self.enabled = enabled
-        self.fields: dict[str, Any] = dict(initial)
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        if not self.enabled:
-            return
-        self.write()
-        self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
-        self._thread.start()
-
-    def _beat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_S):
-            with contextlib.suppress(OSError):
-                self.write()
-
-    def update(self, write: bool = False, **fields: Any) -> None:
-        with self._lock:
-            self.fields.update(fields)
-        if write:
-            self.write()
-
-    def write(self) -> None:
-        if self.enabled:
-            with self._lock:
-                if self.fields.get("state") == "running" and runs.stop_requested(self.run_dir):
-                    self.fields["state"] = "stopping"  # asked to stop: acted on before the next iteration
-                runs.write_status(self.run_dir, **self.fields)
-
-    def close(self, **fields: Any) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=HEARTBEAT_S * 2)
-        self.update(write=True, **fields)
 
 
 def _setup_logging(run_dir: Path, enabled: bool) -> list[logging.Handler]:
@@ -537,7 +296,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, on_
     if ddp.main:
         run_dir.mkdir(parents=True, exist_ok=True)
     handlers = _setup_logging(run_dir, ddp.main)
-    status = _StatusKeeper(run_dir, ddp.main, state="running", pid=os.getpid(), epoch=0, step=0, error=None,
+    status = runs.StatusKeeper(run_dir, ddp.main, state="running", pid=os.getpid(), epoch=0, step=0, error=None,
                            epochs=config.epochs, world_size=ddp.world_size)
     try:
         device = _select_device(config, ddp)
@@ -576,7 +335,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, on_
 
 
 def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook | None, ddp: Distributed,
-           device: torch.device, status: _StatusKeeper, stop_flag: dict[str, bool]) -> TrainResult:
+           device: torch.device, status: runs.StatusKeeper, stop_flag: dict[str, bool]) -> TrainResult:
     began = time.monotonic()
     torch.manual_seed(config.seed + ddp.rank)
     random.seed(config.seed + ddp.rank)
@@ -616,8 +375,8 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook |
     groups = [0 if data.train.aspect_ratio(i) >= 1 else 1 for i in range(len(data.train))]
     sampler = GroupedBatchSampler(groups, config.batch_size, config.seed, ddp.rank, ddp.world_size,
                                   config.aspect_ratio_grouping)
-    train_loader = _loader(data.train, sampler, config, device)
-    val_loader = _loader(data.val, None, config, device, config.batch_size) if data.val is not None else None
+    train_loader = make_loader(data.train, sampler, config, device)
+    val_loader = make_loader(data.val, None, config, device, config.batch_size) if data.val is not None else None
     iters_per_epoch = len(sampler)
 
     # optimizer, schedule (per iteration), scaler

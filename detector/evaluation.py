@@ -200,11 +200,13 @@ def evaluate_model(
     class_names: Sequence[str],
     device: torch.device | str = "cpu",
     progress: Callable[[int], None] | None = None,
+    amp: bool = False,
 ) -> EvalResult:
     """Run `model` in eval mode over (images, targets) batches and compute COCO mAP.
 
     images: (3, H, W) float tensors in [0, 1]; targets carry `boxes` (xyxy, original pixels) and
     `labels`. The model's detections come back in the same frame (torchvision postprocess).
+    amp: autocast on the model's device (the training loop's validation uses it on CUDA).
     """
     device = torch.device(device)
     was_training = model.training
@@ -212,10 +214,11 @@ def evaluate_model(
     evaluator = CocoEvaluator(class_names)
     try:
         for images, targets in batches:
-            outputs = model([img.to(device) for img in images])
+            with torch.inference_mode(), torch.autocast(device.type, enabled=amp):
+                outputs = model([img.to(device, non_blocking=True) for img in images])
             for img, target, out in zip(images, targets, outputs):
                 evaluator.process(img.shape[-1], img.shape[-2], target["boxes"], target["labels"],
-                                  out["boxes"], out["scores"], out["labels"])
+                                  out["boxes"].float(), out["scores"].float(), out["labels"])
             if progress is not None:
                 progress(evaluator.images)
     finally:

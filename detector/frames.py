@@ -112,3 +112,53 @@ def xyxy_to_xywh(boxes: Any) -> Tensor:
 def xywh_to_xyxy(boxes: Any) -> Tensor:
     """COCO's [x, y, width, height] -> [x1, y1, x2, y2] (torchvision's box_convert), float32."""
     return box_convert(_as_boxes(boxes), "xywh", "xyxy")
+
+
+# ---------------------------------------------------------------- feature-map cells drawn over the image
+
+
+@dataclass(frozen=True)
+class CellPlacement:
+    """Where a level's (maybe pooled) cells sit in ORIGINAL pixels: cell (c, r) is centred at
+    (x0 + c * dx, y0 + r * dy). Every objectness map (the RPN page, the training snapshots) is drawn
+    from one of these, so the same level lines up wherever it is shown."""
+
+    x0: float
+    dx: float
+    y0: float
+    dy: float
+
+    def to_list(self) -> list[float]:
+        return [self.x0, self.dx, self.y0, self.dy]
+
+
+def cell_placement(stride: Stride, scale: tuple[float, float], factor: int = 1) -> CellPlacement:
+    """Centres of a level's cells in original pixels, torchvision's (c * stride_x, r * stride_y) in
+    the input frame divided by the (sx, sy) scale; a pooled cell covering factor x factor cells sits
+    at the mean of their centres."""
+    sx, sy = stride
+    kx, ky = scale
+    return CellPlacement((factor - 1) / 2 * sx / kx, factor * sx / kx, (factor - 1) / 2 * sy / ky, factor * sy / ky)
+
+
+def pool_factor(shape: tuple[int, ...], max_side: int) -> int:
+    """The integer block size that brings a map's longest side down to at most max_side cells."""
+    return max(1, math.ceil(max(shape) / max(max_side, 1)))
+
+
+def max_pool_cells(heat: np.ndarray, factor: int) -> np.ndarray:
+    """Max over factor x factor blocks of a (rows, columns) map (peaks survive); edges padded with -inf."""
+    heat = np.asarray(heat, dtype=float)
+    if factor <= 1:
+        return heat
+    h, w = heat.shape
+    ph, pw = math.ceil(h / factor) * factor, math.ceil(w / factor) * factor
+    padded = np.full((ph, pw), -np.inf, dtype=float)
+    padded[:h, :w] = heat
+    return padded.reshape(ph // factor, factor, pw // factor, factor).max(axis=(1, 3))
+
+
+def visible_cells(heat: np.ndarray, stride: Stride, resized_size: Size) -> np.ndarray:
+    """A level's (rows, columns) map without the cells whose centre lies in the padding."""
+    cols, rows = visible_grid((heat.shape[1], heat.shape[0]), stride, resized_size)
+    return heat[:rows, :cols]

@@ -101,7 +101,7 @@ def score_validation_images(run_dir: str | Path, device: str | torch.device = "c
     Raises runs.RunError when the run has no config, no checkpoint or no validation images.
     `progress(done, total)` is called after each image.
     """
-    from detector.engine import load_training_data
+    from detector.training_data import load_training_data
     from detector.checkpoints import CheckpointError, checkpoint_path_for, load_model
     from detector.train_config import TrainConfig
 

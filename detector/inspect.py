@@ -8,9 +8,10 @@ Two stages, so a page can re-run the cheap one alone:
 - `run_heads` (cheap, per setting): proposal filtering (`detector.proposals.filter_proposals`),
   RoIAlign, box head, box predictor, post-processing. Never touches the backbone.
 
-`inspect` runs both. Frames: "original" is the image as given; "input" is the model's resized
-image (the padded batch tensor extends it below and to the right, so padded and resized
-coordinates coincide). Every field says its frame; `ImageFrame.to_original` / `.to_input` map boxes.
+`inspect` runs both. Frames (`detector.frames`): "original" is the image as given; "input" is the
+model's resized image (the padded batch tensor extends it below and to the right, so padded and
+resized coordinates coincide). Every field says its frame; `ImageFrame.to_original` / `.to_input`
+map boxes. Sizes are (width, height), grids (columns, rows), strides (x, y), as everywhere.
 """
 
 from __future__ import annotations
@@ -24,36 +25,12 @@ import torch
 from torch import Tensor
 from torchvision.models.detection.faster_rcnn import FasterRCNN
 from torchvision.models.detection.rpn import concat_box_prediction_layers
-from torchvision.models.detection.transform import resize_boxes
 
+from detector.frames import ImageFrame, level_stride
 from detector.proposals import (
     PAPER_TABLE1, AnchorLocation, ProposalFunnel, ProposalSet, ProposalSettings, filter_proposals,
     locate_anchor, shape_of_anchor_index,
 )
-
-
-@dataclass(frozen=True)
-class ImageFrame:
-    """The three sizes of one image, each (height, width) in pixels."""
-
-    original_size: tuple[int, int]  # as given to the model
-    input_size: tuple[int, int]  # after the transform's resize (torchvision's image_sizes)
-    padded_size: tuple[int, int]  # the batch tensor's size (shared by the batch)
-
-    @property
-    def scale(self) -> tuple[float, float]:
-        """(sy, sx): input pixels per original pixel."""
-        return (self.input_size[0] / self.original_size[0], self.input_size[1] / self.original_size[1])
-
-    def to_original(self, boxes: Tensor) -> Tensor:
-        """[x1, y1, x2, y2] boxes from the input frame to the original frame (as torchvision's postprocess)."""
-        boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
-        return resize_boxes(boxes, list(self.input_size), list(self.original_size))
-
-    def to_input(self, boxes: Tensor) -> Tensor:
-        """[x1, y1, x2, y2] boxes from the original frame to the input frame (as the transform resizes targets)."""
-        boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
-        return resize_boxes(boxes, list(self.original_size), list(self.input_size))
 
 
 @dataclass(frozen=True)
@@ -62,8 +39,8 @@ class FeatureLevel:
 
     name: str  # the backbone's key ("0", "1", ..., "pool")
     channels: int
-    grid: tuple[int, int]  # feature map (H, W)
-    stride: tuple[int, int]  # input pixels per cell (padded_size // grid), as the AnchorGenerator
+    grid: tuple[int, int]  # feature map (columns, rows)
+    stride: tuple[int, int]  # (x, y) input pixels per cell (padded_size // grid), as the AnchorGenerator
     sizes: tuple[int, ...]  # anchor sizes at this level (input pixels)
     ratios: tuple[float, ...]  # anchor aspect ratios (height / width)
     cell_anchors: Tensor  # (A, 4) anchors centred on (0, 0), a = ratio_index * len(sizes) + size_index
@@ -88,7 +65,7 @@ class RPNStage:
     frames: tuple[ImageFrame, ...]
     levels: tuple[FeatureLevel, ...]
     features: "OrderedDict[str, Tensor]"  # FPN outputs, (N, C, H, W) per level
-    objectness: tuple[Tensor, ...]  # logits per level, (N, A, H, W)
+    objectness: tuple[Tensor, ...]  # logits per level, (N, A, rows, columns)
     bbox_deltas: tuple[Tensor, ...]  # regression per level, (N, A*4, H, W)
     anchors: tuple[Tensor, ...]  # per level (H*W*A, 4), input frame, flat order (y, x, a)
     proposals: Tensor  # (N, T, 4) decoded, unclipped, input frame, flat order (level, y, x, a)
@@ -102,10 +79,11 @@ class RPNStage:
 
     @property
     def image_sizes(self) -> list[tuple[int, int]]:
-        return [f.input_size for f in self.frames]
+        """torchvision's `image_sizes`: (height, width) of each resized image, for torchvision's own calls."""
+        return [(f.resized_size[1], f.resized_size[0]) for f in self.frames]
 
     def objectness_prob(self, image: int, level: int) -> Tensor:
-        """sigmoid(objectness) of one image at one level, (A, H, W), on the CPU."""
+        """sigmoid(objectness) of one image at one level, (A, rows, columns), on the CPU."""
         return torch.sigmoid(self.objectness[level][image].detach()).cpu()
 
     def anchor_boxes(self, anchor_index: Tensor) -> Tensor:
@@ -208,7 +186,7 @@ def run_rpn_stage(model: FasterRCNN, images: list[Tensor] | Tensor) -> RPNStage:
         raise ValueError("inspect needs the model in eval mode (call model.eval())")
     device = next(model.parameters()).device
     images = _as_tensors(images, device)
-    original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
+    original_sizes = [(int(img.shape[-1]), int(img.shape[-2])) for img in images]  # (width, height)
     timings: dict[str, float] = {}
 
     _sync(device)
@@ -234,9 +212,9 @@ def run_rpn_stage(model: FasterRCNN, images: list[Tensor] | Tensor) -> RPNStage:
     t4 = time.perf_counter()
     timings.update(transform=t1 - t0, backbone=t2 - t1, rpn_head=t3 - t2, anchors_decode=t4 - t3)
 
-    padded = (int(image_list.tensors.shape[-2]), int(image_list.tensors.shape[-1]))
+    padded = (int(image_list.tensors.shape[-1]), int(image_list.tensors.shape[-2]))  # (width, height)
     frames = tuple(
-        ImageFrame(orig, (int(s[0]), int(s[1])), padded) for orig, s in zip(original_sizes, image_list.image_sizes)
+        ImageFrame(orig, (int(s[1]), int(s[0])), padded) for orig, s in zip(original_sizes, image_list.image_sizes)
     )
     generator = model.rpn.anchor_generator
     levels = []
@@ -244,10 +222,9 @@ def run_rpn_stage(model: FasterRCNN, images: list[Tensor] | Tensor) -> RPNStage:
         features.keys(), feature_list, num_anchors_per_level, generator.sizes, generator.aspect_ratios,
         generator.cell_anchors,
     ):
-        grid = (int(feat.shape[-2]), int(feat.shape[-1]))
+        grid = (int(feat.shape[-1]), int(feat.shape[-2]))  # (columns, rows)
         levels.append(FeatureLevel(
-            name=str(name), channels=int(feat.shape[1]), grid=grid,
-            stride=(padded[0] // grid[0], padded[1] // grid[1]),
+            name=str(name), channels=int(feat.shape[1]), grid=grid, stride=level_stride(padded, grid),
             sizes=tuple(int(s) for s in sizes), ratios=tuple(float(r) for r in ratios),
             cell_anchors=cell.detach().cpu(),
         ))
@@ -287,7 +264,7 @@ def run_heads(model: FasterRCNN, stage: RPNStage, settings: ProposalSettings | N
     class_logits, box_regression = roi_heads.box_predictor(box_features)
     boxes, scores, labels = roi_heads.postprocess_detections(class_logits, box_regression, proposals, image_sizes)
     raw = [{"boxes": b, "labels": lab, "scores": s} for b, s, lab in zip(boxes, scores, labels)]
-    raw = model.transform.postprocess(raw, image_sizes, [f.original_size for f in stage.frames])
+    raw = model.transform.postprocess(raw, image_sizes, [(f.original_size[1], f.original_size[0]) for f in stage.frames])
     _sync(device)
     t2 = time.perf_counter()
 

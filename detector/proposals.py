@@ -219,9 +219,9 @@ def locate_anchor(
     sizes: list[tuple[int, ...]],
     ratios: list[tuple[float, ...]],
 ) -> AnchorLocation:
-    """Decode a flat (level, y, x, a) anchor index; grid_sizes (H, W) per level, sizes/ratios per level."""
+    """Decode a flat (level, y, x, a) anchor index; grid_sizes (columns, rows) per level, sizes/ratios per level."""
     offset = 0
-    for level, ((h, w), lvl_sizes, lvl_ratios) in enumerate(zip(grid_sizes, sizes, ratios)):
+    for level, ((w, h), lvl_sizes, lvl_ratios) in enumerate(zip(grid_sizes, sizes, ratios)):
         a_count = len(lvl_sizes) * len(lvl_ratios)
         n = h * w * a_count
         if index < offset + n:

@@ -31,6 +31,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -39,6 +40,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from detector.frames import CellPlacement
 from detector.workspace import is_inside, runs_dir, workspace_root
 
 CONFIG = "config.json"
@@ -54,6 +56,7 @@ DIAGNOSIS = "diagnosis.json"
 
 STATES = ("queued", "running", "stopping", "done", "failed", "stopped")
 ACTIVE_STATES = ("queued", "running", "stopping")
+HEARTBEAT_S = 5.0  # a training run rewrites status.json this often
 HEARTBEAT_STALE_S = 90.0  # a running run whose heartbeat is older than this is interrupted
 
 
@@ -236,6 +239,53 @@ def write_status(run_dir: Path, **fields: Any) -> dict[str, Any]:
     current.setdefault("error", None)
     write_json_atomic(path, _finite(current))
     return current
+
+
+class StatusKeeper:
+    """Holds a training run's status in memory and rewrites status.json every HEARTBEAT_S seconds.
+
+    The heartbeat is what `read_status` checks for staleness (HEARTBEAT_STALE_S); a STOP asked for
+    while running is written as "stopping". Only the training process (rank 0) writes.
+    """
+
+    def __init__(self, run_dir: Path, enabled: bool, **initial: Any):
+        self.run_dir = run_dir
+        self.enabled = enabled
+        self.fields: dict[str, Any] = dict(initial)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if not self.enabled:
+            return
+        self.write()
+        self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            with contextlib.suppress(OSError):
+                self.write()
+
+    def update(self, write: bool = False, **fields: Any) -> None:
+        with self._lock:
+            self.fields.update(fields)
+        if write:
+            self.write()
+
+    def write(self) -> None:
+        if self.enabled:
+            with self._lock:
+                if self.fields.get("state") == "running" and stop_requested(self.run_dir):
+                    self.fields["state"] = "stopping"  # asked to stop: acted on before the next iteration
+                write_status(self.run_dir, **self.fields)
+
+    def close(self, **fields: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=HEARTBEAT_S * 2)
+        self.update(write=True, **fields)
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -495,8 +545,8 @@ class SnapshotImage:
 
     Boxes are [x1, y1, x2, y2] in ORIGINAL image pixels. `objectness[k]` is level k's map of
     sigmoid(objectness), max over the anchor shapes at each cell, max-pooled down to at most the
-    snapshot's `map_side`; a cell of level k covers `image_size / map shape` original pixels
-    (the model's padding removed).
+    snapshot's `map_side` (the model's padding removed); `cells[k]` places its cells in original
+    pixels (`detector.frames.CellPlacement`: cell (c, r) centred at (x0 + c dx, y0 + r dy)).
     """
 
     file: str
@@ -511,6 +561,16 @@ class SnapshotImage:
     boxes: np.ndarray  # (D, 4) final detections
     scores: np.ndarray  # (D,)
     labels: np.ndarray  # (D,) 1-based into class_names
+    cells: tuple[CellPlacement, ...] = ()  # per FPN level; () in snapshots written before they were stored
+
+    def cell_placement(self, level: int) -> CellPlacement:
+        """Where level `level`'s cells sit in original pixels. A snapshot written before placements
+        were stored spreads its cells over the image, the first centre on the corner (torchvision's
+        anchor centres)."""
+        if len(self.cells) == len(self.objectness):
+            return self.cells[level]
+        rows, cols = np.asarray(self.objectness[level]).shape
+        return CellPlacement(0.0, self.width / max(cols, 1), 0.0, self.height / max(rows, 1))
 
 
 @dataclass(frozen=True)
@@ -533,15 +593,24 @@ def read_snapshot(run_dir: Path, epoch: int) -> RpnSnapshot:
     images = []
     for i, info in enumerate(meta.get("images", [])):
         levels = tuple(meta.get("level_names", []))
+        objectness = tuple(arrays[f"img{i}_objectness_{k}"] for k in range(len(levels)))
         images.append(SnapshotImage(
             file=info["file"], width=int(info["width"]), height=int(info["height"]),
             gt_boxes=arrays[f"img{i}_gt_boxes"], gt_labels=arrays[f"img{i}_gt_labels"],
-            objectness=tuple(arrays[f"img{i}_objectness_{k}"] for k in range(len(levels))),
+            objectness=objectness,
             level_names=levels,
             proposals=arrays[f"img{i}_proposals"], proposal_scores=arrays[f"img{i}_proposal_scores"],
             boxes=arrays[f"img{i}_boxes"], scores=arrays[f"img{i}_scores"], labels=arrays[f"img{i}_labels"],
+            cells=_cells(info),
         ))
     return RpnSnapshot(int(meta.get("epoch", epoch)), tuple(meta.get("class_names", [])), tuple(images), meta)
+
+
+def _cells(info: dict[str, Any]) -> tuple[CellPlacement, ...]:
+    stored = info.get("cells")
+    if not isinstance(stored, list):
+        return ()
+    return tuple(CellPlacement(*(float(v) for v in c)) for c in stored)
 
 
 # ---------------------------------------------------------------- listing runs

@@ -3,6 +3,7 @@
 import numpy as np
 import streamlit as st
 
+from detector.frames import grid_text, size_text
 from detector.inspect import trace_proposal
 from detector.models import ARCHITECTURES
 from detector.proposals import FUNNEL_STAGES, ProposalSettings, proposal_recall
@@ -12,6 +13,7 @@ from ui.inspection import (
     detections_frame, inspection, paper_table1_frame, rpn_stage, shared_figure, table1, table1_frame, table1_sources,
     timings_frame,
 )
+from ui.links import box_from_param
 from ui.model import current_device, current_model
 from ui.router import ensure_router
 
@@ -69,6 +71,11 @@ progress.empty()
 frame, funnel = result.frames[0], result.funnels[0]
 post_set = funnel.post_nms
 gt = picked.boxes if picked.has_ground_truth else None
+# a link's box= (e.g. a missed object from /diagnose), drawn on this image only
+linked = box_from_param(st.query_params.get("box")) if st.query_params.get("image") == picked.name else None
+if linked:
+    st.info(f"Magenta: the box from the link, [{', '.join(f'{v:.0f}' for v in linked)}]; follow it through the "
+            "proposals before and after NMS and the detections.", icon=":material/my_location:")
 
 # ---- funnel and timing
 counts = result.counts(0)
@@ -79,8 +86,8 @@ left.plotly_chart(shared_figure("funnel", loaded, picked, (settings,), lambda: v
                   key="rpn_funnel")
 left.caption("The proposal funnel: every anchor is scored, the top pre_nms_top_n per level are regressed into "
              "proposals, clipped, filtered, suppressed by NMS; post_nms_top_n become the RoIs of the detection head.")
-right.markdown(f"**Frames**: original {frame.original_size[1]}x{frame.original_size[0]}, resized "
-               f"{frame.input_size[1]}x{frame.input_size[0]}, padded {frame.padded_size[1]}x{frame.padded_size[0]} (W x H)")
+right.markdown(f"**Frames** (W x H): original {size_text(frame.original_size)}, resized "
+               f"{size_text(frame.resized_size)}, padded {size_text(frame.padded_size)}")
 right.dataframe(timings_frame(result.timings), hide_index=True)
 right.caption(f"Time per stage on {current_device().type.upper()}: the first four when this image was first run "
               "(cached since), the last two on this run.")
@@ -106,7 +113,7 @@ if view == "Objectness":
     c1, c2, c3 = st.columns(3)
     keep_within("rpn_level", 0, len(levels) - 1)
     li = c1.selectbox("FPN level", range(len(levels)), key="rpn_level", persist_state="page",
-                      format_func=lambda i: f"{levels[i].name}: {levels[i].grid[0]}x{levels[i].grid[1]} cells, "
+                      format_func=lambda i: f"{levels[i].name}: {grid_text(levels[i].grid)} cells, "
                                             f"stride {levels[i].stride[0]}")
     level = levels[li]
 
@@ -123,8 +130,9 @@ if view == "Objectness":
     prob = stage.objectness_prob(0, li).numpy()
     heat = prob.max(axis=0) if shape < 0 else prob[shape]
     st.plotly_chart(shared_figure("objectness", loaded, picked, (li, shape, opacity), lambda: viz.objectness_figure(
-        picked.image, heat, level.stride, frame.scale, frame.input_size, opacity)), key="rpn_heatmap")
-    st.caption(f"Objectness p = sigmoid(cls_logits) at FPN level {level.name}: a {level.grid[0]}x{level.grid[1]} map, "
+        picked.image, heat, level.stride, frame.scale, frame.resized_size, opacity)), key="rpn_heatmap")
+    st.caption(f"Objectness p = sigmoid(cls_logits) at FPN level {level.name}: a {grid_text(level.grid)} map "
+               "(columns x rows), "
                f"one cell per sliding-window position, stride {level.stride[0]} input pixels "
                f"({level.stride[0] / frame.scale[0]:.1f} pixels of this image); {level.anchors_per_location} anchors "
                f"per cell. Max over the whole level: {float(prob.max()):.3f}.")
@@ -142,14 +150,14 @@ if view == "Proposals":
         viz_limit = 300  # boxes sent to the browser
         pre_order = pre_set.scores.argsort(descending=True)[:viz_limit]
         c1, c2 = st.columns(2)
-        c1.plotly_chart(shared_figure("pre_nms", loaded, picked, (settings,), lambda: viz.proposals_figure(
+        c1.plotly_chart(shared_figure("pre_nms", loaded, picked, (settings, linked), lambda: viz.proposals_figure(
             picked.image, frame.to_original(pre_set.boxes[pre_order]).numpy(), pre_set.scores[pre_order].tolist(),
-            style="pre_nms", gt_boxes=gt)), key="rpn_pre_chart")
+            style="pre_nms", gt_boxes=gt, highlight=linked)), key="rpn_pre_chart")
         c1.caption(f"Before NMS: {len(pre_set)} proposals (the {min(len(pre_set), viz_limit)} highest-scoring drawn): "
                    "regressed anchors after top-k per level, clipping, small-box removal and score_thresh.")
-        c2.plotly_chart(shared_figure("post_nms", loaded, picked, (settings, k), lambda: viz.proposals_figure(
+        c2.plotly_chart(shared_figure("post_nms", loaded, picked, (settings, k, linked), lambda: viz.proposals_figure(
             picked.image, frame.to_original(post_set.boxes[:k]).numpy(), post_set.scores[:k].tolist(), clickable=True,
-            gt_boxes=gt)), key="rpn_post_chart", on_select="rerun", selection_mode="points")
+            gt_boxes=gt, highlight=linked)), key="rpn_post_chart", on_select="rerun", selection_mode="points")
         c2.caption(f"After NMS (IoU > {settings.nms_thresh:g} suppressed, per level): the top {k} of {len(post_set)} "
                    "proposals by objectness. Click a centre to trace it to its anchor (the Trace view opens).")
 
@@ -219,8 +227,9 @@ if view == "Detections":
                        persist_state="page")
     det = result.detections[0].above(thresh)
     names = [loaded.class_names[i - 1] if 0 < i <= len(loaded.class_names) else str(i) for i in det.labels.tolist()]
-    st.plotly_chart(shared_figure("detections", loaded, picked, (settings, thresh), lambda: viz.detections_figure(
-        picked.image, det.boxes.numpy(), names, det.scores.tolist(), gt_boxes=gt)), key="rpn_detections")
+    st.plotly_chart(shared_figure("detections", loaded, picked, (settings, thresh, linked), lambda: viz.detections_figure(
+        picked.image, det.boxes.numpy(), names, det.scores.tolist(), gt_boxes=gt, highlight=linked)),
+        key="rpn_detections")
     st.caption(f"{len(det)} detections with score >= {thresh:.2f}: the Fast R-CNN head's softmax over classes for each "
                "RoI, class-specific box regression, then per-class NMS. Ground truth dashed.")
     if len(det):

@@ -20,6 +20,7 @@ from detector.viz.training import (
     snapshot_proposals_figure,
     validation_figure,
 )
+from ui.links import page_url
 from ui.model import current_device
 from ui.training import (
     checkpoint_bytes,
@@ -125,6 +126,9 @@ elif status.resumable or state == "done":
                      help="No checkpoint to resume from: starts a new run with the same settings."):
             select_run(start_new_run(run_config).name)
             st.rerun()
+if state == "done" and last_ckpt.parent.is_dir():
+    h2.link_button("Diagnose", page_url("diagnose", model=run_dir, run=current.name), icon=":material/troubleshoot:",
+                   help="Per-class AP, confusion, error types and where missed objects are lost, on its validation split.")
 if state == "interrupted":
     st.warning("This run's process is gone (or its heartbeat is stale) while it said it was training: it was "
                "interrupted, e.g. by a restart. Resume continues from its last checkpoint.", icon=STATE_ICONS["interrupted"])

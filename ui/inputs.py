@@ -153,6 +153,8 @@ def _stored_dataset_image(key: str) -> PickedImage | None:
     file = c2.selectbox(f"Image ({len(files)} in {name}; type to search)", files, key=file_key,
                         format_func=lambda f: f"{f} ({len(records[files.index(f)].boxes)} boxes)",
                         help="The file name as in the dataset's annotations. Opens on the first image with boxes.")
+    if (st.query_params.get(DATASET_PARAM), st.query_params.get(IMAGE_PARAM)) != (name, file):
+        st.query_params.pop("box", None)  # a link's box= belongs to the image it came with
     st.query_params[DATASET_PARAM], st.query_params[IMAGE_PARAM] = name, file
     st.session_state[f"_{key}_url"] = (name, file)
     record = records[files.index(file)]

@@ -78,3 +78,14 @@ def page_url(page: str, **params: Any) -> str:
     query = "&".join(f"{k}={quote(_value(k, v), safe='/,:')}" for k, v in params.items() if v is not None)
     base = name or "./"
     return f"{base}?{query}" if query else base
+
+
+def box_from_param(value: str | None) -> tuple[float, float, float, float] | None:
+    """The box a URL `box=x1,y1,x2,y2` names (original pixels), or None when absent or malformed."""
+    if not value:
+        return None
+    try:
+        x1, y1, x2, y2 = (float(v) for v in str(value).split(","))
+    except ValueError:
+        return None
+    return (x1, y1, x2, y2) if x2 > x1 and y2 > y1 else None

@@ -42,10 +42,11 @@ def register(subparsers) -> None:
 def validate(args) -> int:
     from pathlib import Path
 
-    from detector.cli import CliError
     import dataclasses
 
-    from detector.data import DatasetError, load_dataset, open_dataset
+    from detector.cli import CliError
+
+    from detector.data import DatasetError, DatasetRefused, load_dataset, load_folder, open_dataset
     from detector.data.validation import decode_problems
 
     try:
@@ -53,9 +54,15 @@ def validate(args) -> int:
             dataset = load_dataset(args.dataset, args.format, voc_coordinates=args.voc_coordinates)
         else:
             try:
-                dataset = open_dataset(args.dataset).dataset
+                stored = open_dataset(args.dataset)
+            except DatasetRefused:
+                raise  # a registration no longer allowed: its own message
             except DatasetError:
                 raise CliError(f"{args.dataset}: no such file or folder, and no stored dataset by that name", 2) from None
+            dataset = stored.dataset
+            if args.voc_coordinates != "auto" or args.format != "auto":  # read its files again as asked
+                dataset = load_folder(stored.root, args.format if args.format != "auto" else dataset.format,
+                                      args.voc_coordinates)
     except DatasetError as exc:
         raise CliError(str(exc), 2) from None
     if args.decode:

@@ -42,12 +42,18 @@ def find_annotation_files(tree: FileTree) -> list[str]:
     return found
 
 
-def split_name(rel: str) -> str | None:
-    """The split a COCO file belongs to: instances_val.json -> val, train/_annotations.coco.json -> train."""
+def _task_stem(rel: str) -> str:
+    """The file's stem without its COCO task prefix: instances_val2017.json -> val2017."""
     stem = posixpath.basename(rel).split(".")[0].lower()
     for prefix in [t + "_" for t in TASKS] + ["annotations_"]:
         if stem.startswith(prefix):
-            stem = stem[len(prefix):]
+            return stem[len(prefix):]
+    return stem
+
+
+def split_name(rel: str) -> str | None:
+    """The split a COCO file belongs to: instances_val.json -> val, train/_annotations.coco.json -> train."""
+    stem = _task_stem(rel)
     if stem.rstrip("0123456789") in SPLIT_ALIASES:
         return SPLIT_ALIASES[stem.rstrip("0123456789")]
     parent = posixpath.basename(posixpath.dirname(rel)).lower()
@@ -64,13 +70,19 @@ def _class_names(categories: list, used: set, rel: str, problems: list[Problem])
             problems.append(Problem("warning", rel, None, None, f"category entry without id or name: {str(c)[:80]}", "category left out"))
             continue
         cats.append(c)
-    parents = {str(c.get("supercategory")) for c in cats}
+    def roboflow_parent(c: dict) -> bool:
+        """Roboflow's project category: never annotated, every other category names it as its supercategory
+        (COCO's own "person" has supercategory "person" too, but is a class)."""
+        others = [o for o in cats if o is not c]
+        return (c["id"] not in used and bool(others)
+                and all(str(o.get("supercategory")) == str(c["name"]) for o in others))
+
     names_by_id: dict = {}
     order: list[str] = []
     for c in sorted(cats, key=lambda c: (parse_number(c["id"]) is None, parse_number(c["id"]) or 0, str(c["id"]))):
         name = str(c["name"])
-        if name in parents and c["id"] not in used and len(cats) > 1:
-            continue  # Roboflow's parent category: a supercategory, never annotated
+        if roboflow_parent(c):
+            continue
         if c["id"] in names_by_id:
             problems.append(Problem("warning", rel, None, c["id"], f"duplicate category id {c['id']}", "first definition kept"))
             continue
@@ -146,8 +158,10 @@ def load_coco_file(tree: FileTree, rel: str, id_prefix: str = "", data: dict | N
     folder = posixpath.dirname(rel)
     parent = posixpath.dirname(folder)
     split = split_name(rel) or ""
+    raw = _task_stem(rel)  # val2017 in instances_val2017.json: COCO's own image folder name
     bases = [folder, posixpath.join(folder, "images"), posixpath.join(parent, "images"),
-             posixpath.join(parent, "images", split), "images", posixpath.join("images", split), "", parent]
+             posixpath.join(parent, "images", split), "images", posixpath.join("images", split), "", parent,
+             posixpath.join(parent, raw), posixpath.join(parent, "images", raw)]
     images: dict = {}  # id -> [file, width, height, boxes, labels]
     order: list = []
     seen_files: dict[str, object] = {}

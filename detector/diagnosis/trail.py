@@ -123,7 +123,7 @@ def trail_of(model: FasterRCNN, inspection: Inspection, i: int, file: str, gt_bo
     logits = inspection.class_logits[rows].float()
     regression = inspection.box_regression[rows].float()
     refined = heads.box_coder.decode(regression, [rois]).reshape(len(rows), -1, 4)
-    refined = box_ops.clip_boxes_to_image(refined, frame.input_size)
+    refined = box_ops.clip_boxes_to_image(refined, (frame.resized_size[1], frame.resized_size[0]))
     probs = torch.softmax(logits, -1)
     num_classes = probs.shape[1]
     g_count = gt.shape[0]
@@ -140,8 +140,8 @@ def trail_of(model: FasterRCNN, inspection: Inspection, i: int, file: str, gt_bo
     top_score, top_label = probs.max(dim=1) if len(rows) else (torch.zeros(0), torch.zeros(0, dtype=torch.int64))
     det = inspection.detections[i]
     return ImageTrail(
-        file=file, width=int(frame.original_size[1]), height=int(frame.original_size[0]),
-        input_size=tuple(int(v) for v in frame.input_size),
+        file=file, width=int(frame.original_size[0]), height=int(frame.original_size[1]),
+        input_size=(int(frame.resized_size[1]), int(frame.resized_size[0])),
         gt_boxes=gt.numpy(), gt_labels=gl,
         boxes=det.boxes.double().numpy(), scores=det.scores.double().numpy(), labels=det.labels.numpy().astype(np.int64),
         best_iou_pre_nms=pre, best_iou_after_nms=after, best_iou_rois=rois_iou, best_anchor_iou=anchor_iou,

@@ -2,13 +2,12 @@
 funnel, RoIAlign levels and pooled features.
 
 Every image figure is in ORIGINAL-image pixels (as `image_figure`); callers map input-frame boxes
-with `ImageFrame.to_original` first. Heatmaps and box sets are downsampled here so the browser
+with `detector.frames.ImageFrame.to_original` first. Heatmaps and box sets are downsampled here so the browser
 gets small messages.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import numpy as np
@@ -16,6 +15,7 @@ import plotly.graph_objects as go
 from PIL import Image
 from plotly.subplots import make_subplots
 
+from detector.frames import CellPlacement, cell_placement, max_pool_cells, pool_factor, visible_cells
 from detector.viz.boxes import STYLES, add_boxes, image_data_uri, image_figure
 
 MAX_SIDE = 640  # longest side of the image sent with each figure
@@ -27,15 +27,17 @@ OBJECTNESS_SCALE = [
 ]
 
 
-def _max_pool(heat: np.ndarray, factor: int) -> np.ndarray:
-    """Max over factor x factor blocks (peaks survive downsampling); edges padded with -inf."""
-    if factor <= 1:
-        return heat
-    h, w = heat.shape
-    ph, pw = math.ceil(h / factor) * factor, math.ceil(w / factor) * factor
-    padded = np.full((ph, pw), -np.inf, dtype=float)
-    padded[:h, :w] = heat
-    return padded.reshape(ph // factor, factor, pw // factor, factor).max(axis=(1, 3))
+def add_objectness(fig: go.Figure, heat: np.ndarray, placement: CellPlacement, opacity: float = 0.55,
+                   colorscale: list | str | None = None, colorbar: dict | None = None) -> go.Figure:
+    """sigmoid(objectness) cells (rows, columns) over an image figure, each at its cell centre, in the
+    one objectness colour scale (0..1). Used by the RPN page and the training snapshots alike."""
+    fig.add_trace(go.Heatmap(
+        z=np.asarray(heat, dtype=float), x0=placement.x0, dx=placement.dx, y0=placement.y0, dy=placement.dy,
+        zmin=0.0, zmax=1.0, colorscale=colorscale or OBJECTNESS_SCALE, opacity=opacity,
+        colorbar=colorbar or dict(title=dict(text="objectness<br>(sigmoid)"), thickness=12),
+        hovertemplate="x %{x:.0f}, y %{y:.0f}<br>objectness %{z:.3f}<extra></extra>", name="objectness",
+    ))
+    return fig
 
 
 def objectness_figure(
@@ -43,37 +45,21 @@ def objectness_figure(
     heat: np.ndarray,
     stride: tuple[int, int],
     scale: tuple[float, float],
-    input_size: tuple[int, int],
+    resized_size: tuple[int, int],
     opacity: float = 0.55,
     title: str | None = None,
     colorscale: list | str | None = None,
 ) -> go.Figure:
-    """sigmoid(objectness) of one level, (H, W) cells, over the image in original pixels.
+    """sigmoid(objectness) of one level, (rows, columns) cells, over the image in original pixels.
 
-    Cell (y, x) is the anchor centre (x * stride_w, y * stride_h) of the input frame, as
+    Cell (c, r) is the anchor centre (c * stride_x, r * stride_y) of the input frame, as
     torchvision's AnchorGenerator places it; cells whose centre falls in the padding are dropped;
-    `scale` (sy, sx) is input pixels per original pixel.
+    `stride` and `scale` (input pixels per original pixel) are (x, y), `resized_size` (W, H).
     """
-    heat = np.asarray(heat, dtype=float)
-    sh, sw = stride
-    keep_h = min(heat.shape[0], max(1, math.ceil(input_size[0] / sh)))
-    keep_w = min(heat.shape[1], max(1, math.ceil(input_size[1] / sw)))
-    heat = heat[:keep_h, :keep_w]
-    factor = max(1, math.ceil(max(heat.shape) / MAX_HEAT_CELLS))
-    pooled = _max_pool(heat, factor)
-    # a pooled cell covers `factor` original cells: its centre is the mean of theirs
-    dx = factor * sw / scale[1]
-    dy = factor * sh / scale[0]
-    x0 = (factor - 1) / 2 * sw / scale[1]
-    y0 = (factor - 1) / 2 * sh / scale[0]
+    heat = visible_cells(np.asarray(heat, dtype=float), stride, resized_size)
+    factor = pool_factor(heat.shape, MAX_HEAT_CELLS)
     fig = image_figure(image, max_side=MAX_SIDE, title=title)
-    fig.add_trace(go.Heatmap(
-        z=pooled, x0=x0, dx=dx, y0=y0, dy=dy, zmin=0.0, zmax=1.0, colorscale=colorscale or OBJECTNESS_SCALE,
-        opacity=opacity,
-        colorbar=dict(title=dict(text="objectness<br>(sigmoid)"), thickness=12),
-        hovertemplate="x %{x:.0f}, y %{y:.0f}<br>objectness %{z:.3f}<extra></extra>", name="objectness",
-    ))
-    return fig
+    return add_objectness(fig, max_pool_cells(heat, factor), cell_placement(stride, scale, factor), opacity, colorscale)
 
 
 def proposals_figure(
@@ -85,10 +71,12 @@ def proposals_figure(
     hover: Sequence[str] | None = None,
     clickable: bool = False,
     gt_boxes: np.ndarray | None = None,
+    highlight: Sequence[float] | None = None,
 ) -> go.Figure:
     """Proposals (original pixels, in rank order) on the image, scores on hover.
 
     clickable: a marker at each box centre carrying its rank (customdata), so a click selects it.
+    highlight: one box drawn over everything (a link's box=, e.g. a missed object).
     """
     boxes = np.round(np.asarray(boxes, dtype=float).reshape(-1, 4), 1)  # tenth of a pixel: small messages
     scores = [float(s) for s in scores]
@@ -101,6 +89,7 @@ def proposals_figure(
         for i, (b, s) in enumerate(zip(boxes, scores))
     ]
     add_boxes(fig, boxes, style=style, hover=hover, show_labels=False)
+    _highlight(fig, highlight)
     if clickable and len(boxes):
         # only the centre markers answer the mouse, so a click always carries a rank
         fig.update_traces(hoverinfo="skip", selector=dict(mode="lines"))
@@ -227,10 +216,19 @@ def detections_figure(
     title: str | None = None,
     max_side: int = MAX_SIDE,
     height: int | None = None,
+    highlight: Sequence[float] | None = None,
 ) -> go.Figure:
-    """Final detections (original pixels) with class and score, ground truth dashed when known."""
+    """Final detections (original pixels) with class and score, ground truth dashed when known;
+    `highlight` one box drawn over them (a link's box=)."""
     fig = image_figure(image, max_side=max_side, title=title, height=height)
     if gt_boxes is not None and len(gt_boxes):
         add_boxes(fig, gt_boxes, style="ground_truth", show_labels=False)
     add_boxes(fig, boxes, style="prediction", labels=list(labels), scores=[float(s) for s in scores])
+    return _highlight(fig, highlight)
+
+
+def _highlight(fig: go.Figure, box: Sequence[float] | None) -> go.Figure:
+    if box is not None:
+        add_boxes(fig, np.asarray([box], dtype=float), style="highlight", name="box from the link", show_labels=False,
+                  hover=["the box this link points at"])
     return fig

@@ -18,6 +18,7 @@ from PIL import Image
 from plotly.subplots import make_subplots
 
 from detector.viz.boxes import PALETTE, add_boxes, image_figure
+from detector.viz.rpn import add_objectness
 
 MAX_POINTS = 1500  # per trace sent to the browser
 IMAGE_SIDE = 480  # longest side of snapshot images sent to the browser
@@ -215,19 +216,14 @@ def _canvas(image: Image.Image | None, width: int, height: int) -> Image.Image:
 def snapshot_objectness_figure(image: Image.Image | None, snap: Any, level: int, title: str | None = None,
                                opacity: float = 0.6) -> go.Figure:
     """One FPN level's objectness (sigmoid, best anchor shape per cell) over the image, ground truth
-    dashed. `snap` is a runs.SnapshotImage; its map covers the image (the model's padding removed)."""
-    heat = np.asarray(snap.objectness[level], dtype=float)
-    h, w = heat.shape
-    cw, ch = snap.width / w, snap.height / h
+    dashed. `snap` is a runs.SnapshotImage; its cells sit at `snap.cell_placement(level)`, the centres `/rpn`
+    draws the same level at, in the same colour scale (`viz.rpn.add_objectness`)."""
     fig = image_figure(_canvas(image, snap.width, snap.height), max_side=IMAGE_SIDE, title=title, height=380)
-    fig.add_trace(go.Heatmap(
-        z=heat, x0=cw / 2, dx=cw, y0=ch / 2, dy=ch, zmin=0.0, zmax=1.0, colorscale="Inferno", opacity=opacity,
-        # the colour bar sits inside the plot's right edge: outside it would push the margin and draw
-        # this panel's image smaller than its neighbours' (same height, same margins)
-        colorbar=dict(title=dict(text="objectness", side="right"), thickness=8, len=0.6, x=1.0, xanchor="right",
-                      xref="paper", bgcolor="rgba(255,255,255,0.6)"),
-        hovertemplate="x %{x:.0f}, y %{y:.0f}<br>objectness %{z:.3f}<extra></extra>", name="objectness",
-    ))
+    # the colour bar sits inside the plot's right edge: outside it would push the margin and draw
+    # this panel's image smaller than its neighbours' (same height, same margins)
+    add_objectness(fig, snap.objectness[level], snap.cell_placement(level), opacity,
+                   colorbar=dict(title=dict(text="objectness", side="right"), thickness=8, len=0.6, x=1.0,
+                                 xanchor="right", xref="paper", bgcolor="rgba(255,255,255,0.6)"))
     add_boxes(fig, snap.gt_boxes, "ground_truth", show_labels=False)
     fig.update_layout(showlegend=False)
     return fig

@@ -154,3 +154,23 @@ def test_knobs_follow_the_model_and_reset():
     at.run()
     assert not at.exception
     assert _knob(at, "rpn_pre_nms").value == 300 and _knob(at, "rpn_post_nms").value == 100
+
+
+def test_a_link_with_a_box_highlights_it_on_its_image(session_tmp):
+    """/diagnose links a missed box as ?dataset=&image=&box= (URL contract): /rpn opens that image
+    and draws the box; on another image the box is not drawn."""
+    from detector.data import store
+    from detector.data.synthetic import write_synthetic
+
+    folder = write_synthetic(session_tmp / "rpn-box-synth", images=2, seed=6, width=160, height=120)
+    stored = store.store_upload("rpn-box", folder)
+    record = stored.dataset.records[1]
+    box = ",".join(f"{v:g}" for v in record.boxes[0])
+    at = app_test("pages/rpn.py")
+    for k, v in {"dataset": stored.name, "image": record.file, "box": box}.items():
+        at.query_params[k] = v
+    at.run()
+    assert not at.exception
+    assert any("the box from the link" in i.value for i in at.info)
+    at.selectbox(key="rpn_file").set_value(stored.dataset.records[0].file).run()
+    assert not any("the box from the link" in i.value for i in at.info)

@@ -99,6 +99,8 @@ def test_start_a_tiny_run_and_watch_the_curves_grow(dataset):
     assert len(tails) == 1 and tail.offset == (run_dir / runs.METRICS).stat().st_size
     assert len(tail.val) == len(val) == 3
     assert f"{name} · done" in _header(at)
+    # a finished run links to its diagnosis (URL contract: model=run:<id>, run=<id>)
+    assert f"diagnose?model=run:{name}&run={name}" in [b.proto.url for b in at.get("link_button")]
     assert _metric(at, "Epoch") == "3/3" and _metric(at, "Step") == "18 / 18"
     assert "validation mAP per epoch" in _chart(at, "train_val_chart").proto.spec
     # watch the RPN learn: snapshots of epochs 0..3, the slider picks one

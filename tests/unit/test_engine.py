@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from detector import engine, runs
+from detector import engine, runs, snapshots, training_data
 from detector.cli import main as cli_main
 from detector.data.synthetic import write_synthetic
 from detector.checkpoints import load_model, read_checkpoint
@@ -114,7 +114,7 @@ def test_rpn_snapshots_each_epoch_in_original_pixels(trained_run):
     assert (image.width, image.height) == (128, 96)
     assert len(image.objectness) == len(image.level_names) >= 2
     assert all(o.ndim == 2 and 0.0 <= float(o.min()) and float(o.max()) <= 1.0 for o in image.objectness)
-    assert 0 < len(image.proposals) <= engine.SNAPSHOT_PROPOSALS and image.proposals.shape[1] == 4
+    assert 0 < len(image.proposals) <= snapshots.SNAPSHOT_PROPOSALS and image.proposals.shape[1] == 4
     assert (image.proposals[:, 2] <= 128 + 1e-3).all() and (image.proposals[:, 3] <= 96 + 1e-3).all()
     assert list(image.proposal_scores) == sorted(image.proposal_scores, reverse=True)
     assert len(image.boxes) == len(image.scores) == len(image.labels)
@@ -145,19 +145,19 @@ def test_loss_falls_on_a_tiny_set_it_can_overfit(small, tmp_path):
 
 
 def test_a_separate_validation_dataset_is_used_whole(small, dataset):
-    data = engine.load_training_data(_config(small, val_data=str(dataset), max_val_images=None))
+    data = training_data.load_training_data(_config(small, val_data=str(dataset), max_val_images=None))
     # with a separate validation set, all 5 images of the dataset train (its own 4/1 split is not used)
     assert (len(data.train), len(data.val)) == (5, 10) and data.val.root == dataset
-    assert len(engine.load_training_data(_config(small, max_val_images=0)).train) == 4
+    assert len(training_data.load_training_data(_config(small, max_val_images=0)).train) == 4
 
 
 def test_validation_losses_touch_neither_weights_nor_batchnorm_statistics(dataset):
     from detector.models import build_model
 
-    data = engine.load_training_data(_config(dataset))
+    data = training_data.load_training_data(_config(dataset))
     model = build_model(DEMO_ARCH, data.class_names, **TINIER).train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    loader = engine._loader(data.val, None, _config(dataset), torch.device("cpu"), 2)
+    loader = training_data.make_loader(data.val, None, _config(dataset), torch.device("cpu"), 2)
     losses = engine.validation_losses(model, loader, torch.device("cpu"), amp=False)
     assert set(losses) == {f"val_{k}" for k in LOSSES} and all(math.isfinite(v) for v in losses.values())
     assert model.training
@@ -215,7 +215,7 @@ def test_stop_file_ends_cleanly_and_resume_continues_mid_epoch(small, tmp_path):
 
 
 def test_heartbeat_says_stopping_once_a_stop_is_asked_for(tmp_path):
-    keeper = engine._StatusKeeper(tmp_path, True, state="running", pid=os.getpid(), epoch=1, step=3)
+    keeper = runs.StatusKeeper(tmp_path, True, state="running", pid=os.getpid(), epoch=1, step=3)
     keeper.write()
     assert runs.read_status(tmp_path).state == "running"
     runs.request_stop(tmp_path)
@@ -318,7 +318,7 @@ def test_cli_refuses_bad_requests_with_one_line(dataset, tmp_path, capsys):
 
 def test_grouped_batches_are_equal_per_rank_homogeneous_and_resumable():
     groups = [0, 1, 0, 0, 1, 1, 0, 1, 0, 0, 0]
-    samplers = [engine.GroupedBatchSampler(groups, 2, seed=1, rank=r, world_size=2) for r in range(2)]
+    samplers = [training_data.GroupedBatchSampler(groups, 2, seed=1, rank=r, world_size=2) for r in range(2)]
     batches = [s.batches() for s in samplers]
     assert len(batches[0]) == len(batches[1]) == len(samplers[0]) == 3
     seen = [i for b in batches for batch in b for i in batch]

@@ -11,7 +11,8 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from detector.inspect import ImageFrame, inspect, proposal_size_table, run_heads, run_rpn_stage, trace_proposal
+from detector.frames import ImageFrame
+from detector.inspect import inspect, proposal_size_table, run_heads, run_rpn_stage, trace_proposal
 from detector.models import DEMO_ARCH, build_model
 from detector.proposals import FUNNEL_STAGES, ProposalSettings, locate_anchor, proposal_recall
 
@@ -76,15 +77,15 @@ def test_post_nms_proposals_equal_model_rpn(name, reference, inspections):
 @pytest.mark.parametrize("name", BUILDERS)
 def test_frames_shapes_and_strides(name, models, images, inspections):
     model, result = models[name], inspections[name]
-    assert [f.original_size for f in result.frames] == [(96, 128), (150, 110)]
+    assert [f.original_size for f in result.frames] == [(128, 96), (110, 150)]  # (W, H)
     for frame in result.frames:
-        assert max(frame.input_size) <= 160 and min(frame.input_size) <= 128
+        assert max(frame.resized_size) <= 160 and min(frame.resized_size) <= 128
         assert frame.padded_size[0] % 32 == 0 and frame.padded_size[1] % 32 == 0
-        assert frame.padded_size[0] >= frame.input_size[0] and frame.padded_size[1] >= frame.input_size[1]
+        assert frame.padded_size[0] >= frame.resized_size[0] and frame.padded_size[1] >= frame.resized_size[1]
     per_location = model.rpn.anchor_generator.num_anchors_per_location()
     for level, logits, anchors, a in zip(result.stage.levels, result.stage.objectness, result.stage.anchors,
                                          per_location):
-        assert logits.shape == (2, a, *level.grid)
+        assert logits.shape == (2, a, level.grid[1], level.grid[0])  # grid is (columns, rows)
         assert level.anchors_per_location == a
         assert anchors.shape == (level.num_anchors, 4)
         assert level.stride == (result.frames[0].padded_size[0] // level.grid[0],
@@ -103,9 +104,9 @@ def test_box_frames_round_trip_and_match_postprocess(inspections):
     boxes = torch.tensor([[10.0, 20.0, 50.0, 90.0], [0.0, 0.0, 110.0, 150.0]])
     assert torch.allclose(frame.to_original(frame.to_input(boxes)), boxes, atol=1e-4)
     assert torch.allclose(frame.to_input(torch.tensor([[0.0, 0.0, 110.0, 150.0]])),
-                          torch.tensor([[0.0, 0.0, frame.input_size[1], frame.input_size[0]]], dtype=torch.float32))
+                          torch.tensor([[0.0, 0.0, frame.resized_size[0], frame.resized_size[1]]], dtype=torch.float32))
     # a detection in the input frame, mapped with the helper, is the detection torchvision returns
-    assert isinstance(frame, ImageFrame) and frame.scale[0] == pytest.approx(frame.input_size[0] / 150)
+    assert isinstance(frame, ImageFrame) and frame.scale[1] == pytest.approx(frame.resized_size[1] / 150)
 
 
 @pytest.mark.parametrize("name", BUILDERS)
@@ -124,7 +125,7 @@ def test_funnel_counts_add_up(name, models, inspections):
         assert counts["rois"] == counts["post_nms"]
         assert counts["detections"] <= model.roi_heads.detections_per_img
         # every stage's boxes lie inside the image after clipping, and scores are sigmoid(logit) of their anchor
-        h, w = result.frames[image].input_size
+        w, h = result.frames[image].resized_size
         boxes = funnel.after_nms.boxes
         assert (boxes[:, 0] >= 0).all() and (boxes[:, 2] <= w).all() and (boxes[:, 3] <= h).all()
         logits = result.stage.objectness_flat.reshape(2, -1)[image]
@@ -180,7 +181,7 @@ def test_proposal_traces_back_to_its_anchor(models, inspections):
         trace = trace_proposal(result, 1, rank)
         loc = trace.location
         level = stage.levels[loc.level]
-        sy, sx = level.stride
+        sx, sy = level.stride
         # the anchor is the level's cell anchor a, shifted to the cell's centre (x * stride, y * stride)
         expected_anchor = level.cell_anchors[loc.a] + torch.tensor([loc.x * sx, loc.y * sy, loc.x * sx, loc.y * sy])
         assert torch.equal(trace.anchor, expected_anchor)
@@ -193,7 +194,7 @@ def test_proposal_traces_back_to_its_anchor(models, inspections):
         # the score is the sigmoid of that cell's logit, and the proposal is the regressed box clipped
         logit = stage.objectness[loc.level][1, loc.a, loc.y, loc.x]
         assert trace.score == pytest.approx(torch.sigmoid(logit).item())
-        h, w = result.frames[1].input_size
+        w, h = result.frames[1].resized_size
         clipped = torch.stack([trace.regressed[0].clamp(0, w), trace.regressed[1].clamp(0, h),
                                trace.regressed[2].clamp(0, w), trace.regressed[3].clamp(0, h)])
         assert torch.equal(clipped, trace.proposal)
@@ -202,7 +203,7 @@ def test_proposal_traces_back_to_its_anchor(models, inspections):
 
 
 def test_locate_anchor_by_hand():
-    grids = [(2, 3), (1, 1)]
+    grids = [(3, 2), (1, 1)]  # (columns, rows)
     sizes = [(32, 64), (128,)]
     ratios = [(0.5, 1.0, 2.0), (1.0,)]
     # level 0 has 2 * 3 cells * 6 shapes = 36 anchors; index 6*4 + 5 is cell (1, 1), a = 5 (ratio 2, size 64)
@@ -271,9 +272,9 @@ def test_trained_demo_model_objectness_peaks_on_objects():
     # cells whose anchor centre lies on an object score higher than cells on the background
     level = stage.levels[0]
     heat = stage.objectness_prob(0, 0).amax(0)
-    ys, xs = torch.meshgrid(torch.arange(level.grid[0]), torch.arange(level.grid[1]), indexing="ij")
-    centres = torch.stack([xs * level.stride[1], ys * level.stride[0]], -1).float().reshape(-1, 2)
-    centres = centres / torch.tensor([frame.scale[1], frame.scale[0]])
+    ys, xs = torch.meshgrid(torch.arange(level.grid[1]), torch.arange(level.grid[0]), indexing="ij")
+    centres = torch.stack([xs * level.stride[0], ys * level.stride[1]], -1).float().reshape(-1, 2)
+    centres = centres / torch.tensor([frame.scale[0], frame.scale[1]])
     inside = ((centres[:, None, 0] >= gt[:, 0]) & (centres[:, None, 0] <= gt[:, 2])
               & (centres[:, None, 1] >= gt[:, 1]) & (centres[:, None, 1] <= gt[:, 3])).any(1)
     assert inside.any() and (~inside).any()

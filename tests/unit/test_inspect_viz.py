@@ -17,7 +17,7 @@ def test_objectness_heatmap_is_placed_at_anchor_centres_in_original_pixels():
     heat = np.zeros((4, 7))
     heat[2, 3] = 0.9
     # input frame is twice the original; stride 32 -> 16 original pixels per cell; padded grid column 6 is dropped
-    fig = viz.objectness_figure(image, heat, stride=(32, 32), scale=(2.0, 2.0), input_size=(200, 180))
+    fig = viz.objectness_figure(image, heat, stride=(32, 32), scale=(2.0, 2.0), resized_size=(180, 200))
     (hm,) = _heatmaps(fig)
     z = np.asarray(hm.z)
     assert z.shape == (4, 6)  # ceil(180 / 32) = 6 columns whose centre lies in the image
@@ -28,7 +28,7 @@ def test_objectness_heatmap_is_placed_at_anchor_centres_in_original_pixels():
 def test_large_heatmaps_are_max_pooled_for_the_browser():
     heat = np.random.default_rng(0).random((300, 250)) * 0.5
     heat[123, 201] = 0.99
-    fig = viz.objectness_figure(Image.new("RGB", (1000, 1200)), heat, (4, 4), (1.0, 1.0), (1200, 1000))
+    fig = viz.objectness_figure(Image.new("RGB", (1000, 1200)), heat, (4, 4), (1.0, 1.0), (1000, 1200))
     (hm,) = _heatmaps(fig)
     z = np.asarray(hm.z)
     assert max(z.shape) <= viz.MAX_HEAT_CELLS

@@ -379,3 +379,51 @@ BUILDERS = {
     "label_studio_coco": label_studio_coco, "voc_devkit_negatives": voc_devkit_negatives, "cvat_voc": cvat_voc,
     "label_studio_voc": label_studio_voc, "ultralytics_yolo": ultralytics_yolo, "roboflow_yolo": roboflow_yolo,
 }
+
+
+def coco_2017_layout(root: Path) -> Export:
+    """COCO's own download layout: train2017/ val2017/ test2017/ beside annotations/ with
+    instances_, captions_ and person_keypoints_ files per split and image_info_test2017.json for the
+    unannotated test images (which are not negatives); category ids with gaps, supercategories as COCO
+    names them ("person" is its own supercategory)."""
+    cats = [{"supercategory": "person", "id": 1, "name": "person"}, {"supercategory": "vehicle", "id": 3, "name": "car"},
+            {"supercategory": "animal", "id": 18, "name": "dog"}]
+    splits = {"train2017": [("000000000009.jpg", (64, 48), [("dog", (1.5, 2.25, 40.0, 30.0))]),
+                            ("000000000025.jpg", (64, 48), [("car", (10.0, 10.0, 64.0, 48.0))])],
+              "val2017": [("000000000139.jpg", (80, 60), [("car", (0.0, 0.0, 20.0, 20.0)), ("dog", (30.0, 30.0, 70.0, 55.0))])]}
+    boxes = {}
+    image_id = 0
+    info = {"description": "COCO 2017 Dataset", "url": "http://cocodataset.org", "version": "1.0", "year": 2017,
+            "contributor": "COCO Consortium", "date_created": "2017/09/01"}
+    licenses = [{"url": "http://creativecommons.org/licenses/by-nc-sa/2.0/", "id": 1, "name": "Attribution-NonCommercial-ShareAlike License"}]
+    for split, items in splits.items():
+        inst = {"info": info, "licenses": licenses, "images": [], "annotations": [], "categories": cats}
+        caps = {"info": info, "licenses": licenses, "images": [], "annotations": []}
+        kps = {"info": info, "licenses": licenses, "images": [], "annotations": [],
+               "categories": [dict(cats[0], keypoints=["nose"], skeleton=[])]}
+        for name, size, objs in items:
+            image_id += 1
+            image(root / split / name, size)
+            boxes[f"{split}/{name}"] = objs
+            entry = {"license": 1, "file_name": name, "coco_url": f"http://images.cocodataset.org/{split}/{name}",
+                     "height": size[1], "width": size[0], "date_captured": "2013-11-14 17:02:52", "id": image_id}
+            for doc in (inst, caps, kps):
+                doc["images"].append(entry)
+            caps["annotations"].append({"image_id": image_id, "id": image_id, "caption": "a picture"})
+            for cls, (x1, y1, x2, y2) in objs:
+                inst["annotations"].append({"segmentation": [[x1, y1, x2, y1, x2, y2]], "area": (x2 - x1) * (y2 - y1) / 2,
+                                            "iscrowd": 0, "image_id": image_id, "bbox": [x1, y1, x2 - x1, y2 - y1],
+                                            "category_id": next(c["id"] for c in cats if c["name"] == cls),
+                                            "id": len(inst["annotations"]) + 1})
+        for task, doc in (("instances", inst), ("captions", caps), ("person_keypoints", kps)):
+            _json(root / "annotations" / f"{task}_{split}.json", doc)
+    test = {"info": info, "licenses": licenses, "images": [], "categories": cats}
+    for i, name in enumerate(("000000000001.jpg", "000000000016.jpg")):
+        image(root / "test2017" / name, (64, 48))
+        test["images"].append({"license": 1, "file_name": name, "height": 48, "width": 64, "id": 900 + i,
+                               "date_captured": "2013-11-14 17:02:52"})
+    _json(root / "annotations" / "image_info_test2017.json", test)
+    return Export(root, "coco", ("person", "car", "dog"), boxes, {"train": 2, "val": 1})
+
+
+BUILDERS["coco_2017_layout"] = coco_2017_layout

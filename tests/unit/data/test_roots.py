@@ -98,3 +98,16 @@ def test_a_registration_that_is_no_longer_allowed_does_not_open(allowed, monkeyp
     monkeypatch.setenv("DETECTOR_DATA_ROOTS", "")
     with pytest.raises(DatasetRefused, match="not under a folder datasets may be registered from"):
         open_dataset(stored.name)
+
+
+def test_validate_a_stored_dataset_with_the_convention_forced(allowed, capsys):
+    import json
+
+    from detector.cli import main as cli_main
+
+    root, _ = allowed
+    stored = register_path(str(cvat_voc(root / "v").root))
+    assert cli_main(["validate", stored.name, "--json", "--voc-coordinates", "one-based"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["voc_coordinates"]["convention"] == "one-based" and len(report["problems"]) == 1
+    assert open_dataset(stored.name).dataset.voc_coordinates[0] == "zero-based"  # the stored copy is unchanged

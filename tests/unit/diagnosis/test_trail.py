@@ -38,7 +38,7 @@ def test_forced_rpn_top_n_and_no_anchor_fits(tiny_checkpoint, scene):
     loaded = checkpoints.load_model(str(tiny_checkpoint), "cpu", **knobs)
     image = to_tensor(Image.open(scene / "a.png").convert("RGB"))
     insp = inspect(loaded.model, [image])
-    assert insp.frames[0].input_size == (SIZE, SIZE)
+    assert insp.frames[0].resized_size == (SIZE, SIZE)
     top = insp.funnels[0].post_nms.boxes
     anchors = torch.cat(list(insp.stage.anchors))
     inside = (anchors[:, 0] >= 0) & (anchors[:, 1] >= 0) & (anchors[:, 2] <= SIZE) & (anchors[:, 3] <= SIZE)

@@ -1,0 +1,102 @@
+"""The /diagnose page driven by AppTest: a stored synthetic dataset and a tiny checkpoint (random
+weights with box_score_thresh 0, so every stage has something to show)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from tests.app.conftest import app_test
+
+pytest.importorskip("pycocotools")
+
+
+@pytest.fixture(scope="module")
+def stored(session_tmp):
+    from detector.data import store
+    from detector.data.synthetic import write_synthetic
+
+    folder = write_synthetic(session_tmp / "diag-synth", images=6, seed=11, width=160, height=120, val_fraction=0.5)
+    return store.store_upload("diag-shapes", folder)
+
+
+@pytest.fixture(scope="module")
+def uploaded(tiny_checkpoint):
+    """The tiny checkpoint as an uploaded model (workspace/models/), so links can name it."""
+    from ui.links import models_dir
+
+    models_dir().mkdir(parents=True, exist_ok=True)
+    path = models_dir() / "tiny.pt"
+    shutil.copy(tiny_checkpoint, path)
+    return path
+
+
+def _page(source, **params):
+    at = app_test("pages/diagnose.py")
+    at.session_state["model_source"] = str(source)
+    for k, v in params.items():
+        at.query_params[k] = v
+    return at.run()
+
+
+def _metric(at, label):
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def test_diagnoses_a_stored_dataset_with_every_view(stored, uploaded):
+    at = _page(uploaded, dataset=stored.name)
+    assert not at.exception, at.exception
+    assert at.selectbox(key="diag_target").value is not None
+    assert _metric(at, "images") == str(len(stored.val_indices))
+    table = at.dataframe[0].value
+    assert list(table.columns[:4]) == ["class", "gt", "AP", "AP50"]
+    assert "missed boxes" in [m.label for m in at.metric]
+    # the missed boxes table links each box to /rpn on its image, with the box (URL contract)
+    missed = at.dataframe[1].value
+    assert len(missed) > 0
+    link = missed["open in /rpn"].iloc[0]
+    assert link.startswith("rpn?model=upload:tiny.pt&dataset=") and "&image=" in link and "&box=" in link
+    assert "Open this box in the RPN inspector" in " ".join(m.value for m in at.markdown)
+
+
+def test_thresholds_move_the_report(stored, uploaded):
+    at = _page(uploaded, dataset=stored.name)
+    before = _metric(at, "missed boxes")
+    at.slider(key="diag_score").set_value(0.0).run()
+    assert not at.exception
+    after = _metric(at, "missed boxes")
+    assert int(after.split()[0]) <= int(before.split()[0])
+
+
+def test_tuner_changes_the_figures_and_saves_a_checkpoint(stored, uploaded):
+    from detector import checkpoints
+    from ui.links import models_dir
+
+    at = _page(uploaded, dataset=stored.name)
+    at.tabs  # the tuner tab's widgets are in the tree
+    at.number_input(key="diag_knob_box_detections_per_img").set_value(1).run()
+    assert not at.exception
+    at.text_input(key="diag_save_name").set_value("tiny tuned").run()
+    at.button(key="diag_save").click().run()
+    assert not at.exception
+    saved = models_dir() / "tiny-tuned.pt"
+    assert saved.is_file()
+    assert checkpoints.read_checkpoint(saved)["model_kwargs"]["box_detections_per_img"] == 1
+    assert any("Saved tiny-tuned.pt" in s.value for s in at.success)
+
+
+def test_a_runs_diagnosis_is_written_and_reopens(stored, tiny_checkpoint):
+    from detector import runs
+
+    run_dir = runs.create_run({"data": stored.name}, name="diag-run")
+    runs.checkpoint_path(run_dir, "best").parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(tiny_checkpoint, runs.checkpoint_path(run_dir, "best"))
+    at = _page(run_dir, run=run_dir.name)
+    assert not at.exception, at.exception
+    assert "diag-run" in at.selectbox(key="diag_target").format_func(at.selectbox(key="diag_target").value)
+    written = runs.read_diagnosis(run_dir)
+    assert written is not None and written["split"] == "val" and written["images"] == len(stored.val_indices)
+    again = _page(run_dir, run=run_dir.name)
+    assert not again.exception
+    assert any("diagnosis.json" in s.value for s in again.success)
