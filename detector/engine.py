@@ -174,7 +174,7 @@ def build_optimizer(model: nn.Module, config: TrainConfig, lr: float) -> torch.o
 
 def lr_factor(config: TrainConfig, iters_per_epoch: int) -> Callable[[int], float]:
     """Learning-rate multiplier at iteration `it` (0-based): linear warm-up, then step or cosine."""
-    warmup = min(config.warmup_iters, max(iters_per_epoch - 1, 0))
+    warmup = config.warmup_steps(iters_per_epoch)
     total = max(config.epochs * iters_per_epoch, 1)
     milestones = config.milestones()
 
@@ -404,7 +404,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook |
         log.info("optimizer %s, lr %.5g (batch %d x %d processes), %s schedule%s, warm-up %d iterations, "
                  "%d iterations per epoch", config.optimizer, lr, config.batch_size, ddp.world_size, config.schedule,
                  f" (x{config.lr_gamma} after epochs {list(config.milestones())})" if config.schedule == "step" else "",
-                 min(config.warmup_iters, max(iters_per_epoch - 1, 0)), iters_per_epoch)
+                 config.warmup_steps(iters_per_epoch), iters_per_epoch)
 
     can_map = pycocotools_available()
     if ddp.main and val_loader is not None and not can_map:
@@ -466,7 +466,9 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook |
                 if ddp.main:
                     checkpoint("last", epoch - 1, done_in_epoch, step, best)
                     runs.clear_stop(run_dir)
-                    log.info("stopped at epoch %d, step %d: checkpoint saved; --resume continues from here", epoch, step)
+                    # the epoch of the last step taken, as the page counts it (metrics' `epoch` of that step)
+                    log.info("stopped at epoch %d, step %d (%d epoch(s) complete): checkpoint saved; --resume "
+                             "continues from here", epoch if done_in_epoch else epoch - 1, step, epoch - 1)
                 status.close(state="stopped", epoch=epoch - 1, step=step)
                 return TrainResult("stopped", epoch - 1, step, _best_map(best), "stopped on request")
             step_lr = optimizer.param_groups[0]["lr"]  # the rate this step uses

@@ -163,8 +163,29 @@ def run_path(run_id: str) -> Path | None:
     return path if path.is_dir() and is_inside(path, root) else None
 
 
+RUN_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+RUN_NAME_MAX = 64
+
+
+def run_name_problem(name: str, new: bool = True) -> str | None:
+    """Why `name` cannot be a run id (it names a folder under runs/ and goes in URLs), or None;
+    with `new`, a run of that name must not exist yet."""
+    if not name:
+        return "a run name cannot be empty"
+    if len(name) > RUN_NAME_MAX:
+        return f"a run name has at most {RUN_NAME_MAX} characters"
+    if not set(name) <= RUN_NAME_CHARS or name[0] in ".-":
+        return "a run name uses letters, digits, '.', '_' and '-' only, and starts with a letter or digit"
+    if new and (runs_dir() / name).exists():
+        return f"a run named {name} exists already"
+    return None
+
+
 def create_run(config: dict[str, Any] | None = None, name: str | None = None) -> Path:
-    """Make a new run folder under the workspace's `runs/`, with config.json and status `queued`."""
+    """Make a new run folder under the workspace's `runs/`, with config.json and status `queued`.
+    A `name` must pass run_name_problem (RunError otherwise); without one, a dated id is made."""
+    if name is not None and (problem := run_name_problem(name, new=False)):
+        raise RunError(f"{name}: {problem}")
     run_dir = runs_dir() / (name or new_run_id())
     if run_dir.exists() and any(run_dir.iterdir()):
         raise RunError(f"{run_dir}: run folder already exists")

@@ -60,7 +60,8 @@ class TrainConfig:
     schedule: str = _field("step", "step: x lr_gamma at lr_steps; cosine: cosine decay to 0 over all epochs", choices=SCHEDULES)
     lr_steps: tuple[int, ...] | None = _field(None, "epochs after which lr drops; empty: at 16/26 and 22/26 of the run")
     lr_gamma: float = _field(0.1, "step schedule factor", min=0.0, max=1.0)
-    warmup_iters: int = _field(1000, "linear warm-up iterations (capped at one epoch)", min=0)
+    warmup_iters: int = _field(1000, "linear warm-up iterations (capped at one epoch, and at a quarter of the "
+                               "steps before the first lr drop, so a short run trains at full lr)", min=0)
     warmup_factor: float = _field(0.001, "lr multiplier at the first iteration", min=0.0, max=1.0)
     grad_clip: float | None = _field(None, "max gradient norm; empty: no clipping")
     device: str = _field("auto", "auto (CUDA if available), cpu or cuda", choices=DEVICES)
@@ -171,3 +172,13 @@ class TrainConfig:
         if self.lr_steps is not None:
             return tuple(self.lr_steps)
         return tuple(sorted({max(1, round(self.epochs * 16 / 26)), max(1, round(self.epochs * 22 / 26))}))
+
+    def warmup_steps(self, iters_per_epoch: int) -> int:
+        """Iterations of linear warm-up actually used: `warmup_iters`, capped at one epoch and at a
+        quarter of the iterations before the lr first drops (the first milestone for `step`, the
+        whole run for `cosine`), so that even a two-epoch run has steps at the full learning rate."""
+        if self.schedule == "step" and self.milestones():
+            horizon = min(self.milestones()) * iters_per_epoch
+        else:
+            horizon = self.epochs * iters_per_epoch
+        return max(0, min(self.warmup_iters, iters_per_epoch - 1, horizon // 4))

@@ -1,5 +1,5 @@
-"""Streamlit glue for the training page: the new-run form (a plain config dict), the run in the
-URL, incremental metrics per session, cached scoring of validation images, downloads.
+"""Streamlit glue for the training page: the run in the URL, incremental metrics per session,
+cached snapshots and scoring of validation images, downloads (the new-run form is ui.train_form).
 
 The page only reads run folders through detector.runs; training runs in its own process.
 """
@@ -15,24 +15,17 @@ import streamlit as st
 import torch
 from PIL import Image
 
-from detector import checkpoints, models, runs, weights
+from detector import checkpoints, runs
 from detector.data.records import DatasetError
-from detector.data.store import list_datasets, open_dataset
+from detector.data.store import open_dataset
 from detector.hard_examples import ScoredRun, score_validation_images, validation_root
 from detector.images import ImageError, load_image
-from detector.train_config import OPTIMIZERS, SCHEDULES, TrainConfig
+from detector.train_config import TrainConfig
 from detector.workspace import datasets_dir, runs_dir
-from ui.inputs import dataset_select
 from ui.links import page_url
 
 RUN_PARAM = "run"  # st.query_params key holding the run's folder name
 TAILS_KEY = "train_tails"  # session_state: run name -> runs.MetricsTail
-START_ARCH, START_DEMO, START_RUN = "architecture", "demo", "run"
-START_LABELS = {
-    START_ARCH: "An architecture (random or cached COCO weights)",
-    START_DEMO: "The demo model (fine-tune it)",
-    START_RUN: "A past run's checkpoint (continue from it)",
-}
 
 
 # ---------------------------------------------------------------- which run
@@ -161,16 +154,19 @@ def _train_images(name: str, stamp: float) -> int | None:
         return None
 
 
+def train_split_size(name: str) -> int | None:
+    """Images in a stored dataset's training split (None when it cannot be read)."""
+    doc = datasets_dir() / str(name) / "dataset.json"
+    return _train_images(str(name), doc.stat().st_mtime) if doc.is_file() else None
+
+
 def steps_per_epoch_hint(config: dict[str, Any]) -> int | None:
     """About how many steps an epoch takes (training images / batch size), for a stored dataset;
     the progress figures use it until the first epoch is complete."""
     name, batch = config.get("data"), config.get("batch_size")
     if not name or not batch or Path(str(name)).exists():
         return None
-    doc = datasets_dir() / str(name) / "dataset.json"
-    if not doc.is_file():
-        return None
-    n = _train_images(str(name), doc.stat().st_mtime)
+    n = train_split_size(str(name))
     return math.ceil(n / int(batch)) if n else None
 
 
@@ -243,136 +239,13 @@ def checkpoint_bytes(path: Path) -> bytes:
     return Path(path).read_bytes()
 
 
-# ---------------------------------------------------------------- the new-run form
+# ---------------------------------------------------------------- starting a run
 
 
-def _past_runs_with_checkpoint() -> list[Path]:
-    found = []
-    for r in list_runs():
-        if runs.checkpoint_path(r.run_dir, "best").is_file() or runs.checkpoint_path(r.run_dir, "last").is_file():
-            found.append(r.run_dir)
-    return found
-
-
-def new_run_form(device_note: str) -> dict[str, Any] | None:
-    """The dataset, the starting model and the main hyper-parameters; returns a TrainConfig dict
-    when Start is pressed and the values check out, else None."""
-    datasets = list_datasets()
-    if not datasets:
-        st.info("No stored dataset yet. Add one on the [Data page](data) (a zip, a folder, or a synthetic set), "
-                "then come back here.", icon=":material/dataset:")
-        return None
-    names = [d.name for d in datasets]
-    info = {d.name: d for d in datasets}
-    c1, c2 = st.columns([2, 3])
-    data = dataset_select(c1, "Dataset", names, key="train_data",
-                          format_func=lambda n: f"{n} ({info[n].images} images, {len(info[n].classes)} classes)",
-                          help="A stored dataset; its own train/val split is used. Add one on the Data page.")
-    d = info[data]
-    c2.caption(f"**{d.name}**: {d.format}, {d.images} images, {d.boxes} boxes; classes "
-               f"{', '.join(d.classes[:8])}{'...' if len(d.classes) > 8 else ''}. "
-               "[Upload another dataset](data).")
-    if not d.usable:
-        c2.warning("This dataset has errors in its validation report: training would refuse it.")
-
-    start = st.radio("Start from", list(START_LABELS), format_func=START_LABELS.get, key="train_start_from",
-                     horizontal=True, help="Fine-tuning starts from trained weights (demo, COCO, a past run); "
-                     "an architecture without cached weights starts from random weights.")
-    config: dict[str, Any] = {"data": data}
-    m1, m2 = st.columns([3, 2])
-    if start == START_ARCH:
-        arch = m1.selectbox("Architecture", list(models.MODEL_NAMES), key="train_arch",
-                            index=list(models.MODEL_NAMES).index(models.DEMO_ARCH),
-                            format_func=lambda n: f"{n}: {models.ARCHITECTURES[n].description}",
-                            help="The Faster R-CNN to build. On a CPU, prefer the small MobileNet ones.")
-        status = weights.weights_status(arch)
-        coco_ok = status.cached and status.kind == "coco"
-        use_coco = m2.toggle("Start from COCO weights", value=coco_ok, disabled=not coco_ok, key="train_coco",
-                             help="Transfer learning from torchvision's COCO weights (the box predictor is "
-                             "replaced for your classes). Needs the weights in the torch cache.")
-        m2.caption(status.message if not coco_ok else f"{models.ARCHITECTURES[arch].on_cpu}.")
-        config.update(model=arch, weights="coco" if use_coco and coco_ok else "none")
-    elif start == START_DEMO:
-        m1.caption("The shipped demo model (mobilenet_v3_fpn_lite, trained on synthetic circles, rectangles and "
-                   "triangles). If your classes differ, its box predictor is replaced; the backbone, RPN and "
-                   "box head keep what they learnt.")
-        config.update(init=checkpoints.DEMO)
-    else:
-        past = _past_runs_with_checkpoint()
-        if not past:
-            m1.warning("No past run has a checkpoint yet.")
-            return None
-        init = m1.selectbox("Run", [str(p) for p in past], key="train_init_run", format_func=lambda p: Path(p).name,
-                            help="Its best.pt (else last.pt) initialises the model; this makes a new run.")
-        config.update(init=init)
-
-    h1, h2, h3, h4 = st.columns(4)
-    config["epochs"] = int(h1.number_input("Epochs", 1, 1000, 12, key="train_epochs",
-                                           help="Passes over the training split."))
-    config["batch_size"] = int(h2.number_input("Batch size", 1, 64, 4, key="train_batch",
-                                               help="Images per step. Lower it if you run out of memory."))
-    lr = h3.number_input("Learning rate (0 = auto)", 0.0, 1.0, 0.0, step=0.001, format="%.4f", key="train_lr",
-                         help="0: torchvision's reference rate scaled by batch size, 0.02 x B/16 for SGD "
-                         "(1e-4 x B/16 for AdamW).")
-    config["lr"] = float(lr) if lr > 0 else None
-    config["optimizer"] = h4.selectbox("Optimizer", OPTIMIZERS, key="train_optimizer",
-                                       help="SGD with momentum 0.9 (the paper's and torchvision's) or AdamW.")
-    s1, s2, s3, s4 = st.columns(4)
-    config["schedule"] = s1.selectbox("LR schedule", SCHEDULES, key="train_schedule",
-                                      help="step: x0.1 at 16/26 and 22/26 of the epochs (torchvision's recipe); "
-                                      "cosine: smooth decay to 0. Both after a linear warm-up.")
-    min_size = s2.number_input("Short side (px, 0 = model's)", 0, 1600, 0, step=32, key="train_min_size",
-                               help="Images are resized so the short side is this (the model's min_size). "
-                               "Smaller is faster; objects shrink with it.")
-    max_size = s3.number_input("Long side max (px, 0 = model's)", 0, 2666, 0, step=32, key="train_max_size",
-                               help="The long side never exceeds this (the model's max_size).")
-    kwargs = {}
-    if min_size:
-        kwargs["min_size"] = int(min_size)
-    if max_size:
-        kwargs["max_size"] = int(max_size)
-    config["model_kwargs"] = kwargs
-    config["device"] = s4.selectbox("Device", ("auto", "cpu", "cuda"), key="train_device",
-                                    help=f"auto: CUDA when present. {device_note}")
-    with st.expander("More settings"):
-        a1, a2, a3, a4 = st.columns(4)
-        config["workers"] = int(a1.number_input("Data workers", 0, 16, 2, key="train_workers",
-                                                help="DataLoader processes decoding images (0: in the training process)."))
-        config["warmup_iters"] = int(a2.number_input("Warm-up iterations", 0, 10000, 1000, key="train_warmup",
-                                                     help="The lr ramps up linearly over these steps (capped at one epoch)."))
-        config["weight_decay"] = float(a3.number_input("Weight decay", 0.0, 0.1, 1e-4, format="%.5f",
-                                                       key="train_wd", help="L2 penalty (decoupled for AdamW)."))
-        config["seed"] = int(a4.number_input("Seed", 0, 2**31 - 1, 0, key="train_seed",
-                                             help="Data order, sampling and initialisation."))
-        b1, b2, b3, b4 = st.columns(4)
-        config["val_every"] = int(b1.number_input("Validate every N epochs", 1, 100, 1, key="train_val_every",
-                                                  help="Validation losses and COCO mAP (always after the last epoch)."))
-        config["snapshot_images"] = int(b2.number_input("RPN snapshot images", 0, 8, 3, key="train_snapshots",
-                                                        help="Validation images whose RPN state is saved each epoch "
-                                                        "(for 'Watch the RPN learn')."))
-        clip = b3.number_input("Gradient clip (0 = off)", 0.0, 100.0, 0.0, key="train_clip",
-                               help="Clip the gradient norm; helps when the loss jumps to NaN.")
-        config["grad_clip"] = float(clip) if clip > 0 else None
-        config["hflip"] = b4.toggle("Random horizontal flips", True, key="train_hflip",
-                                    help="Flip training images left-right half the time (boxes flipped with them).")
-    try:
-        TrainConfig.from_dict(config)
-    except ValueError as exc:
-        st.error(f"These settings do not work: {exc}")
-        return None
-    holder = runs.lock_holder("cpu") if config["device"] == "cpu" or not torch.cuda.is_available() else None
-    if holder:
-        st.warning(f"Run {Path(holder).name} is training on the CPU now: a new run would wait for it to "
-                   "finish (one training per device). Stop it first.", icon=":material/hourglass:")
-    if st.button("Start training", type="primary", key="train_start", icon=":material/play_arrow:",
-                 disabled=bool(holder)):
-        return config
-    return None
-
-
-def start_new_run(config: dict[str, Any]) -> Path:
-    """Write the run folder (config.json, status queued) and launch the engine in its own session."""
-    run_dir = runs.create_run(TrainConfig.from_dict(config).to_dict())
+def start_new_run(config: dict[str, Any], name: str | None = None) -> Path:
+    """Write the run folder (config.json, status queued; named `name` or a dated id) and launch the
+    engine in its own session."""
+    run_dir = runs.create_run(TrainConfig.from_dict(config).to_dict(), name=name)
     runs.start_training(run_dir)
     return run_dir
 

@@ -56,7 +56,7 @@ def test_start_a_tiny_run_and_watch_the_curves_grow(dataset):
     at = app_test(PAGE).run()
     assert not at.exception
     at.selectbox(key="train_data").set_value(dataset)
-    at.radio(key="train_start_from").set_value("architecture")
+    at.radio(key="train_start_from").set_value("architecture").run()
     at.selectbox(key="train_arch").set_value(models.DEMO_ARCH)
     at.number_input(key="train_epochs").set_value(3)
     at.number_input(key="train_batch").set_value(1)
@@ -105,6 +105,10 @@ def test_start_a_tiny_run_and_watch_the_curves_grow(dataset):
     assert "validation mAP per epoch" in _chart(at, "train_val_chart").proto.spec
     # watch the RPN learn: snapshots of epochs 0..3, the slider picks one
     assert at.select_slider(key="train_snap_epoch").options == ["0", "1", "2", "3"]
+    assert at.select_slider(key="train_snap_epoch").value == 3  # follows the latest epoch
+    snap = runs.read_snapshot(run_dir, 3)
+    shown = snap.images[at.selectbox(key="train_snap_image").value]
+    assert len(shown.gt_boxes) or not any(len(im.gt_boxes) for im in snap.images)  # opens on an image with boxes
     at.select_slider(key="train_snap_epoch").set_value(0).run()
     assert not at.exception
     assert "objectness, epoch 0" in _chart(at, "train_snap_obj").proto.spec
@@ -134,7 +138,7 @@ def test_cli_run_appears_resumes_when_interrupted_and_shows_hard_examples(datase
     hard = [el for el in at.get("plotly_chart") if (el.key or "").startswith("train_hard_")]
     assert len(hard) == 2  # both validation images, hardest first
     links = [m.value for m in at.markdown if "rpn?model=" in m.value]
-    assert len(links) == 2 and all("made-by-cli" in link for link in links)
+    assert len(links) == 2 and all(f"rpn?model=run:made-by-cli&dataset={dataset}&image=" in link for link in links)
 
     # the process died while the status said running: interrupted, and Resume brings it back
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -149,3 +153,59 @@ def test_cli_run_appears_resumes_when_interrupted_and_shows_hard_examples(datase
     assert "resuming after epoch 1" in "\n".join(runs.log_tail(out))
     at.run()
     assert "made-by-cli · done" in _header(at)
+
+
+def _widget(at, key: str):
+    for kind in ("number_input", "selectbox", "toggle", "text_input", "radio"):
+        for el in at.get(kind):
+            if el.key == key:
+                return el
+    raise KeyError(key)
+
+
+def test_form_starts_from_the_best_start_with_every_config_knob_explained(dataset):
+    from dataclasses import fields
+
+    from detector.train_config import TrainConfig
+    from ui.train_form import LABELS, OWN_WIDGETS
+
+    at = app_test(PAGE).run()
+    at.selectbox(key="train_data").set_value(dataset).run()
+    assert not at.exception
+    # no COCO weights in the test's torch cache: fine-tuning the shipped demo model, and why
+    assert at.radio(key="train_start_from").value == "demo"
+    why = " ".join(c.value for c in at.caption)
+    assert "No COCO weights are cached here" in why and "Your classes are its classes" in why
+    # every knob of TrainConfig has its widget, starting at TrainConfig()'s default with its help line
+    defaults = TrainConfig()
+    for f in fields(TrainConfig):
+        if f.name in OWN_WIDGETS:
+            continue
+        el = _widget(at, LABELS.get(f.name, (None, f"train_{f.name}"))[1])
+        assert f.metadata["help"] in (el.help or ""), f.name
+        value = getattr(defaults, f.name)
+        if not isinstance(value, (tuple, list)):
+            assert el.value == value or (el.value in ("", None) and value is None), (f.name, el.value, value)
+    # the schedule, in steps for this dataset (6 training images): short runs get full-lr steps
+    at.number_input(key="train_epochs").set_value(2)
+    at.number_input(key="train_batch").set_value(1).run()
+    assert any("Schedule: 6 steps per epoch, 12 in all: warm-up over 1 step(s), then 5 step(s) at the full "
+               "learning rate, x0.1 after epoch(s) 1" in c.value for c in at.caption)
+    # a run name: checked, then used as the run's id
+    at.text_input(key="train_run_name").set_value("../escape").run()
+    assert any("Run name: a run name uses letters" in e.value for e in at.error)
+    assert at.button(key="train_start").disabled
+    at.text_input(key="train_run_name").set_value("demo-finetune").run()
+    at.number_input(key="train_min_size").set_value(96)
+    at.number_input(key="train_max_size").set_value(128)
+    at.number_input(key="train_workers").set_value(0)
+    at.button(key="train_start").click().run()
+    assert not at.exception
+    run_dir = runs_dir() / "demo-finetune"
+    try:
+        config = runs.read_config(run_dir)
+        assert config["init"] == "demo" and config["epochs"] == 2 and config["weights"] == "none"
+        assert at.query_params["run"] in ("demo-finetune", ["demo-finetune"])
+    finally:
+        runs.request_stop(run_dir)
+        assert runs.wait_for(lambda: runs.read_status(run_dir).shown_state not in runs.ACTIVE_STATES, 180)

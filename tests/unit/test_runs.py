@@ -154,3 +154,14 @@ def test_start_training_detaches_and_reports_a_failed_start(run_dir):
     status = runs.read_status(run_dir)
     assert status.state == "queued" and status.interrupted
     assert "no-such-flag" in (run_dir / runs.CONSOLE).read_text()
+
+
+def test_run_names_are_plain_folder_names():
+    assert runs.run_name_problem("shapes-demo_1.2") is None
+    for bad in ("../x", "a/b", ".hidden", "-x", "", "x" * 65, "név"):
+        assert runs.run_name_problem(bad), bad
+    with pytest.raises(runs.RunError, match="letters, digits"):
+        runs.create_run({"data": "shapes"}, name="../outside")
+    made = runs.create_run({"data": "shapes"}, name="named-run")
+    assert made == runs.runs_dir() / "named-run"
+    assert "exists already" in runs.run_name_problem("named-run")

@@ -1,0 +1,53 @@
+"""TrainConfig: every field explains itself (the training form shows it), and the schedule gives
+short runs steps at the full learning rate."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import pytest
+
+from detector.engine import lr_factor
+from detector.train_config import TrainConfig
+
+
+def test_every_field_has_a_one_line_help():
+    for f in fields(TrainConfig):
+        text = f.metadata.get("help", "")
+        assert text and "\n" not in text, f"TrainConfig.{f.name} needs a one-line help in its metadata"
+
+
+@pytest.mark.parametrize("epochs, per_epoch", [(1, 6), (2, 6), (2, 50), (3, 8), (5, 12), (12, 100)])
+@pytest.mark.parametrize("schedule", ["step", "cosine"])
+def test_short_runs_train_at_full_lr_after_a_scaled_warm_up(epochs, per_epoch, schedule):
+    config = TrainConfig(epochs=epochs, schedule=schedule)
+    factor = lr_factor(config, per_epoch)
+    values = [factor(it) for it in range(epochs * per_epoch)]
+    warmup = config.warmup_steps(per_epoch)
+    first_drop = min(config.milestones()) * per_epoch if schedule == "step" else epochs * per_epoch
+    assert warmup <= first_drop // 4
+    assert all(v < 1.0 for v in values[:warmup])  # the ramp
+    if schedule == "step":
+        full = [v for v in values[:first_drop] if v == pytest.approx(1.0)]
+        assert len(full) >= first_drop - warmup >= 0.75 * first_drop  # most of the run before the drop
+        assert all(v == pytest.approx(0.1) for v in values[first_drop: config.milestones()[-1] * per_epoch])
+    else:
+        import math
+
+        total = epochs * per_epoch  # after the ramp, the plain cosine from full lr
+        assert values[warmup] == pytest.approx(0.5 * (1 + math.cos(math.pi * warmup / total)))
+
+
+def test_two_epochs_no_longer_warm_up_into_the_first_drop():
+    """The case seen in the browser: 2 epochs, the warm-up used to last the whole first epoch,
+    which is also where the step schedule drops lr 10x."""
+    config = TrainConfig(epochs=2)
+    assert config.milestones() == (1, 2)
+    assert config.warmup_steps(20) == 5  # was 19: min(1000, one epoch - 1)
+    factor = lr_factor(config, 20)
+    assert [factor(it) for it in range(5, 20)] == [1.0] * 15
+
+
+def test_long_runs_keep_the_reference_warm_up():
+    config = TrainConfig(epochs=26)
+    assert config.warmup_steps(2000) == 1000 and config.warmup_steps(400) == 399

@@ -1,0 +1,60 @@
+"""The live part of the training page: progress figures and the per-step loss and per-epoch
+validation curves of a run, drawn from the metrics read so far (ui.training.metrics_tail)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from detector import runs
+from detector.run_progress import estimate_progress, format_duration
+from detector.viz.training import loss_figure, validation_figure
+from ui.training import reset_zoom, step_zoom
+
+LOSS_CHART = "train_loss_chart"
+
+
+def render_curves(tail: runs.MetricsTail, now: runs.RunStatus, run_name: str, run_config: dict[str, Any],
+                  active: bool, live: bool, refresh_s: float, steps_hint: int | None) -> None:
+    """Epoch / step / speed / time / best mAP, the progress bar while active, and the curves."""
+    train, val = tail.train, tail.val
+    progress = estimate_progress(train, run_config.get("epochs") or now.extra.get("epochs"), val,
+                                 steps_per_epoch_hint=steps_hint)
+    p1, p2, p3, p4, p5 = st.columns(5)
+    p1.metric("Epoch", f"{progress.epoch}/{progress.epochs or '?'}")
+    p2.metric("Step", f"{progress.step}" + (f" / {progress.total_steps}" if progress.total_steps else ""))
+    p3.metric("Images/s", f"{progress.images_per_s:.1f}" if progress.images_per_s else "—")
+    p4.metric("Time left" if active else "Training time", format_duration(progress.eta_s if active else progress.elapsed_s))
+    maps = [v["mAP"] for v in val if isinstance(v.get("mAP"), (int, float))]
+    p5.metric("Best mAP", f"{max(maps):.3f}" if maps else "—")
+    if active:
+        phase = now.extra.get("phase") or now.state
+        st.progress(progress.fraction, text=f"{phase} · {len(train)} steps read"
+                    + (f" · refreshes every {refresh_s:g} s" if live else " · live refresh paused"))
+    if not train:
+        st.info("No training step recorded yet: the engine is loading the data and the model." if active
+                else "This run recorded no training step.")
+        return
+    c1, c2, c3 = st.columns([5, 2, 2], vertical_alignment="bottom")
+    smoothing = c1.slider("Smoothing", 0.0, 0.99, 0.6, 0.01, key="train_smoothing",
+                          help="Exponential moving average of the per-step losses (as TensorBoard): 0 shows raw values.")
+    log_y = c2.toggle("Log scale", False, key="train_log_y", help="Logarithmic loss axes.")
+    zoom = step_zoom(run_name, LOSS_CHART)
+    if c3.button("Reset zoom", key="train_zoom_reset", disabled=zoom is None, icon=":material/zoom_out_map:"):
+        reset_zoom(run_name)
+        zoom = None
+    st.plotly_chart(loss_figure(train, smoothing, uirevision=f"loss-{run_name}", log_y=log_y, step_range=zoom),
+                    key=LOSS_CHART, on_select="rerun", selection_mode="box", config={"displaylogo": False})
+    st.caption("Per-step training losses (faint: raw, solid: smoothed) and the learning rate (linear warm-up, then "
+               "the schedule). The RPN's objectness and box regression train the proposals; the detector head's "
+               "classification and box regression train on the sampled RoIs. Drag a box on any panel to zoom to "
+               "those steps: the zoom stays while new points arrive (pause the live refresh to drag at leisure)."
+               + (f" Zoomed to steps {zoom[0]:.0f} to {zoom[1]:.0f}." if zoom else ""))
+    if val:
+        st.plotly_chart(validation_figure(val, train, uirevision=f"val-{run_name}"), key="train_val_chart",
+                        config={"displaylogo": False})
+        st.caption("Per epoch: the same four losses on the validation split (weights untouched) beside the mean "
+                   "training loss, and COCO mAP of the detections: a gap that widens is overfitting.")
+
+
