@@ -14,12 +14,10 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from detector.anchor_grids import AnchorGrid, AnchorSource, anchor_grid
+from detector.data.records import COCO_MEDIUM, COCO_SMALL  # COCO's size buckets, original-frame area
 
 
 RECALL_THRESHOLDS = (0.3, 0.5, 0.7)
-# COCO's size buckets by box area in original pixels.
-COCO_SMALL = 32 * 32
-COCO_MEDIUM = 96 * 96
 # Aspect-ratio buckets (height / width) for the fitness breakdown.
 RATIO_BUCKETS: tuple[tuple[str, float, float], ...] = (
     ("wide (h/w < 1/3)", 0.0, 1 / 3),

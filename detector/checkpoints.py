@@ -9,8 +9,6 @@ architecture name, `demo`, a checkpoint file or a run folder (`load_model`); the
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from torchvision.models.detection.faster_rcnn import FasterRCNN
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from detector import runs
+from detector.atomic_file import atomic_path
 from detector.models import (
     ARCHITECTURES, COCO_CLASS_NAMES, DEFAULT_ARCH, GPU_DEFAULT_ARCH, architecture, build_model, freeze_batchnorm,
 )
@@ -90,17 +89,9 @@ def save_checkpoint(
 
 def write_checkpoint(path: str | Path, ckpt: dict[str, Any]) -> Path:
     """Write a checkpoint dict atomically (temp file in the same folder + os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(ckpt, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return Path(path)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

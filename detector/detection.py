@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from detector.images import to_tensor
 from detector.checkpoints import LoadedModel
+from detector.data.records import class_name
+from detector.images import to_tensor
 
 
 @dataclass(frozen=True)
@@ -52,13 +53,6 @@ class Detections:
             {"box": [float(v) for v in b], "label": n, "label_id": int(i), "score": float(s)}
             for b, n, i, s in zip(self.boxes, self.label_names, self.label_ids, self.scores)
         ]
-
-
-def class_name(class_names: Sequence[str], label_id: int) -> str:
-    """Name of a 1-based label id (0 is background); unknown ids are shown as 'class N'."""
-    if 1 <= label_id <= len(class_names):
-        return class_names[label_id - 1]
-    return "background" if label_id == 0 else f"class {label_id}"
 
 
 @torch.inference_mode()

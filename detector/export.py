@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +31,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from detector.images import to_tensor
+from detector.atomic_file import atomic_path
 from detector.checkpoints import LoadedModel
+from detector.images import to_tensor
 
 EXPORT_FORMATS = ("torchscript", "onnx")
 ONNX_OPSET = 17  # onnxruntime runs it everywhere; the TorchScript-based exporter goes up to 20
@@ -129,10 +128,7 @@ def export_model(
     reference = _run_pytorch(model, check_input)
     meta = export_metadata(loaded, fmt, (width, height))
 
-    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(out) as tmp:
         if fmt == "onnx":
             _write_onnx(model, trace_input, tmp, meta)
             got = _run_onnx(tmp, check_input)
@@ -142,10 +138,6 @@ def export_model(
         check = compare_outputs(reference, got, float(getattr(model.roi_heads, "score_thresh", 0.0)))
         if not check.ok:
             raise ExportError(f"{fmt} export refused: {check.message}")
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     sidecar = None
     if fmt == "torchscript":
         sidecar = sidecar_path(out)

@@ -30,7 +30,6 @@ import math
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from detector.atomic_file import atomic_path, write_text_atomic
 from detector.frames import CellPlacement
 from detector.workspace import is_inside, runs_dir, workspace_root
 
@@ -78,17 +78,7 @@ class DeviceBusy(RuntimeError):
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON to `path` through a temp file in the same folder and os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, allow_nan=False, default=_json_default)
-            fh.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_text_atomic(path, json.dumps(data, indent=2, allow_nan=False, default=_json_default) + "\n")
 
 
 def _json_default(value: Any) -> Any:
@@ -536,17 +526,10 @@ def snapshot_path(run_dir: Path, epoch: int) -> Path:
 def write_snapshot(run_dir: Path, epoch: int, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
     """Write one epoch's RPN snapshot: numpy arrays plus a JSON `meta`, atomically (.npz)."""
     path = snapshot_path(run_dir, epoch)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
-    os.close(fd)
-    try:
-        payload = dict(arrays)
-        payload["meta"] = np.array(json.dumps(_finite(meta), default=_json_default))
+    payload = dict(arrays)
+    payload["meta"] = np.array(json.dumps(_finite(meta), default=_json_default))
+    with atomic_path(path, suffix=".npz") as tmp:
         np.savez_compressed(tmp, **payload)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

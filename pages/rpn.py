@@ -3,6 +3,7 @@
 import numpy as np
 import streamlit as st
 
+from detector.data.records import class_name
 from detector.frames import grid_text, size_text
 from detector.inspect import trace_proposal
 from detector.models import ARCHITECTURES
@@ -226,7 +227,7 @@ if view == "Detections":
     thresh = st.slider("Detection score threshold", floor, 1.0, max(floor, 0.5), 0.01, key="rpn_det_thresh",
                        persist_state="page")
     det = result.detections[0].above(thresh)
-    names = [loaded.class_names[i - 1] if 0 < i <= len(loaded.class_names) else str(i) for i in det.labels.tolist()]
+    names = [class_name(loaded.class_names, i) for i in det.labels.tolist()]
     st.plotly_chart(shared_figure("detections", loaded, picked, (settings, thresh, linked), lambda: viz.detections_figure(
         picked.image, det.boxes.numpy(), names, det.scores.tolist(), gt_boxes=gt, highlight=linked)),
         key="rpn_detections")

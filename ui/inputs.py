@@ -12,6 +12,7 @@ import streamlit as st
 from PIL import Image
 
 from detector import scenes
+from detector.data.records import class_name
 from detector.images import ImageError, load_image
 
 SOURCES = ("Sample", "Upload", "Stored dataset")
@@ -41,7 +42,7 @@ class PickedImage:
 
     @property
     def label_names(self) -> list[str]:
-        return [self.class_names[i - 1] if 0 < i <= len(self.class_names) else str(i) for i in self.labels]
+        return [class_name(self.class_names, int(i)) for i in self.labels]
 
 
 _MISSING = object()

@@ -9,9 +9,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Sequence
 
 Box = tuple[float, float, float, float]
+
+def class_name(class_names: Sequence[str], label_id: int) -> str:
+    """Name of a 1-based label id (0 is background); an id outside `class_names` is 'class N'.
+
+    The one label-id -> name lookup: every table, figure and export uses it.
+    """
+    if 1 <= label_id <= len(class_names):
+        return class_names[label_id - 1]
+    return "background" if label_id == 0 else f"class {label_id}"
+
 
 # COCO's size buckets, by box area in pixels (original frame).
 COCO_SMALL = 32 * 32

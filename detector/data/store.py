@@ -9,7 +9,6 @@ is plain JSON, so a stored dataset opens without re-parsing and survives restart
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import time
@@ -19,6 +18,7 @@ from typing import Mapping, Union
 
 import numpy as np
 
+from detector.atomic_file import write_text_atomic
 from detector.data.archives import ArchiveLimits, check_space, check_zip, extract_zip, is_zip, open_zip, write_files
 from detector.data.loader import load_dataset, load_folder
 from detector.data.records import (
@@ -94,9 +94,7 @@ def _unique_name(hint: str) -> str:
 
 
 def _write_json(path: Path, doc: dict) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(doc))
 
 
 def store_upload(

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from detector.data.records import class_name
 from detector.diagnosis.matching import iou_matrix
 from detector.diagnosis.trail import ImageTrail
 
@@ -108,7 +109,7 @@ def blame_image(trail: ImageTrail, image_index: int, missed: np.ndarray, iou: fl
             stage = "box_classification"
             r = int(np.flatnonzero(covering)[np.argmax(scores_c[covering])])
             top = int(trail.roi_top_label[r])
-            winner = "background" if top == 0 else class_names[top - 1] if top <= len(class_names) else str(top)
+            winner = class_name(class_names, top)
             winner_score, best_class = float(trail.roi_top_score[r]), float(scores_c[r])
         elif not ((det_labels == c) & (det_iou[g] >= iou)).any():
             stage = "box_nms"
@@ -117,7 +118,7 @@ def blame_image(trail: ImageTrail, image_index: int, missed: np.ndarray, iou: fl
         refined_best = float(trail.refined_iou[g].max()) if trail.refined_iou.shape[1] else 0.0
         out.append(MissedBox(
             image=trail.file, image_index=image_index, box=tuple(float(v) for v in trail.gt_boxes[g]), label=c,
-            class_name=class_names[c - 1] if 0 < c <= len(class_names) else str(c),
+            class_name=class_name(class_names, c),
             size=coco_size(trail.gt_boxes[g]), stage=stage, best_anchor_iou=float(trail.best_anchor_iou[g]),
             best_iou={"rpn_proposals": float(trail.best_iou_pre_nms[g]), "rpn_nms": float(trail.best_iou_after_nms[g]),
                       "rpn_top_n": float(trail.best_iou_rois[g]), "refined": refined_best},

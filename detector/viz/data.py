@@ -12,6 +12,7 @@ import numpy as np
 import plotly.graph_objects as go
 from PIL import Image
 
+from detector.data.records import class_name
 from detector.data.stats import DatasetStatistics
 from detector.viz.boxes import add_boxes, class_color, image_figure
 
@@ -99,6 +100,6 @@ def record_figure(image: Image.Image, boxes: Sequence[Sequence[float]], labels: 
         fig.update_yaxes(range=[height, 0])
     width, height = original_size or image.size
     fig.update_layout(height=int(min(480, max(240, 40 + 380 * height / max(width, 1)))), showlegend=False)
-    names = [class_names[l - 1] if 0 < l <= len(class_names) else str(l) for l in labels]
+    names = [class_name(class_names, int(l)) for l in labels]
     add_boxes(fig, boxes, style="ground_truth", labels=names)
     return fig

@@ -17,6 +17,7 @@ import plotly.graph_objects as go
 from PIL import Image
 from plotly.subplots import make_subplots
 
+from detector.data.records import class_name
 from detector.viz.boxes import PALETTE, add_boxes, image_figure
 from detector.viz.rpn import add_objectness
 
@@ -248,15 +249,11 @@ def snapshot_detections_figure(image: Image.Image | None, snap: Any, class_names
     add_boxes(fig, snap.gt_boxes, "ground_truth", show_labels=False)
     scores = np.asarray(snap.scores, dtype=float)
     keep = scores >= threshold
-    labels = [_name(class_names, int(l)) for l in np.asarray(snap.labels)[keep]]
+    labels = [class_name(class_names, int(l)) for l in np.asarray(snap.labels)[keep]]
     add_boxes(fig, np.asarray(snap.boxes, dtype=float).reshape(-1, 4)[keep], "prediction", labels=labels,
               scores=scores[keep].tolist())
     fig.update_layout(showlegend=False)
     return fig
-
-
-def _name(class_names: Sequence[str], label: int) -> str:
-    return class_names[label - 1] if 1 <= label <= len(class_names) else f"class {label}"
 
 
 def objectness_contrast(snap: Any, level: int | None = None) -> tuple[float, float]:
@@ -308,12 +305,12 @@ def hard_example_figure(image: Image.Image | None, scored: Any, class_names: Seq
     """A scored validation image (hard_examples.ScoredImage): ground truth dashed, detections above
     `threshold` in their class colours."""
     fig = image_figure(_canvas(image, scored.width, scored.height), max_side=IMAGE_SIDE, title=title, height=360)
-    gt_names = [_name(class_names, int(l)) for l in np.asarray(scored.gt_labels)]
+    gt_names = [class_name(class_names, int(l)) for l in np.asarray(scored.gt_labels)]
     add_boxes(fig, scored.gt_boxes, "ground_truth", labels=gt_names, show_labels=False,
               hover=[f"ground truth: {n}" for n in gt_names])
     scores = np.asarray(scored.scores, dtype=float)
     keep = scores >= threshold
-    labels = [_name(class_names, int(l)) for l in np.asarray(scored.labels)[keep]]
+    labels = [class_name(class_names, int(l)) for l in np.asarray(scored.labels)[keep]]
     add_boxes(fig, np.asarray(scored.boxes, dtype=float).reshape(-1, 4)[keep], "prediction", labels=labels,
               scores=scores[keep].tolist())
     return fig

@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from detector import checkpoints, models
-from detector.detection import Detections, class_name, coco_results, detect, detections_csv
+from detector.data.records import class_name
+from detector.detection import Detections, coco_results, detect, detections_csv
 from detector.scenes import make_scene
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
