@@ -246,7 +246,8 @@ def evaluation_images(spec: Any, split: str, model_class_names: Sequence[str]) -
 
     Raises DatasetError for a dataset that cannot be read, ValueError when no class is shared.
     """
-    from detector.data import ImageRecord, prepare_for_training, resolve_dataset
+    from detector.data import prepare_for_training, resolve_dataset
+    from detector.data.records import relabel_by_name
 
     if split not in ("val", "train", "all"):
         raise ValueError(f"split must be val, train or all, not {split!r}")
@@ -256,12 +257,5 @@ def evaluation_images(spec: Any, split: str, model_class_names: Sequence[str]) -
         keep = set(val_idx if split == "val" else train_idx)
         records = [r for i, r in enumerate(records) if i in keep]
     model_names = list(model_class_names)
-    lut = {i + 1: model_names.index(n) + 1 for i, n in enumerate(dataset.class_names) if n in model_names}
-    missing = tuple(n for n in dataset.class_names if n not in model_names)
-    if not lut:
-        raise ValueError(f"{spec}: none of its classes ({', '.join(dataset.class_names[:8])}) are known to the model "
-                         f"({', '.join(model_names[:8])})")
-    mapped = tuple(ImageRecord(r.file, r.width, r.height,
-                               tuple(b for b, lab in zip(r.boxes, r.labels) if lab in lut),
-                               tuple(lut[lab] for lab in r.labels if lab in lut), r.image_id) for r in records)
-    return EvaluationImages(mapped, dataset.root, tuple(model_names), missing, len(fixes))
+    mapped, missing = relabel_by_name(records, dataset.class_names, model_names, str(spec), "the model's classes")
+    return EvaluationImages(tuple(mapped), dataset.root, tuple(model_names), missing, len(fixes))

@@ -2,7 +2,8 @@
 
 `load_training_data` resolves DATASET (and an optional separate validation DATASET), applies the
 validation fixes and builds the torch Datasets; a separate validation set's labels are mapped
-onto the training classes by name (`_relabel`: a class the training data lacks is refused).
+onto the training classes by name (`data.records.relabel_by_name`: boxes of a class the training data
+lacks are left out and named in fixes.json).
 `GroupedBatchSampler` shards and batches by aspect ratio, resumable mid-epoch; `make_loader`
 builds the DataLoaders. No streamlit, no plotly.
 """
@@ -39,6 +40,7 @@ class TrainingData:
 def load_training_data(config: TrainConfig) -> TrainingData:
     """Resolve the dataset(s), apply the validation fixes, and build the torch Datasets."""
     from detector.data import DetectionDataset, prepare_for_training, resolve_dataset
+    from detector.data.records import relabel_by_name
 
     if not config.data:
         raise TrainingFailed("no dataset given: pass --data DATASET (a folder, a zip or a stored dataset name)")
@@ -59,7 +61,15 @@ def load_training_data(config: TrainConfig) -> TrainingData:
         vds, vtrain, vval = resolve_dataset(config.val_data)
         vrecords, vfixes = prepare_for_training(vds, decode=config.decode_check)
         fixes += [dict(f, dataset="val_data") for f in vfixes]
-        val_records = _relabel(vrecords, vds.class_names, ds.class_names, config.val_data)
+        try:
+            val_records, unknown = relabel_by_name(vrecords, vds.class_names, ds.class_names, str(config.val_data),
+                                                     "the training data's classes")
+        except ValueError as exc:
+            raise TrainingFailed(str(exc)) from None
+        if unknown:  # the one relabelling policy: left out and named, as evaluate does
+            fixes.append({"severity": "warning", "file": None, "line": None, "id": None, "stage": "relabel",
+                          "dataset": "val_data", "message": f"classes not in the training data: {', '.join(unknown)}",
+                          "action": "their boxes left out of validation"})
         val_root = vds.root
     if not train_records:
         raise TrainingFailed(f"{config.data}: no training images left after validation")
@@ -79,18 +89,6 @@ def _align(original: Sequence[Any], prepared: Sequence[Any]) -> dict[int, Any]:
         remaining.setdefault((rec.file, str(rec.image_id)), rec)
     return {i: remaining[(r.file, str(r.image_id))] for i, r in enumerate(original)
             if (r.file, str(r.image_id)) in remaining}
-
-
-def _relabel(records: Sequence[Any], names: Sequence[str], target: Sequence[str], label: str) -> list[Any]:
-    """Map a validation set's labels onto the training classes by name (unknown classes refused)."""
-    from detector.data.records import ImageRecord
-
-    missing = sorted(set(names) - set(target))
-    if missing:
-        raise TrainingFailed(f"{label}: classes not in the training data: {', '.join(missing)}")
-    lut = {i + 1: target.index(n) + 1 for i, n in enumerate(names)}
-    return [ImageRecord(r.file, r.width, r.height, r.boxes, tuple(lut[l] for l in r.labels), r.image_id)
-            for r in records]
 
 
 class GroupedBatchSampler(Sampler[list[int]]):

@@ -48,6 +48,27 @@ class ImageRecord:
     image_id: int | str  # the id the annotation file gives (COCO id, VOC/YOLO file stem)
 
 
+def relabel_by_name(records: Sequence[ImageRecord], names: Sequence[str], target: Sequence[str],
+                    label: str = "dataset", target_label: str = "the target classes",
+                    ) -> tuple[list[ImageRecord], tuple[str, ...]]:
+    """Labels of `records` (ids into `names`) re-numbered into `target`'s ids, classes matched by name.
+
+    The one relabelling policy (evaluation and a training run's separate validation set): boxes of a
+    class `target` lacks are left out and the class is named in the second return value; when no
+    class is shared at all, ValueError (nothing could be measured). Images keep their place, an
+    image whose boxes are all left out stays as a background image.
+    """
+    target = list(target)
+    lut = {i + 1: target.index(n) + 1 for i, n in enumerate(names) if n in target}
+    missing = tuple(n for n in names if n not in target)
+    if names and not lut:
+        raise ValueError(f"{label}: none of its classes ({', '.join(list(names)[:8])}) are among "
+                         f"{target_label} ({', '.join(target[:8])})")
+    out = [ImageRecord(r.file, r.width, r.height, tuple(b for b, lab in zip(r.boxes, r.labels) if lab in lut),
+                       tuple(lut[lab] for lab in r.labels if lab in lut), r.image_id) for r in records]
+    return out, missing
+
+
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong in the input, where it is, and what is done about it."""

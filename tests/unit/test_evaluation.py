@@ -96,3 +96,16 @@ def test_evaluate_model_runs_batches_in_eval_mode_and_restores_mode():
     result = evaluate_model(model, batches, NAMES)
     assert isinstance(result, EvalResult) and result.mAP == pytest.approx(1.0) and result.images == 2
     assert model.training
+
+
+def test_relabel_by_name_leaves_out_unknown_classes_and_refuses_none_shared():
+    from detector.data.records import ImageRecord, relabel_by_name
+
+    records = [ImageRecord("a.png", 10, 10, ((0, 0, 5, 5), (1, 1, 6, 6), (2, 2, 8, 8)), (1, 2, 3), 1),
+               ImageRecord("b.png", 10, 10, ((0, 0, 4, 4),), (2,), 2)]
+    out, missing = relabel_by_name(records, ("cat", "emu", "dog"), ("dog", "cat"))
+    assert missing == ("emu",)
+    assert out[0].labels == (2, 1) and out[0].boxes == ((0, 0, 5, 5), (2, 2, 8, 8))
+    assert out[1].labels == () and out[1].file == "b.png"  # kept as a background image
+    with pytest.raises(ValueError, match="none of its classes"):
+        relabel_by_name(records, ("emu",), ("dog",), "val.zip")
