@@ -488,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sessions", type=int, default=4,
                     help="concurrent browser sessions (default 4); 0: only the lone visits, with model(images)")
     ap.add_argument("--pages", default="rpn,detect", help="pages each session visits, in order")
-    ap.add_argument("--lone-pages", default="rpn,detect", help="pages visited alone, cold then warm")
+    ap.add_argument("--lone-pages", default="rpn,detect", help="pages visited alone, cold then warm (home: /)")
     ap.add_argument("--no-training", action="store_true", help="no CPU training and no /train session")
     ap.add_argument("--page-timeout", type=float, default=420.0, help="seconds one page visit may take")
     ap.add_argument("--timeout", type=float, default=1500.0, help="seconds the whole benchmark may take")
@@ -501,13 +501,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Chromium not found at {CHROMIUM}", file=sys.stderr)
         return 2
     pages = [p.strip("/") for p in args.pages.split(",") if p.strip()]
-    lone = [p.strip("/") for p in args.lone_pages.split(",") if p.strip()]
+    lone = ["" if p.strip() == "home" else p.strip("/") for p in args.lone_pages.split(",") if p.strip()]
 
     # bound the whole run: SIGALRM ends it with everything it started stopped
     def _timeout(*_):
         raise TimeoutError(f"the benchmark ran past --timeout {args.timeout:.0f} s")
 
+    def _ended(signum, frame):
+        raise KeyboardInterrupt(f"ended by {signal.Signals(signum).name}")
+
     signal.signal(signal.SIGALRM, _timeout)
+    signal.signal(signal.SIGTERM, _ended)  # end as on a timeout: the app, training and browsers stopped
     signal.alarm(int(args.timeout))
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-load-"))

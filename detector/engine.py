@@ -297,7 +297,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, on_
         run_dir.mkdir(parents=True, exist_ok=True)
     handlers = _setup_logging(run_dir, ddp.main)
     status = runs.StatusKeeper(run_dir, ddp.main, state="running", pid=os.getpid(), epoch=0, step=0, error=None,
-                           epochs=config.epochs, world_size=ddp.world_size)
+                               reason=None, epochs=config.epochs, world_size=ddp.world_size)
     try:
         device = _select_device(config, ddp)
         _init_distributed(ddp, device)
@@ -306,20 +306,23 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, on_
         with lock:
             status.update(device=str(device))
             status.start()
-            stop_flag = {"signal": False}
-            previous_handler = _install_sigterm(stop_flag)
+            stop_flag: dict[str, str | None] = {"signal": None}
+            previous_handlers = _install_stop_signals(stop_flag)
             try:
                 return _train(config, run_dir, resume, on_step, ddp, device, status, stop_flag)
             finally:
-                if previous_handler is not None:
-                    signal.signal(signal.SIGTERM, previous_handler)
+                for sig, handler in previous_handlers.items():
+                    signal.signal(sig, handler)
     except BaseException as exc:  # record every way out in status.json, then let set-up errors through
-        message = str(exc) if not isinstance(exc, KeyboardInterrupt) else "interrupted"
+        signalled = isinstance(exc, KeyboardInterrupt)  # StopSignal, or SIGINT before the handlers were set
+        message = str(exc) if isinstance(exc, StopSignal) or not signalled else "interrupted (SIGINT)"
+        if signalled:
+            status.update(reason=message)
         if isinstance(exc, runs.DeviceBusy):
             if Path(exc.holder).resolve() != run_dir.resolve():  # never overwrite the holder's own status
                 status.update(write=True, state="failed", error=message)
         elif ddp.main:
-            if isinstance(exc, TrainingFailed):
+            if isinstance(exc, TrainingFailed) or signalled:
                 log.error("%s", message)
             else:  # unexpected: the traceback goes to train.log
                 log.exception("training failed: %s", message)
@@ -335,7 +338,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, on_
 
 
 def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook | None, ddp: Distributed,
-           device: torch.device, status: runs.StatusKeeper, stop_flag: dict[str, bool]) -> TrainResult:
+           device: torch.device, status: runs.StatusKeeper, stop_flag: dict[str, str | None]) -> TrainResult:
     began = time.monotonic()
     torch.manual_seed(config.seed + ddp.rank)
     random.seed(config.seed + ddp.rank)
@@ -433,7 +436,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook |
         last_log = time.monotonic()
         for images, targets in train_loader:
             # stop requested? (STOP file or SIGTERM on any rank; decided together)
-            stop_local = ddp.main and (runs.stop_requested(run_dir) or stop_flag["signal"])
+            stop_local = ddp.main and (runs.stop_requested(run_dir) or stop_flag["signal"] is not None)
             try:
                 if on_step is not None:
                     on_step(step, core, images)
@@ -463,14 +466,16 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook |
                                      f"{', '.join(files)}. The last good checkpoint is kept; lower --lr or check "
                                      "these images' boxes, then --resume")
             if host[5] > 0:
+                reason = (f"{stop_flag['signal']} received" if stop_flag["signal"]
+                          else "stop requested (the Stop button or the STOP file)")
                 if ddp.main:
                     checkpoint("last", epoch - 1, done_in_epoch, step, best)
                     runs.clear_stop(run_dir)
                     # the epoch of the last step taken, as the page counts it (metrics' `epoch` of that step)
-                    log.info("stopped at epoch %d, step %d (%d epoch(s) complete): checkpoint saved; --resume "
-                             "continues from here", epoch if done_in_epoch else epoch - 1, step, epoch - 1)
-                status.close(state="stopped", epoch=epoch - 1, step=step)
-                return TrainResult("stopped", epoch - 1, step, _best_map(best), "stopped on request")
+                    log.info("stopped at epoch %d, step %d (%d epoch(s) complete; %s): checkpoint saved; --resume "
+                             "continues from here", epoch if done_in_epoch else epoch - 1, step, epoch - 1, reason)
+                status.close(state="stopped", epoch=epoch - 1, step=step, reason=reason)
+                return TrainResult("stopped", epoch - 1, step, _best_map(best), reason)
             step_lr = optimizer.param_groups[0]["lr"]  # the rate this step uses
             try:
                 optimizer.zero_grad(set_to_none=True)
@@ -555,15 +560,29 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def _install_sigterm(flag: dict[str, bool]) -> Any:
-    """SIGTERM asks for the same clean stop as the STOP file (main thread only); returns the old handler."""
+class StopSignal(KeyboardInterrupt):
+    """A second SIGTERM / SIGINT while a clean stop was pending: the run ends at once (as failed)."""
+
+
+def _install_stop_signals(flag: dict[str, str | None]) -> dict[int, Any]:
+    """SIGTERM and SIGINT ask for the same clean stop as the STOP file, at the next step (the
+    signal's name is kept in `flag` and written to status.json as the reason); a second one ends
+    the run at once. Main thread only; returns the handlers it replaced."""
     if threading.current_thread() is not threading.main_thread():
-        return None
+        return {}
 
     def handler(signum: int, frame: Any) -> None:
-        flag["signal"] = True
+        name = signal.Signals(signum).name
+        if flag["signal"] is not None:
+            raise StopSignal(f"ended by a second {name} before the clean stop ({flag['signal']}) was reached")
+        flag["signal"] = name
+        log.info("%s received: stopping at the next step with a checkpoint (a second one ends the run at once)",
+                 name)
 
-    try:
-        return signal.signal(signal.SIGTERM, handler)
-    except ValueError:
-        return None
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:
+            pass
+    return previous

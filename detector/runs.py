@@ -5,7 +5,10 @@ A run folder (`RUN_DIR`) holds:
     config.json          the TrainConfig as JSON (`train --out RUN_DIR` reads it; flags override)
     status.json          {state, pid, epoch, step, heartbeat, error, ...}, written atomically; while
                          training `epoch` is the epoch in progress (1-based), after a stop the epochs
-                         completed; extra fields: epochs, device, world_size, phase, best_map
+                         completed; extra fields: epochs, device, world_size, phase, best_map,
+                         reason (why a run stopped or failed: "SIGTERM received", "stop requested
+                         (...)", "ended by a second SIGINT ..."; a killed process writes nothing:
+                         readers see its pid gone and show it interrupted)
     metrics.jsonl        append-only, one JSON object per line, `kind` "train" or "val"
     fixes.json           the dataset fixes training applied (from validation)
     train.log            the engine's log; console.log: the process's stdout/stderr when started here

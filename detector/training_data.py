@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import random
+import signal
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
@@ -153,6 +154,11 @@ def make_loader(dataset: Any, batch_sampler: Sampler | None, config: TrainConfig
 
 
 def _seed_worker(worker_id: int) -> None:
+    # a SIGTERM / SIGINT sent to the whole process group is the main process's to handle (a clean
+    # stop at the next step, detector.engine); a worker killed by it would turn that into a failure.
+    # Workers still end with the main process (DataLoader's watchdog) and when the loader shuts down.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)

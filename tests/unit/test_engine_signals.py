@@ -1,0 +1,98 @@
+"""A training ended by a signal says so in status.json before it exits (real subprocesses).
+
+The training is started as the Train page starts it (runs.start_training: its own session, a
+lower CPU priority) and the signal goes to its whole process group, DataLoader workers included,
+as `kill -TERM -PGID`, a service manager or Ctrl-C in a terminal send it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from detector import runs
+
+pytestmark = pytest.mark.slow
+
+ARGS = ["--init", "demo", "--epochs", "50", "--batch-size", "2", "--workers", "1", "--device", "cpu",
+        "--min-size", "96", "--max-size", "128"]
+
+
+@pytest.fixture(scope="module")
+def dataset(session_tmp):
+    from detector.data.synthetic import write_synthetic
+
+    return write_synthetic(session_tmp / "signal-shapes", images=8, seed=2, width=96, height=72)
+
+
+def _nice(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as fh:
+        return int(fh.read().rsplit(")", 1)[1].split()[16])  # field 19 of stat(5)
+
+
+def _start(name: str, dataset) -> tuple:
+    run_dir = runs.create_run(name=name)
+    pid = runs.start_training(run_dir, ["--data", str(dataset), *ARGS])
+    return run_dir, pid
+
+
+def _reap(pid: int, timeout_s: float = 120) -> int | None:
+    """Wait for the child to exit; its exit status (negative: killed by that signal)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.2)
+    os.killpg(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return None
+
+
+def _status(run_dir) -> dict:
+    return json.loads((run_dir / runs.STATUS).read_text())
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_the_run_and_status_says_why(dataset, sig):
+    run_dir, pid = _start(f"signal-{sig.name.lower()}", dataset)
+    # wait until it trains (status running, a first step logged), then signal its process group
+    assert runs.wait_for(lambda: (run_dir / runs.METRICS).exists(), 300), (run_dir / runs.CONSOLE).read_text()
+    assert _nice(pid) == min(19, os.nice(0) + runs.TRAINING_NICE)  # the page's training yields the CPU
+    os.killpg(pid, sig)
+    code = _reap(pid)
+    assert code is not None, "the training did not exit after the signal"
+    status = _status(run_dir)
+    assert status["state"] == "stopped", status
+    assert sig.name in (status.get("reason") or ""), status
+    assert (run_dir / runs.CHECKPOINTS / "last.pt").is_file()  # resumable from where it stopped
+    assert not runs.read_status(run_dir).interrupted and runs.read_status(run_dir).resumable
+    assert any(f"{sig.name} received" in line for line in runs.log_tail(run_dir, 20))
+
+
+def test_a_second_signal_ends_it_at_once_as_failed(dataset):
+    run_dir, pid = _start("signal-twice", dataset)
+    assert runs.wait_for(lambda: _status(run_dir).get("state") == "running", 300)
+    os.killpg(pid, signal.SIGTERM)
+    time.sleep(0.3)
+    os.killpg(pid, signal.SIGTERM)
+    code = _reap(pid)
+    assert code is not None
+    status = _status(run_dir)
+    assert status["state"] in ("failed", "stopped"), status
+    assert "SIGTERM" in (status.get("reason") or status.get("error") or ""), status
+    assert runs.read_status(run_dir).shown_state != "running"
+
+
+def test_a_killed_training_is_never_shown_running(dataset):
+    run_dir, pid = _start("signal-kill", dataset)
+    assert runs.wait_for(lambda: _status(run_dir).get("state") == "running", 300)
+    os.killpg(pid, signal.SIGKILL)  # no handler can run: the reader must see the process gone
+    time.sleep(0.5)  # not reaped yet: a zombie, which counts as gone
+    assert runs.read_status(run_dir).shown_state == "interrupted"
+    _reap(pid)
+    assert runs.read_status(run_dir).shown_state == "interrupted"
