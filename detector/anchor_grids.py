@@ -97,6 +97,31 @@ def _normalise_anchor_set(sizes: Sequence[Sequence[int]], ratios) -> tuple[tuple
     return sizes_t, ratios_t
 
 
+def parse_numbers(text: str, what: str = "values", kind: type = float) -> list:
+    """'0.5,1,2' -> [0.5, 1.0, 2.0]: comma-separated numbers (DESIGN's `--ratios`, `--strides`).
+
+    ValueError naming `what` for text that is not numbers or holds none.
+    """
+    try:
+        values = [kind(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{what}: expected comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise ValueError(f"{what}: no values in {text!r}")
+    return values
+
+
+def parse_sizes(text: str, what: str = "sizes") -> list[list[int]]:
+    """Anchor sizes as DESIGN's `--sizes` writes them: '/' between levels, ',' within one
+    ('32/64/128/256/512', or '128,256,512' for one level). The one parser: CLI and page alike."""
+    return [parse_numbers(level, what, int) for level in str(text).split("/")]
+
+
+def sizes_text(sizes: Sequence[Sequence[int]]) -> str:
+    """The inverse of parse_sizes, spaced for reading: '32 / 64 / 128'."""
+    return " / ".join(",".join(map(str, level)) for level in sizes)
+
+
 def custom_source(
     sizes: Sequence[Sequence[int]],
     ratios: Sequence[float] | Sequence[Sequence[float]],

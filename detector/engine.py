@@ -33,6 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from detector import runs
+from detector.runs import LOSS_NAMES
 from detector.checkpoints import checkpoint_path_for, model_from_checkpoint, read_checkpoint, save_checkpoint
 from detector.evaluation import EvalResult, EvaluationUnavailable, evaluate_model, pycocotools_available
 from detector.models import DEFAULT_ARCH, build_model, replace_box_predictor
@@ -41,7 +42,6 @@ from detector.train_config import TrainConfig
 from detector.training_data import GroupedBatchSampler, TrainingFailed, load_training_data, make_loader
 from detector.weights import WeightsUnavailable
 
-LOSS_NAMES = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
 LOG_EVERY_S = 15.0
 
 log = logging.getLogger("detector.engine")

@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from detector import runs
+from detector.runs import LOSS_NAMES
 from detector.evaluation import CocoEvaluator, EvaluationUnavailable
 
-LOSS_NAMES = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
 RANKINGS = ("loss", "ap")
 
 

@@ -59,6 +59,8 @@ DIAGNOSIS = "diagnosis.json"
 
 STATES = ("queued", "running", "stopping", "done", "failed", "stopped")
 ACTIVE_STATES = ("queued", "running", "stopping")
+# torchvision Faster R-CNN's four training losses, in the order metrics.jsonl, logs and charts use
+LOSS_NAMES = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
 HEARTBEAT_S = 5.0  # a training run rewrites status.json this often
 HEARTBEAT_STALE_S = 90.0  # a running run whose heartbeat is older than this is interrupted
 

@@ -16,12 +16,12 @@ import math
 from pathlib import Path
 from typing import Any
 
+from detector.runs import LOSS_NAMES
+
 log = logging.getLogger("detector.engine")
 
-TRAIN_SCALARS = ("loss", "loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg", "lr",
-                 "images_per_s")
-VAL_SCALARS = ("val_loss", "val_loss_classifier", "val_loss_box_reg", "val_loss_objectness",
-               "val_loss_rpn_box_reg", "mAP", "mAP50", "mAP75")
+TRAIN_SCALARS = ("loss", *LOSS_NAMES, "lr", "images_per_s")
+VAL_SCALARS = ("val_loss", *(f"val_{k}" for k in LOSS_NAMES), "mAP", "mAP50", "mAP75")
 FLUSH_S = 10  # seconds between flushes, so a live `tensorboard` sees the run grow
 
 

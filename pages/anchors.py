@@ -130,7 +130,7 @@ if best.recall["0.7"] <= fit.recall["0.7"]:
     st.info("None of the fitted sets beats the current anchors at IoU 0.7 on this data: the current ones fit well, "
             "or the boxes need more shapes per location (try more sizes or ratios below).")
 w1, w2 = st.columns(2)
-alt_sizes = w1.text_input("What-if sizes ('/' between levels)", U.sizes_text(best.sizes), key="anchors_whatif_sizes")
+alt_sizes = w1.text_input("What-if sizes ('/' between levels)", anchor_grids.sizes_text(best.sizes), key="anchors_whatif_sizes")
 alt_ratios = w2.text_input("What-if ratios", U.ratios_text(best.ratios), key="anchors_whatif_ratios")
 try:
     what, alt_source = U.what_if(key, dataset, source, alt_sizes, alt_ratios)

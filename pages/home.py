@@ -6,7 +6,7 @@ import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
 from ui.model import current_device, default_source, model_label, selected_source
-from ui.router import ensure_router
+from ui.router import PAGES, ensure_router
 
 ensure_router()
 
@@ -50,29 +50,21 @@ st.caption(
     "(loss_classifier, loss_box_reg)."
 )
 
-STAGES = [
-    ("pages/anchors.py", "Anchors",
-     "Anchor boxes at every feature-map location of every FPN level: the paper's 9 anchors (3 scales x 3 aspect "
-     "ratios), torchvision's per-level sizes, or your own; how they match ground truth (IoU >= 0.7 positive, "
-     "< 0.3 negative) and how well they fit your dataset."),
-    ("pages/rpn.py", "RPN inspector",
-     "Objectness heatmaps per level and per anchor shape, proposals before and after NMS, the funnel from "
-     "anchors to RoIs, RoIAlign's 7x7 pooled features, and the final detections."),
-    ("pages/data.py", "Data",
-     "Upload a dataset (COCO, Pascal VOC or YOLO as annotation tools export it): validation report, statistics "
-     "and a browser of images with their boxes."),
-    ("pages/train.py", "Train",
-     "Fine-tune on your data in a background process and watch loss_classifier, loss_box_reg, "
-     "loss_objectness and loss_rpn_box_reg live, with validation mAP."),
-    ("pages/detect.py", "Detect",
-     "Upload images and get detections; compare two models side by side; export COCO JSON, CSV and PNG."),
-]
+# What each page shows, by URL path (the pages themselves and their order are ui.router.PAGES).
+SUMMARIES = {
+    "anchors": "Anchor boxes at every feature-map location of every FPN level: the paper's 9 anchors (3 scales x 3 aspect ratios), torchvision's per-level sizes, or your own; how they match ground truth (IoU >= 0.7 positive, < 0.3 negative) and how well they fit your dataset.",
+    "rpn": "Objectness heatmaps per level and per anchor shape, proposals before and after NMS, the funnel from anchors to RoIs, RoIAlign's 7x7 pooled features, and the final detections.",
+    "data": "Upload a dataset (COCO, Pascal VOC or YOLO as annotation tools export it): validation report, statistics and a browser of images with their boxes.",
+    "train": "Fine-tune on your data in a background process and watch loss_classifier, loss_box_reg, loss_objectness and loss_rpn_box_reg live, with validation mAP.",
+    "detect": "Upload images and get detections; compare two models side by side; export COCO JSON, CSV and PNG.",
+    "diagnose": "Where a model's mistakes come from: per-class AP and PR curves, the confusion matrix, TIDE error types, the stage that lost each missed box, and a tuner for the post-processing thresholds.",
+}
 st.subheader("What each page shows")
-for file, title, text in STAGES:
-    if (ROOT / file).is_file():
+for page in PAGES:
+    if page.url and (ROOT / page.file).is_file():
         with st.container(border=True):
             try:
-                st.page_link(file, label=f"**{title}**", icon=":material/arrow_forward:")
+                st.page_link(page.file, label=f"**{page.title}**", icon=":material/arrow_forward:")
             except StreamlitAPIException:  # run on its own (no router): a plain link
-                st.markdown(f"**[{title}]({Path(file).stem})**")
-            st.markdown(text)
+                st.markdown(f"**[{page.title}]({page.url})**")
+            st.markdown(SUMMARIES.get(page.url, ""))

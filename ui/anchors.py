@@ -71,20 +71,6 @@ def suggestions(key: str, dataset: str, _source: Source) -> tuple[anchor_fitness
 # ---------------------------------------------------------------- parsing the text inputs
 
 
-def parse_sizes(text: str) -> list[list[int]]:
-    """Anchor sizes as the CLI writes them: '/' between levels, ',' within one ('32/64/128')."""
-    return [[int(v) for v in level.split(",") if v.strip()] for level in text.split("/")]
-
-
-def parse_numbers(text: str, kind: type = float) -> list:
-    """'0.5,1,2' -> [0.5, 1.0, 2.0]."""
-    return [kind(v) for v in text.split(",") if v.strip()]
-
-
-def sizes_text(sizes) -> str:
-    return " / ".join(",".join(map(str, lv)) for lv in sizes)
-
-
 def ratios_text(ratios) -> str:
     return ",".join(f"{r:g}" for r in ratios[0])
 
@@ -92,10 +78,10 @@ def ratios_text(ratios) -> str:
 def what_if(key: str, dataset: str, source: Source, sizes: str, ratios: str) -> tuple[anchor_fitness.Suggestion, Source]:
     """(recall of the typed what-if anchors, their source); one size group applies to every level.
     Raises ValueError on text that does not parse or anchors that do not fit."""
-    levels = parse_sizes(sizes)
+    levels = anchor_grids.parse_sizes(sizes)
     if len(levels) == 1 and source.num_levels > 1:
         levels = levels * source.num_levels
-    ratio_list = parse_numbers(ratios)
+    ratio_list = anchor_grids.parse_numbers(ratios, "ratios")
     result = _what_if(key, dataset, tuple(map(tuple, levels)), tuple(ratio_list), source)
     return result, source.with_anchors(levels, ratio_list, name="what-if")
 
@@ -123,7 +109,8 @@ def pick_source() -> tuple[str, Source, str]:
     strides = c3.text_input("Strides (one per level)", "4,8,16,32,64", key="anchors_strides")
     min_size = int(c4.number_input("Short side (0: no resize)", 0, 2000, 800, step=32, key="anchors_min_size"))
     try:
-        source = anchor_grids.custom_source(parse_sizes(sizes), parse_numbers(ratios), parse_numbers(strides, int),
+        source = anchor_grids.custom_source(anchor_grids.parse_sizes(sizes), anchor_grids.parse_numbers(ratios, "ratios"),
+                                            anchor_grids.parse_numbers(strides, "strides", int),
                                             min_size or None)
     except ValueError as exc:
         st.error(f"Custom anchor set: {exc}")
@@ -243,10 +230,10 @@ def ground_truth_table(picked: PickedImage, match: anchor_matching.Matching) -> 
 
 def suggestions_table(sugg, source: Source, fit: anchor_fitness.Fitness) -> pd.DataFrame:
     """The k-means what-ifs beside the current anchors."""
-    rows = [{"what-if": s.name, "sizes": sizes_text(s.sizes), "ratios": ratios_text(s.ratios),
+    rows = [{"what-if": s.name, "sizes": anchor_grids.sizes_text(s.sizes), "ratios": ratios_text(s.ratios),
              "recall@0.7": f"{s.recall['0.7']:.1%}", "recall@0.5": f"{s.recall['0.5']:.1%}",
              "mean best IoU": round(s.mean_best_iou, 3)} for s in sugg]
-    rows.append({"what-if": "current", "sizes": sizes_text(source.sizes), "ratios": ratios_text(source.ratios),
+    rows.append({"what-if": "current", "sizes": anchor_grids.sizes_text(source.sizes), "ratios": ratios_text(source.ratios),
                  "recall@0.7": f"{fit.recall['0.7']:.1%}", "recall@0.5": f"{fit.recall['0.5']:.1%}",
                  "mean best IoU": round(float(fit.best_iou.mean()), 3)})
     return pd.DataFrame(rows)

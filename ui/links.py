@@ -17,9 +17,9 @@ from urllib.parse import quote
 
 from detector import checkpoints, models
 from detector.workspace import is_inside, models_dir, runs_dir
+from ui.router import PAGES as ROUTER_PAGES
 
-#: url path of each page ("" is the home page); app.py's router serves them.
-PAGES = ("", "anchors", "rpn", "data", "train", "detect", "diagnose")
+PAGES = tuple(p.url for p in ROUTER_PAGES)  # URL paths of ui.router.PAGES; "" is the home page
 RUN_PREFIX, UPLOAD_PREFIX = "run:", "upload:"
 DEVICES = ("auto", "cpu", "cuda")
 

@@ -39,16 +39,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _numbers(text: str, what: str, kind=float) -> list:
-    try:
-        values = [kind(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise CliError(f"--{what}: expected comma-separated numbers, got {text!r}", 2) from None
-    if not values:
-        raise CliError(f"--{what}: no values in {text!r}", 2)
-    return values
-
-
 def _source(args: argparse.Namespace):
     from detector import anchor_fitness, anchor_grids
     custom = any(v is not None for v in (args.sizes, args.ratios, args.strides))
@@ -57,10 +47,10 @@ def _source(args: argparse.Namespace):
     if custom:
         if not args.sizes or not args.strides:
             raise CliError("a custom anchor set needs --sizes and --strides (and optionally --ratios)", 2)
-        sizes = [_numbers(level, "sizes", int) for level in args.sizes.split("/")]
-        ratios = _numbers(args.ratios, "ratios") if args.ratios else [0.5, 1.0, 2.0]
-        strides = _numbers(args.strides, "strides", int)
         try:
+            sizes = anchor_grids.parse_sizes(args.sizes, "--sizes")
+            ratios = anchor_grids.parse_numbers(args.ratios, "--ratios") if args.ratios else [0.5, 1.0, 2.0]
+            strides = anchor_grids.parse_numbers(args.strides, "--strides", int)
             return anchor_grids.custom_source(sizes, ratios, strides, args.min_size, args.max_size), "as asked"
         except ValueError as exc:
             raise CliError(str(exc), 2) from None

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from tests.app.conftest import app_test
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_app_renders_overview_and_sidebar_offline():
@@ -27,9 +31,22 @@ def test_choosing_a_model_updates_the_url_and_the_status():
 
 
 def test_overview_links_every_existing_page():
-    at = app_test("pages/home.py").run()
+    from ui.router import PAGES
+
+    at = app_test("pages/home.py").run()  # on its own, without the router: plain links
     assert not at.exception
     assert any("L = L_cls" in c.value for c in at.caption)
+    texts = [m.value for m in at.markdown]
+    listed = [p for p in PAGES if p.url and (ROOT / p.file).is_file()]
+    assert {p.url for p in listed} >= {"anchors", "rpn", "data", "train", "detect"}
+    summaries = []
+    for page in listed:  # each page: a link to its URL, then a line saying what it shows
+        link = f"**[{page.title}]({page.url})**"
+        assert link in texts
+        summaries.append(texts[texts.index(link) + 1])
+    assert all(len(t) > 40 for t in summaries) and len(set(summaries)) == len(summaries)
+    assert "anchors to RoIs" in summaries[[p.url for p in listed].index("rpn")]
+    assert not any("[Overview]" in t for t in texts)  # the overview does not list itself
 
 
 def test_a_shared_link_lands_on_its_model_with_the_weights_status():
