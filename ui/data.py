@@ -1,4 +1,5 @@
-"""Streamlit glue for the data page: cached stored datasets, statistics and thumbnails; uploads."""
+"""Streamlit glue for the data page: cached stored datasets, statistics and thumbnails; uploads;
+the problem table and the image browser's filter."""
 
 from __future__ import annotations
 
@@ -6,14 +7,16 @@ import hashlib
 import tempfile
 from pathlib import Path
 
+import pandas as pd
 import streamlit as st
 from PIL import Image
 
 from detector.data import DatasetError, StoredDataset, open_dataset, store_upload
+from detector.data.records import LoadedDataset, Problem
 from detector.data.roots import data_roots
 from detector.data.store import register_path, reread
 from detector.data.stats import DatasetStatistics, dataset_statistics
-from detector.data.validation import problems_by_record
+from detector.data.validation import action_kind, kind_of_action, problems_by_record
 from detector.images import ImageError, load_image
 from detector.workspace import datasets_dir, workspace_root
 
@@ -108,6 +111,13 @@ def content_key(*parts: bytes | str) -> str:
     return digest.hexdigest()[:16]
 
 
+def folder_upload_key(mapping: dict[str, bytes], format: str) -> tuple[str, str]:
+    """(content key, name hint) of a folder upload (file name -> bytes): the hint is its top folder."""
+    first = next(iter(mapping))
+    hint = first.split("/")[0] if "/" in first else "folder-upload"
+    return content_key(*sorted(mapping), *(mapping[k] for k in sorted(mapping)), format), hint
+
+
 def store_synthetic(images: int, seed: int, format: str) -> tuple[str | None, str | None]:
     """Write a synthetic dataset in the workspace and store it (once per settings in this session)."""
     from detector.data.synthetic import write_synthetic
@@ -138,3 +148,51 @@ def _decoded(name: str, stamp: float) -> list:
 def decoding_problems(name: str) -> list:
     """Problems found by decoding every image of a stored dataset (slow; cached per version)."""
     return _decoded(name, _stamp(name))
+
+
+PROBLEM_COLUMNS = ["severity", "file", "line", "id", "message", "action"]
+
+
+def problems_table(problems: list[Problem]) -> pd.DataFrame:
+    """One row per problem, in the columns of the validation report."""
+    return pd.DataFrame([p.to_dict() for p in problems], columns=PROBLEM_COLUMNS)
+
+
+def filter_problems(table: pd.DataFrame, severities: list[str], kinds: list[str], search: str) -> pd.DataFrame:
+    """The rows of a problems_table with one of these severities and action kinds whose file or message
+    contains search (case-insensitive; empty: all), ready to show."""
+    shown = table[table["severity"].isin(severities)
+                  & table["action"].map(kind_of_action).isin(kinds)]
+    if search:
+        text = shown["file"].fillna("") + " " + shown["message"]
+        shown = shown[text.str.contains(search, case=False, regex=False)]
+    return shown.astype({"line": "Int64"}).astype({"id": "string"})
+
+
+BROWSE_FILTERS = ["all images", "images with problems", "empty images (negatives)"]
+
+
+def problem_kinds(problems_of: dict[int, list[Problem]]) -> dict[int, set[str]]:
+    """Record index -> the action kinds of its problems."""
+    return {i: {action_kind(p) for p in ps} for i, ps in problems_of.items()}
+
+
+def browse_indices(ds: LoadedDataset, problems_of: dict[int, list[Problem]], classes: list[str],
+                   problem_filter: str) -> list[int]:
+    """Indices of the records that hold one of these classes (empty: any) and pass the problem filter:
+    one of BROWSE_FILTERS or an action kind."""
+    kinds_by_record = problem_kinds(problems_of)
+    all_kinds = set().union(*kinds_by_record.values())
+    wanted_labels = {ds.class_names.index(c) + 1 for c in classes}
+    indices = []
+    for i, r in enumerate(ds.records):
+        if wanted_labels and not wanted_labels & set(r.labels):
+            continue
+        if problem_filter == "images with problems" and i not in problems_of:
+            continue
+        if problem_filter == "empty images (negatives)" and r.boxes:
+            continue
+        if problem_filter in all_kinds and problem_filter not in kinds_by_record.get(i, ()):
+            continue
+        indices.append(i)
+    return indices

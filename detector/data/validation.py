@@ -158,4 +158,9 @@ def problems_by_record(dataset: LoadedDataset) -> dict[int, list[Problem]]:
 
 def action_kind(problem: Problem) -> str:
     """A problem's action without its details ("box clipped to the image: [..]" -> "box clipped to the image")."""
-    return problem.action.split(":")[0].strip()
+    return kind_of_action(problem.action)
+
+
+def kind_of_action(action: str) -> str:
+    """An action's text without its details: the kind action_kind names."""
+    return action.split(":")[0].strip()
