@@ -81,6 +81,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     p.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated, in order ({','.join(PHASES)})")
     p.add_argument("--models", default=None, help="comma-separated model names (default: all three)")
+    p.add_argument("--batch-sizes", default=None, help="comma-separated batch sizes for every model (default: "
+                   "16 and 32 for the MobileNets, 16 for ResNet-50; smoke 2)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 5; smoke 1)")
     p.add_argument("--timed", type=int, default=None, help="timed steps (default 30; smoke 2)")
     p.add_argument("--profile-steps", type=int, default=None, help="profiled steps after the timed ones (default 3)")
@@ -124,7 +126,8 @@ def make_plan(args: argparse.Namespace, work: Path, deadline: float) -> dict:
     unknown = set(names) - set(MODELS)
     if unknown:
         raise SystemExit(f"unknown model(s): {', '.join(sorted(unknown))}; known: {', '.join(MODELS)}")
-    batches = {m: (2,) if smoke else MODELS[m][1] for m in names}
+    chosen = tuple(int(b) for b in args.batch_sizes.split(",")) if args.batch_sizes else None
+    batches = {m: chosen or ((2,) if smoke else MODELS[m][1]) for m in names}
     steps = warmup + timed + profile + 2
     sets: dict[str, dict] = {}
     for kind in sorted({MODELS[m][2] for m in names}):

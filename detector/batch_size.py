@@ -237,3 +237,16 @@ def worst_case_indices(sizes: Sequence[tuple[int, int]], min_size: int, max_size
 
     order = sorted(range(len(sizes)), key=lambda i: -area(sizes[i]))
     return order[:max(1, count)]
+
+
+def choose_batch_size(model: nn.Module, dataset: Any, step: StepFn, device: torch.device, limit: int,
+                      headroom: float = DEFAULT_HEADROOM, samples: int = 8) -> BatchSizeChoice:
+    """The training batch for `model` on `dataset` (a DetectionDataset): trial steps of `step` on the
+    `samples` images largest after the model's resize, cycled to each batch size; the model comes
+    back exactly as it was (`restored`)."""
+    transform = model.transform
+    sizes = [(r.width, r.height) for r in dataset.records]
+    picked = [dataset[i] for i in worst_case_indices(sizes, int(transform.min_size[-1]), int(transform.max_size), samples)]
+    with restored(model, device):
+        return search_batch_size(trial_runner(model, picked, step, device), limit=min(limit, DEFAULT_MAX_BATCH),
+                                 capacity_bytes=capacity_bytes(device), headroom=headroom)

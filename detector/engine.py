@@ -30,6 +30,7 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.profiler import record_function
 from torch.utils.data import DataLoader
 
 from detector import runs
@@ -38,7 +39,8 @@ from detector.checkpoints import checkpoint_path_for, model_from_checkpoint, rea
 from detector.evaluation import EvalResult, EvaluationUnavailable, evaluate_model, pycocotools_available
 from detector.models import DEFAULT_ARCH, build_model, replace_box_predictor
 from detector.snapshots import rpn_snapshot
-from detector.train_config import TrainConfig
+from detector.batch_size import CPU_FALLBACK_BATCH, BatchSizeError, choose_batch_size
+from detector.train_config import AUTO, TrainConfig
 from detector.training_data import GroupedBatchSampler, TrainingFailed, load_training_data, make_loader
 from detector.weights import WeightsUnavailable
 
@@ -165,11 +167,26 @@ def build_training_model(config: TrainConfig, class_names: tuple[str, ...]) -> M
     return ModelSetup(model, arch, dict(config.model_kwargs), origin)
 
 
-def build_optimizer(model: nn.Module, config: TrainConfig, lr: float) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, config: TrainConfig, lr: float,
+                    device: torch.device | None = None) -> torch.optim.Optimizer:
+    """SGD with momentum or AdamW over the trainable parameters; one fused kernel per step on CUDA
+    unless `fused_optimizer` is False (then torch's default, foreach)."""
     params = [p for p in model.parameters() if p.requires_grad]
+    on_cuda = device is not None and device.type == "cuda"
+    fused = {"fused": True} if (config.fused_optimizer if config.fused_optimizer is not None else on_cuda) and on_cuda else {}
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(params, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay, **fused)
+    return torch.optim.SGD(params, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay, **fused)
+
+
+def amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast type: None off CUDA or with amp off; bfloat16 where supported for "auto", else float16
+    (float16 trains with GradScaler's loss scaling, bfloat16 needs none)."""
+    if device.type != "cuda" or not (config.amp if config.amp is not None else True):
+        return None
+    if config.amp_dtype == "float16" or (config.amp_dtype == "auto" and not torch.cuda.is_bf16_supported()):
+        return torch.float16
+    return torch.bfloat16
 
 
 def lr_factor(config: TrainConfig, iters_per_epoch: int) -> Callable[[int], float]:
@@ -212,7 +229,8 @@ def _batchnorm_frozen(model: nn.Module) -> contextlib.AbstractContextManager:
     return ctx()
 
 
-def validation_losses(model: nn.Module, loader: DataLoader, device: torch.device, amp: bool) -> dict[str, float]:
+def validation_losses(model: nn.Module, loader: DataLoader, device: torch.device, amp: bool,
+                      dtype: torch.dtype | None = None) -> dict[str, float]:
     """Mean of the model's four training losses over the validation set, weights untouched.
 
     The model runs in training mode (that is where torchvision computes losses) with gradients
@@ -229,7 +247,7 @@ def validation_losses(model: nn.Module, loader: DataLoader, device: torch.device
             for images, targets in loader:
                 images = [i.to(device, non_blocking=True) for i in images]
                 targets = [{k: v.to(device) for k, v in t.items() if k in ("boxes", "labels")} for t in targets]
-                with torch.autocast(device.type, enabled=amp):
+                with torch.autocast(device.type, dtype=dtype, enabled=amp):
                     losses = model(images, targets)
                 n = len(images)
                 for k in LOSS_NAMES:
@@ -276,6 +294,45 @@ def _oom_message(device: torch.device, config: TrainConfig, model_kwargs: dict[s
             f"lower --batch-size (now {config.batch_size}), or the image size (model_kwargs min_size / max_size), "
             "or rpn_batch_size_per_image / box_batch_size_per_image; on CUDA keep --amp on; "
             "then --resume from the last checkpoint")
+
+
+def _auto_batch_size(config: TrainConfig, model: nn.Module, dataset: Any, device: torch.device,
+                     dtype: torch.dtype | None, ddp: Distributed, ckpt: dict | None, status: Any) -> int:
+    """`--batch-size auto`: the batch chosen at the start when resuming; on CUDA the largest batch
+    whose trial step (the worst-case images, this recipe, a throwaway optimizer) fits with headroom
+    (detector.batch_size), the smallest over all processes; CPU_FALLBACK_BATCH on CPU. Logged and
+    written to status.json (`batch_size`, `batch_size_search`)."""
+    resumed = (ckpt or {}).get("config", {}).get("batch_size")
+    if isinstance(resumed, int):
+        log.info("batch size auto: %d, as chosen when this run started", resumed)
+        status.update(write=True, batch_size=resumed)
+        return resumed
+    if device.type != "cuda":
+        log.info("batch size auto: %d on %s (the search needs a GPU's out-of-memory error)", CPU_FALLBACK_BATCH, device)
+        status.update(write=True, batch_size=CPU_FALLBACK_BATCH)
+        return CPU_FALLBACK_BATCH
+
+    def trial_step(m: nn.Module, images: list[torch.Tensor], targets: list[dict]) -> None:
+        optimizer = build_optimizer(m, config, 0.0, device)
+        scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            losses = m(images, targets)
+        scaler.scale(sum(losses[k] for k in LOSS_NAMES)).backward()
+        scaler.step(optimizer)
+
+    limit = math.ceil(len(dataset) / ddp.world_size)
+    try:
+        choice = choose_batch_size(model, dataset, trial_step, device, limit)
+    except BatchSizeError as exc:
+        raise TrainingFailed(f"--batch-size auto: {exc}") from None
+    chosen = choice.batch_size
+    if ddp.enabled:  # every process trains the same batch: the smallest any of them fits
+        shared = torch.tensor([chosen], device=device)
+        dist.all_reduce(shared, op=dist.ReduceOp.MIN)
+        chosen = int(shared.item())
+    log.info("%s%s", choice.describe(), f"; {chosen} on every process" if chosen != choice.batch_size else "")
+    status.update(write=True, batch_size=chosen, batch_size_search=choice.to_dict())
+    return chosen
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -342,7 +399,10 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook |
     began = time.monotonic()
     torch.manual_seed(config.seed + ddp.rank)
     random.seed(config.seed + ddp.rank)
-    amp = bool(config.amp if config.amp is not None else device.type == "cuda") and device.type == "cuda"
+    dtype = amp_dtype(config, device)
+    amp = dtype is not None
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = config.cudnn_benchmark
     if device.type == "cpu":
         torch.set_flush_denormal(True)  # tiny gradients late in training otherwise slow CPU kernels several-fold
     if config.amp and device.type != "cuda":
@@ -370,9 +430,21 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook |
     else:
         setup = build_training_model(config, data.class_names)
     model = setup.model.to(device)
+    if config.channels_last:
+        model.backbone.to(memory_format=torch.channels_last)
+    if config.compile_backbone:
+        model.backbone.compile()  # in place: state_dict keys unchanged; compiled at the first step
     if ddp.main:
-        log.info("model: %s; device %s%s; mixed precision %s", setup.origin, device,
-                 f" x{ddp.world_size} processes" if ddp.enabled else "", "on" if amp else "off")
+        log.info("model: %s; device %s%s; mixed precision %s%s%s", setup.origin, device,
+                 f" x{ddp.world_size} processes" if ddp.enabled else "",
+                 str(dtype).removeprefix("torch.") if amp else "off",
+                 "; backbone channels_last" if config.channels_last else "",
+                 "; backbone compiled" if config.compile_backbone else "")
+
+    # --batch-size auto: the largest batch that fits, from trial steps (CUDA); kept on resume
+    if config.batch_size == AUTO:
+        config = config.replace(batch_size=_auto_batch_size(config, model, data.train, device, dtype, ddp, ckpt,
+                                                            status))
 
     # loaders: grouped, sharded, resumable batches; validation in order
     groups = [0 if data.train.aspect_ratio(i) >= 1 else 1 for i in range(len(data.train))]
@@ -384,9 +456,9 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook |
 
     # optimizer, schedule (per iteration), scaler
     lr = config.base_lr(ddp.world_size)
-    optimizer = build_optimizer(model, config, lr)
+    optimizer = build_optimizer(model, config, lr, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, iters_per_epoch))
-    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)  # bfloat16 needs no loss scaling
     start_epoch, step, skip, best, time_offset = 0, 0, 0, None, 0.0
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -434,29 +506,41 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook |
         done_in_epoch = skip if epoch == start_epoch + 1 else 0
         tick = time.perf_counter()
         last_log = time.monotonic()
-        for images, targets in train_loader:
+        batches = iter(train_loader)
+        while True:
+            # each part of a step is a torch.profiler range (train.data, .forward, .readback, .backward,
+            # .optimizer, .bookkeeping): a profile of a few steps shows where the host time goes
+            fetch = time.perf_counter()
+            with record_function("train.data"):
+                batch = next(batches, None)
+            if batch is None:
+                break
+            images, targets = batch
+            data_s = time.perf_counter() - fetch  # the wait for this batch (the loader not keeping up)
             # stop requested? (STOP file or SIGTERM on any rank; decided together)
             stop_local = ddp.main and (runs.stop_requested(run_dir) or stop_flag["signal"] is not None)
             try:
                 if on_step is not None:
                     on_step(step, core, images)
-                images = [i.to(device, non_blocking=True) for i in images]
-                gpu_targets = [{k: v.to(device, non_blocking=True) for k, v in t.items() if k in ("boxes", "labels")}
-                               for t in targets]
-                with torch.autocast(device.type, enabled=amp):
-                    losses = model(images, gpu_targets)
-                loss = sum(losses[k] for k in LOSS_NAMES)
+                with record_function("train.forward"):
+                    images = [i.to(device, non_blocking=True) for i in images]
+                    gpu_targets = [{k: v.to(device, non_blocking=True) for k, v in t.items() if k in ("boxes", "labels")}
+                                   for t in targets]
+                    with torch.autocast(device.type, dtype=dtype, enabled=amp):
+                        losses = model(images, gpu_targets)
+                    loss = sum(losses[k] for k in LOSS_NAMES)
             except torch.OutOfMemoryError:
                 raise TrainingFailed(_oom_message(device, config, setup.model_kwargs, step + 1)) from None
             # one collective per step: the losses (for logging), a non-finite flag and the stop flag;
             # built on the device and read back once (a single host-device sync per step on CUDA)
-            local = torch.stack([losses[k].detach().float() for k in LOSS_NAMES])
-            nonfinite = (~torch.isfinite(local)).any().float().reshape(1)
-            stop_flag_t = torch.full((1,), float(stop_local), device=device)
-            shared = torch.cat([torch.nan_to_num(local, nan=0.0, posinf=0.0, neginf=0.0), nonfinite, stop_flag_t])
-            if ddp.enabled:
-                dist.all_reduce(shared)
-            host = torch.cat([shared[:4] / ddp.world_size, shared[4:]]).tolist()
+            with record_function("train.readback"):
+                local = torch.stack([losses[k].detach().float() for k in LOSS_NAMES])
+                nonfinite = (~torch.isfinite(local)).any().float().reshape(1)
+                stop_flag_t = torch.full((1,), float(stop_local), device=device)
+                shared = torch.cat([torch.nan_to_num(local, nan=0.0, posinf=0.0, neginf=0.0), nonfinite, stop_flag_t])
+                if ddp.enabled:
+                    dist.all_reduce(shared)
+                host = torch.cat([shared[:4] / ddp.world_size, shared[4:]]).tolist()
             values = host[:4]
             if host[4] > 0:
                 files = _batch_files(data.train, targets)
@@ -478,31 +562,35 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook |
                 return TrainResult("stopped", epoch - 1, step, _best_map(best), reason)
             step_lr = optimizer.param_groups[0]["lr"]  # the rate this step uses
             try:
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if config.grad_clip:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
+                with record_function("train.backward"):
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                with record_function("train.optimizer"):
+                    if config.grad_clip:
+                        scaler.unscale_(optimizer)
+                        nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    scheduler.step()
             except torch.OutOfMemoryError:
                 raise TrainingFailed(_oom_message(device, config, setup.model_kwargs, step + 1)) from None
-            scheduler.step()
             step += 1
             done_in_epoch += 1
-            now = time.perf_counter()
-            ips = len(images) * ddp.world_size / max(now - tick, 1e-9)
-            tick = now
-            if ddp.main:
-                row = {"kind": "train", "epoch": epoch, "step": step, "lr": step_lr,
-                       "loss": sum(values), **dict(zip(LOSS_NAMES, values)), "images_per_s": ips,
-                       "time": time_offset + time.monotonic() - began}
-                runs.append_metrics(run_dir, row)
-                status.update(epoch=epoch, step=step)
-                if time.monotonic() - last_log > LOG_EVERY_S or done_in_epoch == iters_per_epoch:
-                    last_log = time.monotonic()
-                    log.info("epoch %d [%d/%d] step %d loss %.4f (cls %.4f box %.4f obj %.4f rpn %.4f) lr %.3g %.1f img/s",
-                             epoch, done_in_epoch, iters_per_epoch, step, row["loss"], *values, row["lr"], ips)
+            with record_function("train.bookkeeping"):
+                now = time.perf_counter()
+                ips = len(images) * ddp.world_size / max(now - tick, 1e-9)
+                tick = now
+                if ddp.main:
+                    row = {"kind": "train", "epoch": epoch, "step": step, "lr": step_lr,
+                           "loss": sum(values), **dict(zip(LOSS_NAMES, values)), "images_per_s": ips,
+                           "data_s": data_s, "time": time_offset + time.monotonic() - began}
+                    runs.append_metrics(run_dir, row)
+                    status.update(epoch=epoch, step=step)
+                    if time.monotonic() - last_log > LOG_EVERY_S or done_in_epoch == iters_per_epoch:
+                        last_log = time.monotonic()
+                        log.info("epoch %d [%d/%d] step %d loss %.4f (cls %.4f box %.4f obj %.4f rpn %.4f) lr %.3g "
+                                 "%.1f img/s", epoch, done_in_epoch, iters_per_epoch, step, row["loss"], *values,
+                                 row["lr"], ips)
         skip = 0
 
         # end of epoch: validate, snapshot, checkpoint (rank 0), the others wait
@@ -512,7 +600,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook |
             if val_loader is not None and due:
                 status.update(write=True, phase="validating")
                 val_row = {"kind": "val", "epoch": epoch, "step": step,
-                           **validation_losses(core, val_loader, device, amp)}
+                           **validation_losses(core, val_loader, device, amp, dtype)}
                 val_row["val_loss"] = sum(val_row[f"val_{k}"] for k in LOSS_NAMES)
                 val_row.update(mAP=None, mAP50=None, mAP75=None)
                 if can_map:

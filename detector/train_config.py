@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -18,6 +19,9 @@ WEIGHTS = ("none", "coco")
 DEVICES = ("auto", "cpu", "cuda")
 AUGMENTATIONS = ("none", "photometric", "ssd", "ssdlite")  # built by detector.augment
 BEST_METRICS = ("mAP", "mAP50", "val_loss")
+AMP_DTYPES = ("auto", "bfloat16", "float16")
+AUTO = "auto"
+MAX_AUTO_WORKERS = 12
 MAX_TRAINABLE_LAYERS = 6  # MobileNetV3 backbones have 6 stages, ResNets 5 (checked per architecture when built)
 
 # torchvision's detection reference recipe: lr 0.02 for 16 images per step (8 GPUs x 2), momentum
@@ -52,7 +56,9 @@ class TrainConfig:
     init: str | None = _field(None, "start from a checkpoint file, a run folder or demo (box predictor replaced if classes differ)")
     weights: str = _field("none", "coco: start from torchvision's cached COCO weights; none: random (or --init)", choices=WEIGHTS)
     epochs: int = _field(12, "passes over the training split", min=1)
-    batch_size: int = _field(4, "images per step, per process", min=1)
+    batch_size: int | str = _field(
+        4, "images per step, per process; auto: the largest that fits the GPU with 20 % of its memory left free "
+        "(found by trial steps before training; 4 on CPU)", min=1, auto=True)
     lr: float | None = _field(None, "learning rate; empty: the reference lr scaled by batch (0.02 x B/16 for SGD, 1e-4 x B/16 for AdamW)")
     optimizer: str = _field("sgd", "sgd (momentum) or adamw", choices=OPTIMIZERS)
     momentum: float = _field(0.9, "SGD momentum", min=0.0, max=1.0)
@@ -66,7 +72,21 @@ class TrainConfig:
     grad_clip: float | None = _field(None, "max gradient norm; empty: no clipping")
     device: str = _field("auto", "auto (CUDA if available), cpu or cuda", choices=DEVICES)
     amp: bool | None = _field(None, "mixed precision; empty: on for CUDA, off on CPU")
-    workers: int = _field(2, "DataLoader worker processes (0: load in the main process)", min=0)
+    amp_dtype: str = _field("auto", "mixed-precision type: auto (bfloat16 where the GPU supports it, else float16 "
+                            "with loss scaling), bfloat16 or float16", choices=AMP_DTYPES)
+    workers: int | str = _field(AUTO, "DataLoader worker processes (0: load in the main process); auto: the CPU "
+                                "cores this process may use less one, shared by the processes of a torchrun job, "
+                                f"at most {MAX_AUTO_WORKERS}", min=0, auto=True, resolve=lambda: auto_workers())
+    pin_memory: bool | None = _field(None, "page-locked batches for faster, asynchronous copies to the GPU; empty: on for CUDA")
+    persistent_workers: bool = _field(True, "keep DataLoader workers alive between epochs")
+    prefetch_factor: int | None = _field(None, "batches each worker loads ahead; empty: torch's default (2)", min=1)
+    channels_last: bool = _field(False, "backbone weights and activations in channels-last memory order (faster "
+                                 "convolutions on tensor-core GPUs)")
+    cudnn_benchmark: bool = _field(False, "let cuDNN time its convolution algorithms per input shape (faster when "
+                                   "image sizes repeat; each new padded size is timed once)")
+    fused_optimizer: bool | None = _field(None, "one fused kernel per optimizer step (SGD / AdamW); empty: on for CUDA")
+    compile_backbone: bool = _field(False, "torch.compile the backbone (minutes of compilation first; the run "
+                                    "goes on uncompiled if compilation fails)")
     hflip: bool = _field(True, "random horizontal flips of training images")
     augmentation: str = _field(
         "none", "more augmentation, as torchvision's detection references: photometric (colour jitter), "
@@ -138,12 +158,16 @@ class TrainConfig:
             raise ValueError(f"device must be one of {', '.join(DEVICES)}, not {self.device!r}")
         if self.epochs < 1:
             raise ValueError(f"epochs must be at least 1, not {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch size must be at least 1, not {self.batch_size}")
+        if not _count_or_auto(self.batch_size, 1):
+            raise ValueError(f"batch size must be auto or a whole number of at least 1, not {self.batch_size!r}")
         if self.lr is not None and not self.lr > 0:
             raise ValueError(f"learning rate must be positive, not {self.lr}")
-        if self.workers < 0:
-            raise ValueError(f"workers must be 0 or more, not {self.workers}")
+        if not _count_or_auto(self.workers, 0):
+            raise ValueError(f"workers must be auto or a whole number of 0 or more, not {self.workers!r}")
+        if self.amp_dtype not in AMP_DTYPES:
+            raise ValueError(f"amp_dtype must be one of {', '.join(AMP_DTYPES)}, not {self.amp_dtype!r}")
+        if self.prefetch_factor is not None and not (isinstance(self.prefetch_factor, int) and self.prefetch_factor >= 1):
+            raise ValueError(f"prefetch_factor must be at least 1, not {self.prefetch_factor!r}")
         if self.init is not None and self.weights == "coco":
             raise ValueError("give either --init or --weights coco, not both")
         if not isinstance(self.model_kwargs, dict):
@@ -162,10 +186,18 @@ class TrainConfig:
         return self
 
     def base_lr(self, world_size: int = 1) -> float:
-        """The learning rate used: `lr`, or the reference one scaled by the total batch size."""
+        """The learning rate used: `lr`, or the reference one scaled by the total batch size.
+
+        With `batch_size` "auto" the engine resolves the batch first (`replace(batch_size=N)`)."""
         if self.lr is not None:
             return float(self.lr)
+        if self.batch_size == AUTO:
+            raise ValueError("batch size auto is resolved when training starts: the learning rate follows from it")
         return REFERENCE_LR[self.optimizer] * self.batch_size * world_size / REFERENCE_BATCH
+
+    def resolved_workers(self, processes: int = 1) -> int:
+        """DataLoader workers: `workers`, or for "auto" `auto_workers(processes)`."""
+        return auto_workers(processes) if self.workers == AUTO else int(self.workers)
 
     def milestones(self) -> tuple[int, ...]:
         """Epochs after which the step schedule multiplies lr by lr_gamma."""
@@ -182,3 +214,13 @@ class TrainConfig:
         else:
             horizon = self.epochs * iters_per_epoch
         return max(0, min(self.warmup_iters, iters_per_epoch - 1, horizon // 4))
+
+def _count_or_auto(value: Any, least: int) -> bool:
+    return value == AUTO or (isinstance(value, int) and not isinstance(value, bool) and value >= least)
+
+
+def auto_workers(processes: int = 1) -> int:
+    """Workers for "auto": the CPU cores this process may use (its affinity), shared by the `processes`
+    training processes on this machine, less one for each process's own loop; at most MAX_AUTO_WORKERS."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(cores // max(processes, 1) - 1, MAX_AUTO_WORKERS))

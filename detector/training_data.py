@@ -11,6 +11,7 @@ builds the DataLoaders. No streamlit, no plotly.
 from __future__ import annotations
 
 import math
+import os
 import random
 import signal
 from dataclasses import dataclass
@@ -143,11 +144,12 @@ def make_loader(dataset: Any, batch_sampler: Sampler | None, config: TrainConfig
             batch_size: int = 1) -> DataLoader:
     from detector.data.torchdata import collate
 
-    kwargs: dict[str, Any] = {"num_workers": config.workers, "collate_fn": collate,
-                              "pin_memory": device.type == "cuda"}
-    if config.workers > 0:
-        kwargs["persistent_workers"] = True
-        kwargs["worker_init_fn"] = _seed_worker
+    workers = config.resolved_workers(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    pin = config.pin_memory if config.pin_memory is not None else device.type == "cuda"
+    kwargs: dict[str, Any] = {"num_workers": workers, "collate_fn": collate, "pin_memory": pin}
+    if workers > 0:
+        kwargs.update(persistent_workers=config.persistent_workers, worker_init_fn=_seed_worker,
+                      prefetch_factor=config.prefetch_factor)
     if batch_sampler is not None:
         return DataLoader(dataset, batch_sampler=batch_sampler, **kwargs)
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, **kwargs)

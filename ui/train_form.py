@@ -102,6 +102,9 @@ def field_widget(container: Any, f: dataclasses.Field, default: Any, help_suffix
     helptext = (meta.get("help", "") + (" " + help_suffix if help_suffix else "")).strip() or None
     base, optional = _kind(f)
     lo, hi = meta.get("min"), meta.get("max")
+    if default == "auto" and "resolve" in meta:  # a number field whose default is "auto": show what auto means here
+        default = meta["resolve"]()
+        helptext = f"{helptext} (auto here: {default})"
     if "choices" in meta:
         choices = list(meta["choices"])
         return container.selectbox(label, choices, index=choices.index(default), key=key, help=helptext)

@@ -164,7 +164,7 @@ def steps_per_epoch_hint(config: dict[str, Any]) -> int | None:
     """About how many steps an epoch takes (training images / batch size), for a stored dataset;
     the progress figures use it until the first epoch is complete."""
     name, batch = config.get("data"), config.get("batch_size")
-    if not name or not batch or Path(str(name)).exists():
+    if not name or not isinstance(batch, int) or batch < 1 or Path(str(name)).exists():  # "auto": chosen at start
         return None
     n = train_split_size(str(name))
     return math.ceil(n / int(batch)) if n else None

@@ -32,14 +32,26 @@ def register(subparsers: Any) -> None:
     p.add_argument("--init", metavar="CHECKPOINT", help="start from a checkpoint file, a run folder, or demo")
     p.add_argument("--weights", choices=("coco", "none"), help="coco: start from cached COCO weights (default none)")
     p.add_argument("--epochs", type=int, metavar="N")
-    p.add_argument("--batch-size", type=int, metavar="B", help="images per step per process (default 4)")
+    p.add_argument("--batch-size", type=_count_or_auto, metavar="B|auto",
+                   help="images per step per process (default 4); auto: the largest that fits the GPU, with headroom")
     p.add_argument("--lr", type=float, metavar="LR", help="learning rate (default: 0.02 x total batch / 16 for SGD)")
     p.add_argument("--optimizer", choices=("sgd", "adamw"))
     p.add_argument("--schedule", choices=("step", "cosine"))
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="mixed precision (default: on for CUDA)")
-    p.add_argument("--workers", type=int, metavar="N", help="DataLoader worker processes (default 2)")
+    p.add_argument("--workers", type=_count_or_auto, metavar="N|auto",
+                   help="DataLoader worker processes (default auto: the CPU cores less one, at most 12)")
+    p.add_argument("--amp-dtype", choices=("auto", "bfloat16", "float16"),
+                   help="mixed-precision type (default auto: bfloat16 where supported, else float16 with loss scaling)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="backbone in channels-last memory order (default off)")
+    p.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=None,
+                   help="cuDNN autotuning per input shape (default off)")
+    p.add_argument("--fused-optimizer", action=argparse.BooleanOptionalAction, default=None,
+                   help="fused SGD / AdamW kernels (default on for CUDA)")
+    p.add_argument("--compile-backbone", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the backbone (default off)")
     p.add_argument("--min-size", type=int, metavar="PX", help="the model's resize target for the short side")
     p.add_argument("--max-size", type=int, metavar="PX", help="the model's limit for the long side")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
@@ -71,6 +83,16 @@ def register(subparsers: Any) -> None:
 # ---------------------------------------------------------------- train
 
 
+def _count_or_auto(text: str) -> int | str:
+    """A whole number or "auto" (--batch-size, --workers)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or auto, not {text!r}") from None
+
+
 def _config_from(args: argparse.Namespace, run_dir: Path) -> Any:
     from detector import runs
     from detector.train_config import TrainConfig
@@ -83,7 +105,9 @@ def _config_from(args: argparse.Namespace, run_dir: Path) -> Any:
     for flag, field in (("data", "data"), ("val_data", "val_data"), ("model", "model"), ("init", "init"),
                         ("weights", "weights"), ("epochs", "epochs"), ("batch_size", "batch_size"), ("lr", "lr"),
                         ("optimizer", "optimizer"), ("schedule", "schedule"), ("device", "device"), ("amp", "amp"),
-                        ("workers", "workers")):
+                        ("workers", "workers"), ("amp_dtype", "amp_dtype"), ("channels_last", "channels_last"),
+                        ("cudnn_benchmark", "cudnn_benchmark"), ("fused_optimizer", "fused_optimizer"),
+                        ("compile_backbone", "compile_backbone")):
         value = getattr(args, flag)
         if value is not None:
             changes[field] = value

@@ -184,6 +184,8 @@ def test_form_starts_from_the_best_start_with_every_config_knob_explained(datase
         el = _widget(at, LABELS.get(f.name, (None, f"train_{f.name}"))[1])
         assert f.metadata["help"] in (el.help or ""), f.name
         value = getattr(defaults, f.name)
+        if value == "auto" and "resolve" in f.metadata:  # e.g. workers: the form shows what auto means here
+            value = f.metadata["resolve"]()
         if not isinstance(value, (tuple, list)):
             assert el.value == value or (el.value in ("", None) and value is None), (f.name, el.value, value)
     # the schedule, in steps for this dataset (6 training images): short runs get full-lr steps

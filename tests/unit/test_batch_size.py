@@ -131,3 +131,28 @@ def test_real_training_steps_on_cpu_through_an_out_of_memory_seam_leave_the_mode
     assert all(p.grad is None for p in model.parameters())
     assert model.training
     assert torch.equal(torch.get_rng_state(), rng_before)
+
+
+def test_choose_batch_size_runs_trial_steps_on_the_datasets_images_and_restores_the_model(tmp_path):
+    from detector.batch_size import choose_batch_size
+    from detector.data import DetectionDataset, load_dataset
+    from detector.data.synthetic import write_synthetic
+
+    data = load_dataset(write_synthetic(tmp_path / "set", images=3, seed=1, width=64, height=48))
+    dataset = DetectionDataset(list(data.records), data.root)
+    model = build_model(DEMO_ARCH, data.class_names, min_size=48, max_size=64, rpn_pre_nms_top_n_train=50,
+                        rpn_post_nms_top_n_train=20, box_batch_size_per_image=16, rpn_batch_size_per_image=16).train()
+    shapes: list[tuple[int, ...]] = []
+
+    def step(m, images, targets):
+        shapes.extend(tuple(i.shape) for i in images)
+        if len(images) > 3:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        sum(m(images, targets).values()).backward()
+
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    choice = choose_batch_size(model, dataset, step, torch.device("cpu"), limit=64, headroom=0.0, samples=2)
+    assert (choice.largest_fit, choice.first_oom, choice.batch_size) == (3, 4, 3)
+    assert set(shapes) == {(3, 48, 64)}  # the dataset's own decoded images, cycled to each batch size
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())

@@ -60,6 +60,27 @@ def _gpu_bench(tmp_path, *args: str) -> dict:
     return report
 
 
+def test_gpu_bench_cpu_smoke_measures_engine_and_bare_loop_before_and_after_without_ui_packages(tmp_path):
+    report = _gpu_bench(tmp_path, "--models", "mobilenet_v3_fpn_lite", "--phases", "train,inference", "--timed", "2")
+    assert report["settings"]["device"] == "cpu" and report["notes"] == []
+    # the children ran with streamlit, plotly, pycocotools and defusedxml unimportable, as on the GPU machine
+    assert set(report["settings"]["blocked_imports"]) >= {"streamlit", "plotly", "pycocotools", "defusedxml"}
+    rows = {(r["loop"], r["variant"]): r for r in report["training"]}
+    assert set(rows) == {("engine", "after"), ("bare", "after"), ("engine", "before"), ("bare", "before")}
+    for row in rows.values():
+        assert "error" not in row and "skipped" not in row, row
+        assert row["images_per_s"] > 0 and row["timed_steps"] == 2 and row["batch_size"] == 2
+        assert row["gpu_util_mean"] is None and row["peak_gpu_mb"] is None  # no GPU: no figures made up
+        assert 0 <= row["data_wait_share"] < 1
+    profile = rows[("engine", "after")]["profile"]
+    assert profile["top_host_ops"] and profile["wall_ms_per_step"] > 0
+    assert set(profile["engine_ranges_ms_per_step"]) >= {"train.forward", "train.backward", "train.optimizer"}
+    assert {q["what"] for q in report["ratios"]} == {"engine_over_bare", "after_over_before"}
+    (inference,) = report["inference"]
+    assert set(inference["latency_ms"]) == {"model", "detect", "rpn_page_stages"}
+    assert inference["rpn_page_over_model"] > 0 and inference["images_per_s"]["model"] > 0
+
+
 def test_gpu_bench_skips_what_the_time_budget_cannot_hold_and_says_so(tmp_path):
     report = _gpu_bench(tmp_path, "--models", "mobilenet_v3_fpn_lite", "--budget-s", "3")
     assert report["training"] == [] and report["wall_s"] < 60

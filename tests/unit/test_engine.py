@@ -285,6 +285,23 @@ def test_out_of_memory_says_what_to_lower(small, tmp_path):
     assert runs.read_status(tmp_path / "oom").state == "failed"
 
 
+def test_batch_size_auto_and_the_speed_switches_on_cpu(small, tmp_path, capsys):
+    run_dir = tmp_path / "auto"
+    code = cli_main(["train", "--out", str(run_dir), "--data", str(small), "--model", DEMO_ARCH, "--device", "cpu",
+                     "--epochs", "1", "--batch-size", "auto", "--workers", "auto", "--channels-last",
+                     "--amp-dtype", "bfloat16", "--fused-optimizer", "--set", "snapshot_images=0",
+                     "--set", "max_val_images=0", "--set", f"model_kwargs={json.dumps(TINIER)}"])
+    assert code == 0, capsys.readouterr().err
+    # CPU memory cannot be probed by running out of it: the default batch, said in the log and status
+    assert any("batch size auto: 4 on cpu" in line for line in runs.log_tail(run_dir))
+    assert runs.read_status(run_dir).extra["batch_size"] == 4
+    assert runs.read_config(run_dir)["batch_size"] == "auto"  # what the user asked for stays in config.json
+    ckpt = read_checkpoint(runs.checkpoint_path(run_dir, "last"))
+    assert ckpt["config"]["batch_size"] == 4 and ckpt["config"]["channels_last"] is True  # resume keeps the batch
+    train, _ = runs.read_metrics(run_dir)
+    assert len(train) == 1 and 0 <= train[0]["data_s"] < train[0]["time"]  # 4 images, one step: its data wait
+
+
 def test_a_second_training_on_a_busy_device_is_refused_naming_the_holder(dataset, tmp_path, capsys):
     holder = tmp_path / "holder-run"
     with runs.device_lock("cpu", holder):

@@ -3,12 +3,13 @@ short runs steps at the full learning rate."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import fields
 
 import pytest
 
 from detector.engine import lr_factor
-from detector.train_config import TrainConfig
+from detector.train_config import MAX_AUTO_WORKERS, TrainConfig, auto_workers
 
 
 def test_every_field_has_a_one_line_help():
@@ -51,3 +52,37 @@ def test_two_epochs_no_longer_warm_up_into_the_first_drop():
 def test_long_runs_keep_the_reference_warm_up():
     config = TrainConfig(epochs=26)
     assert config.warmup_steps(2000) == 1000 and config.warmup_steps(400) == 399
+
+
+# ---------------------------------------------------------------- speed switches and "auto"
+
+
+def test_auto_values_round_trip_through_config_json():
+    config = TrainConfig(batch_size="auto", workers="auto", amp_dtype="bfloat16", channels_last=True,
+                         cudnn_benchmark=True, fused_optimizer=False, compile_backbone=True, prefetch_factor=4,
+                         pin_memory=False, persistent_workers=False)
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    assert TrainConfig().workers == "auto" and TrainConfig().batch_size == 4
+
+
+@pytest.mark.parametrize("field, value", [("batch_size", 0), ("batch_size", "largest"), ("batch_size", 2.5),
+                                          ("workers", -1), ("workers", "many"), ("amp_dtype", "fp8"),
+                                          ("prefetch_factor", 0), ("batch_size", True)])
+def test_bad_speed_settings_are_refused_naming_the_field(field, value):
+    with pytest.raises(ValueError, match=field.replace("_", " ") if field == "batch_size" else field):
+        TrainConfig.from_dict({field: value})
+
+
+def test_auto_workers_share_this_process_cores_and_leave_one_for_the_loop():
+    cores = len(os.sched_getaffinity(0))
+    assert auto_workers() == max(0, min(cores - 1, MAX_AUTO_WORKERS))
+    assert auto_workers(processes=cores) == 0  # one core per training process: load in the process itself
+    assert TrainConfig(workers="auto").resolved_workers() == auto_workers()
+    assert TrainConfig(workers=3).resolved_workers(processes=8) == 3
+
+
+def test_the_learning_rate_waits_for_an_auto_batch_to_be_resolved():
+    with pytest.raises(ValueError, match="resolved"):
+        TrainConfig(batch_size="auto").base_lr()
+    assert TrainConfig(batch_size="auto").replace(batch_size=32).base_lr() == pytest.approx(0.04)
+    assert TrainConfig(batch_size="auto", lr=0.01).base_lr() == 0.01
