@@ -411,6 +411,56 @@ def case_baseline(opts: Options) -> dict:
     return {}
 
 
+# ---------------------------------------------------------------- diagnose
+
+
+def case_diagnose(opts: Options) -> dict:
+    """`diagnose` over N synthetic images / `evaluate` over the same N (the CLI's two paths after the
+    model is loaded: one forward per image each); then one tuner setting over the cached images /
+    one evaluate of them: a box-knob setting (post-processing alone, the common case) and an
+    RPN-knob setting (proposal filtering + RoI heads). Demo model, `python -m detector synth` data."""
+    import torch
+
+    from detector.checkpoints import load_model
+    from detector.data import DetectionDataset, collate
+    from detector.data.synthetic import write_synthetic
+    from detector.diagnosis import collect_trails, diagnosis_report, evaluate_setting
+    from detector.evaluation import evaluate_model, evaluation_images
+
+    n_images = 20 if opts.quick else 100
+    root = write_synthetic(opts.workdir / "held", images=n_images, seed=7, format="coco")
+    loaded = load_model("demo", "cpu")
+    chosen = evaluation_images(root, "all", loaded.class_names)
+
+    def evaluate() -> float:
+        loader = torch.utils.data.DataLoader(DetectionDataset(list(chosen.records), chosen.root, train=False),
+                                             batch_size=2, collate_fn=collate)
+        return timed(lambda: evaluate_model(loaded.model, loader, loaded.class_names))
+
+    def diagnose() -> float:
+        return timed(lambda: diagnosis_report(collect_trails(loaded.model, chosen.records, chosen.root,
+                                                             loaded.class_names)))
+
+    n = opts.n(2, 3)
+    whole = alternate(diagnose, evaluate, n, warmup=1)
+    trails = collect_trails(loaded.model, chosen.records, chosen.root, loaded.class_names, keep_stages=True)
+    box_knob = alternate(lambda: timed(lambda: evaluate_setting(loaded.model, trails, {"box_score_thresh": 0.3})),
+                         evaluate, n, warmup=1)
+    rpn_knob = alternate(lambda: timed(lambda: evaluate_setting(loaded.model, trails,
+                                                                {"rpn_post_nms_top_n_test": 50})),
+                         evaluate, n, warmup=1)
+    stage = trails.stages[0].stage
+    return {
+        "images": n_images, "diagnose_ratio": whole.pair_ratio, "diagnose_ratio_medians": whole.ratio,
+        "diagnose_s": statistics.median(whole.a),
+        "evaluate_s": statistics.median(whole.b),
+        "tuner_box_knob_ratio": box_knob.pair_ratio, "tuner_box_knob_s": statistics.median(box_knob.a),
+        "tuner_rpn_knob_ratio": rpn_knob.pair_ratio, "tuner_rpn_knob_s": statistics.median(rpn_knob.a),
+        "cached_mb_per_image": trails.cached_bytes() / len(trails) / 2**20,
+        "input_size_wh": list(stage.frames[0].resized_size), "feature_grids": [list(lvl.grid) for lvl in stage.levels],
+    }
+
+
 CASES = {
     "introspection": case_introspection,
     "trainer": case_trainer,
@@ -419,6 +469,7 @@ CASES = {
     "anchor_click": case_anchor_click,
     "validate": case_validate,
     "baseline": case_baseline,
+    "diagnose": case_diagnose,
 }
 
 

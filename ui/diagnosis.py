@@ -28,7 +28,7 @@ from detector.diagnosis.tuner import current_knobs, evaluate_setting, save_tuned
 from detector.evaluation import EvaluationUnavailable, evaluation_images
 from detector.images import ImageError, load_image
 from ui.links import model_param, models_dir, page_url
-from ui.model import model_key
+from ui.model import checkpoint_source, model_key
 
 MAX_IMAGES_DEFAULT = 100
 PASS_CACHE_ENTRIES = 2  # each holds the cached RPN stages of its images (see BENCHMARKS.md)
@@ -89,8 +89,8 @@ def target_from_url(options: list[Target]) -> int:
 def run_checkpoint_is(loaded: checkpoints.LoadedModel, run_dir: Path) -> bool:
     """Whether the model in use is this run's own checkpoint."""
     try:
-        return Path(loaded.source).resolve() == Path(run_dir).resolve() or \
-            Path(checkpoints.checkpoint_path_for(loaded.source)).resolve().is_relative_to(Path(run_dir).resolve())
+        path = checkpoints.checkpoint_path_for(checkpoint_source(loaded.source))
+        return Path(path).resolve().is_relative_to(Path(run_dir).resolve())
     except (checkpoints.CheckpointError, OSError, ValueError):
         return False
 
@@ -243,7 +243,7 @@ def save_tuned(loaded: checkpoints.LoadedModel, knobs: dict[str, Any], name: str
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip(".-") or "tuned"
     path = models_dir() / f"{stem}.pt"
     try:
-        save_tuned_checkpoint(loaded.source, path, knobs)
+        save_tuned_checkpoint(checkpoint_source(loaded.source), path, knobs)
     except (checkpoints.CheckpointError, OSError, ValueError) as exc:
         return None, f"Could not save: {exc}"
     try:

@@ -77,10 +77,16 @@ class CachedBatch:
 
     stage: RPNStage
     images: tuple[int, ...]  # indices into TrailSet.trails
+    # the RoI heads' outputs under the pass's RPN settings: (RoIs per image, class_logits,
+    # box_regression), on the model's device; a setting that changes only the box knobs
+    # re-runs postprocess_detections on them alone (the RoIs, hence the head, are unchanged)
+    heads: tuple[list[torch.Tensor], torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
 
     def nbytes(self) -> int:
         s = self.stage
         tensors = [*s.features.values(), s.proposals, s.objectness_flat, *s.anchors, *s._anchors_per_image]
+        if self.heads is not None:
+            tensors += [*self.heads[0], self.heads[1], self.heads[2]]
         seen, total = set(), 0
         for t in tensors:
             key = (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
@@ -187,7 +193,10 @@ def collect_trails(
             record = records[first + i]
             trails.append(trail_of(model, inspection, i, record.file, target["boxes"], target["labels"]))
         if keep_stages:
-            stages.append(CachedBatch(slim_stage(stage), tuple(range(first, len(trails)))))
+            device = stage.proposals.device
+            heads = ([f.post_nms.boxes.to(device) for f in inspection.funnels], inspection.class_logits.to(device),
+                     inspection.box_regression.to(device))
+            stages.append(CachedBatch(slim_stage(stage), tuple(range(first, len(trails))), heads))
         if progress is not None:
             progress(len(trails), len(records))
     return TrailSet(tuple(trails), tuple(class_names), float(model.roi_heads.score_thresh), settings,

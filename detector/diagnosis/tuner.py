@@ -1,7 +1,9 @@
 """The post-processing tuner: the seven inference knobs re-evaluated from cached RPN stages.
 
 Each setting re-runs only `detector.inspect.run_heads` (proposal filtering, RoIAlign, box head,
-post-processing) on the cached stage of every batch: the backbone never reruns. The knobs are
+post-processing) on the cached stage of every batch: the backbone never reruns. A setting that
+keeps the RPN's knobs keeps the RoIs, so only the box post-processing reruns, on the heads'
+cached outputs. The knobs are
 torchvision's `FasterRCNN` keyword names; a chosen setting is saved as a new checkpoint with the
 same weights and the knobs in `model_kwargs`, so every page and the CLI can load it.
 """
@@ -19,7 +21,7 @@ import torch
 from torchvision.models.detection.faster_rcnn import FasterRCNN
 
 from detector.diagnosis.matching import greedy_match
-from detector.diagnosis.trail import TrailSet
+from detector.diagnosis.trail import CachedBatch, TrailSet
 from detector.evaluation import CocoEvaluator
 from detector.inspect import run_heads
 from detector.proposals import ProposalSettings
@@ -127,11 +129,10 @@ def evaluate_setting(model: FasterRCNN, trails: TrailSet, knobs: dict[str, Any],
     hits = total = 0
     with torch.no_grad():
         for batch in trails.stages:
-            inspection = run_heads(view, batch.stage, settings)
-            for i, index in enumerate(batch.images):
+            for index, det in zip(batch.images, setting_detections(view, batch, settings, trails.settings)):
                 t = trails.trails[index]
-                det = inspection.detections[i]
-                boxes, scores, labels = det.boxes.double().numpy(), det.scores.double().numpy(), det.labels.numpy()
+                boxes = det["boxes"].double().cpu().numpy()
+                scores, labels = det["scores"].double().cpu().numpy(), det["labels"].cpu().numpy()
                 evaluator.process(t.width, t.height, t.gt_boxes, t.gt_labels, boxes, scores, labels)
                 match = greedy_match(t.gt_boxes, t.gt_labels, boxes, scores, labels, iou)
                 hits += len(set(match[(match >= 0) & (scores >= score_threshold)].tolist()))
@@ -139,6 +140,20 @@ def evaluate_setting(model: FasterRCNN, trails: TrailSet, knobs: dict[str, Any],
     result = evaluator.evaluate()
     return SweepPoint(dict(knobs), result.mAP, result.mAP50, hits / total if total else None,
                       time.perf_counter() - start)
+
+
+def setting_detections(view: FasterRCNN, batch: CachedBatch, settings: ProposalSettings,
+                pass_settings: ProposalSettings) -> list[dict[str, torch.Tensor]]:
+    """What `view(images)` returns for the batch: with the pass's RPN settings only the box
+    post-processing reruns, on the cached head outputs; else the proposal filtering and the heads."""
+    if batch.heads is None or settings != pass_settings:
+        return list(run_heads(view, batch.stage, settings).raw_detections)
+    proposals, class_logits, box_regression = batch.heads
+    sizes = batch.stage.image_sizes
+    boxes, scores, labels = view.roi_heads.postprocess_detections(class_logits, box_regression, proposals, sizes)
+    raw = [{"boxes": b, "labels": lab, "scores": s} for b, s, lab in zip(boxes, scores, labels)]
+    originals = [(f.original_size[1], f.original_size[0]) for f in batch.stage.frames]  # (height, width) for torchvision
+    return view.transform.postprocess(raw, sizes, originals)
 
 
 def sweep_grid(sweeps: Iterable[tuple[str, list[Any]]]) -> list[dict[str, Any]]:

@@ -34,7 +34,7 @@ def uploaded(tiny_checkpoint):
 
 def _page(source, **params):
     at = app_test("pages/diagnose.py")
-    at.session_state["model_source"] = str(source)
+    at.session_state["model_source"] = source
     for k, v in params.items():
         at.query_params[k] = v
     return at.run()
@@ -45,7 +45,7 @@ def _metric(at, label):
 
 
 def test_diagnoses_a_stored_dataset_with_every_view(stored, uploaded):
-    at = _page(uploaded, dataset=stored.name)
+    at = _page("upload:tiny.pt", dataset=stored.name)
     assert not at.exception, at.exception
     assert at.selectbox(key="diag_target").value is not None
     assert _metric(at, "images") == str(len(stored.val_indices))
@@ -61,7 +61,7 @@ def test_diagnoses_a_stored_dataset_with_every_view(stored, uploaded):
 
 
 def test_thresholds_move_the_report(stored, uploaded):
-    at = _page(uploaded, dataset=stored.name)
+    at = _page("upload:tiny.pt", dataset=stored.name)
     before = _metric(at, "missed boxes")
     at.slider(key="diag_score").set_value(0.0).run()
     assert not at.exception
@@ -73,7 +73,7 @@ def test_tuner_changes_the_figures_and_saves_a_checkpoint(stored, uploaded):
     from detector import checkpoints
     from ui.links import models_dir
 
-    at = _page(uploaded, dataset=stored.name)
+    at = _page("upload:tiny.pt", dataset=stored.name)
     at.tabs  # the tuner tab's widgets are in the tree
     at.number_input(key="diag_knob_box_detections_per_img").set_value(1).run()
     assert not at.exception
@@ -92,11 +92,11 @@ def test_a_runs_diagnosis_is_written_and_reopens(stored, tiny_checkpoint):
     run_dir = runs.create_run({"data": stored.name}, name="diag-run")
     runs.checkpoint_path(run_dir, "best").parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(tiny_checkpoint, runs.checkpoint_path(run_dir, "best"))
-    at = _page(run_dir, run=run_dir.name)
+    at = _page(f"run:{run_dir.name}", run=run_dir.name)
     assert not at.exception, at.exception
     assert "diag-run" in at.selectbox(key="diag_target").format_func(at.selectbox(key="diag_target").value)
     written = runs.read_diagnosis(run_dir)
     assert written is not None and written["split"] == "val" and written["images"] == len(stored.val_indices)
-    again = _page(run_dir, run=run_dir.name)
+    again = _page(f"run:{run_dir.name}", run=run_dir.name)
     assert not again.exception
     assert any("diagnosis.json" in s.value for s in again.success)

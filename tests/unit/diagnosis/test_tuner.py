@@ -31,6 +31,7 @@ def setup(tiny_checkpoint, tmp_path_factory):
     {"rpn_post_nms_top_n_test": 7, "box_nms_thresh": 0.3},
     {"rpn_pre_nms_top_n_test": 20, "rpn_nms_thresh": 0.5, "box_detections_per_img": 2},
     {"rpn_score_thresh": 0.5, "box_score_thresh": 0.3},
+    {"box_score_thresh": 0.4, "box_nms_thresh": 0.2, "box_detections_per_img": 3},  # post-processing alone
 ])
 def test_a_setting_from_the_cache_equals_a_model_built_with_it(setup, tiny_checkpoint, knobs):
     loaded, chosen, trails = setup
@@ -62,3 +63,24 @@ def test_the_tuner_needs_cached_stages(setup):
     trails = collect_trails(loaded.model, chosen.records[:1], chosen.root, loaded.class_names)
     with pytest.raises(ValueError, match="keep_stages"):
         evaluate_setting(loaded.model, trails, {})
+
+
+@pytest.mark.parametrize("knobs", [{"box_score_thresh": 0.1, "box_nms_thresh": 0.3, "box_detections_per_img": 3},
+                                   {"rpn_post_nms_top_n_test": 7}])
+def test_detections_from_the_cache_are_the_rebuilt_models_own(setup, tiny_checkpoint, knobs):
+    """Boxes, scores and labels bit-identical to model(images) of a model built with the knobs
+    (the box-knob path re-runs post-processing alone; the RPN-knob path the heads)."""
+    from detector.diagnosis.tuner import setting_detections
+
+    loaded, chosen, trails = setup
+    rebuilt = checkpoints.load_model(str(tiny_checkpoint), "cpu", **knobs)
+    dataset = DetectionDataset(list(chosen.records), chosen.root, train=False)
+    view, settings = with_knobs(loaded.model, knobs)
+    for batch in trails.stages:
+        ours = setting_detections(view, batch, settings, trails.settings)
+        with torch.no_grad():
+            expected = rebuilt.model([dataset[i][0] for i in batch.images])
+        for a, b in zip(ours, expected):
+            assert len(b["boxes"]) > 0
+            for key in ("boxes", "scores", "labels"):
+                assert torch.equal(a[key], b[key]), key
