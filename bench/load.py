@@ -221,7 +221,9 @@ def start_training(workspace: Path, dataset: Path, name: str) -> tuple[Path, int
 
 def first_step_s(run_dir: Path, pid: int, t0: float, timeout_s: float) -> float | None:
     """Seconds from start until the first train line in metrics.jsonl (None: not within timeout)."""
-    metrics = run_dir / "metrics.jsonl"
+    from detector import runs
+
+    metrics = run_dir / runs.METRICS
     deadline = t0 + timeout_s
     while time.monotonic() < deadline:
         if metrics.exists() and '"train"' in metrics.read_text(errors="replace"):
@@ -233,10 +235,9 @@ def first_step_s(run_dir: Path, pid: int, t0: float, timeout_s: float) -> float 
 
 
 def _ended(run_dir: Path) -> bool:
-    try:
-        return json.loads((run_dir / "status.json").read_text()).get("state") in ("done", "failed", "stopped")
-    except (OSError, ValueError):
-        return False
+    from detector import runs
+
+    return runs.read_status(run_dir).state in ("done", "failed", "stopped")
 
 
 def stop_training(pid: int) -> None:

@@ -18,6 +18,7 @@ from PIL import Image
 
 from detector.checkpoints import LoadedModel
 from detector.data.records import class_name
+from detector.frames import xyxy_to_xywh
 from detector.images import to_tensor
 
 
@@ -97,12 +98,12 @@ def coco_results(detections: Sequence[Detections], image_ids: Sequence[int] | No
     rows = []
     for k, det in enumerate(detections):
         image_id = int(image_ids[k]) if image_ids is not None else k + 1
-        for (x1, y1, x2, y2), score, lid, name in zip(det.boxes, det.scores, det.label_ids, det.label_names):
+        for bbox, score, lid, name in zip(xyxy_to_xywh(det.boxes).tolist(), det.scores, det.label_ids,
+                                          det.label_names):
             if category_ids is not None and name not in category_ids:
                 continue
             cat = category_ids[name] if category_ids is not None else int(lid)
-            rows.append({"image_id": image_id, "category_id": int(cat),
-                         "bbox": [float(x1), float(y1), float(x2) - float(x1), float(y2) - float(y1)],
+            rows.append({"image_id": image_id, "category_id": int(cat), "bbox": bbox,
                          "score": float(score)})  # unrounded: rounding ties scores and changes AP
     return rows
 

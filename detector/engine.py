@@ -559,7 +559,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook |
                     log.info("stopped at epoch %d, step %d (%d epoch(s) complete; %s): checkpoint saved; --resume "
                              "continues from here", epoch if done_in_epoch else epoch - 1, step, epoch - 1, reason)
                 status.close(state="stopped", epoch=epoch - 1, step=step, reason=reason)
-                return TrainResult("stopped", epoch - 1, step, _best_map(best), reason)
+                return TrainResult("stopped", epoch - 1, step, runs.score_as_map(best), reason)
             step_lr = optimizer.param_groups[0]["lr"]  # the rate this step uses
             try:
                 with record_function("train.backward"):
@@ -621,27 +621,22 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook |
                 runs.write_snapshot(run_dir, epoch, *rpn_snapshot(core, data.val, snap_idx, device, data.class_names, epoch))
             improved = False
             if val_row is not None:
-                metric = val_row["mAP"] if val_row["mAP"] is not None else -val_row["val_loss"]
-                if best is None or metric > best:
-                    best, improved = metric, True
+                score = runs.best_score(val_row, config.best_metric)
+                if runs.is_better(score, best):
+                    best, improved = score, True
             elif val_loader is None:
                 improved = True
             checkpoint("last", epoch, 0, step, best)
             if improved:
                 checkpoint("best", epoch, 0, step, best, full=False)
-            status.update(write=True, epoch=epoch, step=step, phase="training", best_map=_best_map(best))
+            status.update(write=True, epoch=epoch, step=step, phase="training", best_map=runs.score_as_map(best))
         ddp.barrier()
 
     if ddp.main:
         runs.clear_stop(run_dir)
-        log.info("done: %d epochs, %d steps, best mAP %s", epoch, step, _fmt(_best_map(best)))
+        log.info("done: %d epochs, %d steps, best mAP %s", epoch, step, _fmt(runs.score_as_map(best)))
     status.close(state="done", epoch=epoch, step=step, phase=None)
-    return TrainResult("done", epoch, step, _best_map(best), "done")
-
-
-def _best_map(best: float | None) -> float | None:
-    """`best` holds mAP when pycocotools ran, else minus the validation loss (not an mAP)."""
-    return best if best is not None and best >= 0 else None
+    return TrainResult("done", epoch, step, runs.score_as_map(best), "done")
 
 
 def _fmt(value: float | None) -> str:

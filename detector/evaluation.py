@@ -17,6 +17,8 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import torch
 
+from detector.frames import xyxy_to_xywh
+
 
 class EvaluationUnavailable(RuntimeError):
     """pycocotools is not installed: mAP cannot be computed here."""
@@ -88,21 +90,16 @@ class CocoEvaluator:
         self._images.append({"id": image_id, "width": int(width), "height": int(height)})
         gb = _as_array(gt_boxes, (4,), np.float64)
         gl = _as_array(gt_labels, (), np.int64)
-        for box, label in zip(gb, gl):
-            w, h = float(box[2] - box[0]), float(box[3] - box[1])
+        for (x, y, w, h), label in zip(xyxy_to_xywh(gb).tolist(), gl):
             self._gt.append({
                 "id": len(self._gt) + 1, "image_id": image_id, "category_id": int(label),
-                "bbox": [float(box[0]), float(box[1]), w, h], "area": w * h, "iscrowd": 0,
+                "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0,
             })
         db = _as_array(boxes, (4,), np.float64)
         ds = _as_array(scores, (), np.float64)
         dl = _as_array(labels, (), np.int64)
-        for box, score, label in zip(db, ds, dl):
-            self._dt.append({
-                "image_id": image_id, "category_id": int(label),
-                "bbox": [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])],
-                "score": float(score),
-            })
+        for bbox, score, label in zip(xyxy_to_xywh(db).tolist(), ds, dl):
+            self._dt.append({"image_id": image_id, "category_id": int(label), "bbox": bbox, "score": float(score)})
 
     @property
     def images(self) -> int:

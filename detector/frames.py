@@ -22,13 +22,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import Tensor
-from torchvision.models.detection.transform import resize_boxes
-from torchvision.ops import box_convert
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+# torch is imported where boxes are mapped, not here: the run-folder reader (detector.runs) places
+# snapshot cells with this module and must stay light.
 
 Size = tuple[int, int]  # (width, height)
 Grid = tuple[int, int]  # (columns, rows)
@@ -37,7 +39,9 @@ Stride = tuple[int, int]  # (x, y) input pixels between neighbouring cells
 
 def _as_boxes(boxes: Any) -> Tensor:
     """(N, 4) float32 tensor from a tensor, array or nested list of [x1, y1, x2, y2]."""
-    if isinstance(boxes, Tensor):
+    import torch
+
+    if isinstance(boxes, torch.Tensor):
         return boxes.detach().to(torch.float32).reshape(-1, 4)
     return torch.as_tensor(np.asarray(boxes, dtype=np.float32).reshape(-1, 4))
 
@@ -58,11 +62,15 @@ class ImageFrame:
 
     def to_input(self, boxes: Any) -> Tensor:
         """(N, 4) xyxy boxes from the original frame to the input frame, float32 (as the transform resizes targets)."""
+        from torchvision.models.detection.transform import resize_boxes
+
         (w, h), (rw, rh) = self.original_size, self.resized_size
         return resize_boxes(_as_boxes(boxes), [h, w], [rh, rw])
 
     def to_original(self, boxes: Any) -> Tensor:
         """(N, 4) xyxy boxes from the input frame to the original frame, float32 (as torchvision's postprocess)."""
+        from torchvision.models.detection.transform import resize_boxes
+
         (w, h), (rw, rh) = self.original_size, self.resized_size
         return resize_boxes(_as_boxes(boxes), [rh, rw], [h, w])
 
@@ -104,14 +112,14 @@ def visible_grid(grid: Grid, stride: Stride, resized_size: Size) -> Grid:
                  for g, s, side in zip(grid, stride, resized_size))
 
 
-def xyxy_to_xywh(boxes: Any) -> Tensor:
-    """[x1, y1, x2, y2] -> COCO's [x, y, width, height] (torchvision's box_convert), float32."""
-    return box_convert(_as_boxes(boxes), "xyxy", "xywh")
+def xyxy_to_xywh(boxes: Any) -> np.ndarray:
+    """(N, 4) [x1, y1, x2, y2] -> COCO's [x, y, width, height] by torchvision's box_convert, in float64
+    (exact for float32 input: the widths are the ones float(x2) - float(x1) gives)."""
+    import torch
+    from torchvision.ops import box_convert
 
-
-def xywh_to_xyxy(boxes: Any) -> Tensor:
-    """COCO's [x, y, width, height] -> [x1, y1, x2, y2] (torchvision's box_convert), float32."""
-    return box_convert(_as_boxes(boxes), "xywh", "xyxy")
+    b = torch.as_tensor(np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
+    return box_convert(b, "xyxy", "xywh").numpy()
 
 
 # ---------------------------------------------------------------- feature-map cells drawn over the image

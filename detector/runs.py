@@ -512,6 +512,28 @@ def read_diagnosis(run_dir: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def best_score(val_row: dict[str, Any], metric: str = "mAP") -> float:
+    """How good a validation line is for choosing best.pt, higher better: the one place "best" is decided.
+
+    metric mAP or mAP50: that figure when pycocotools computed it, else minus the validation loss
+    (a negative number, never mistaken for an mAP); val_loss: minus the validation loss.
+    """
+    value = val_row.get(metric) if metric != "val_loss" else None
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return float(value)
+    return -float(val_row["val_loss"])
+
+
+def is_better(score: float, best: float | None) -> bool:
+    """Whether a validation score (`best_score`) beats the best so far (None: nothing yet)."""
+    return best is None or score > best
+
+
+def score_as_map(best: float | None) -> float | None:
+    """The best score as an mAP for status.json and the run list; None when it is minus a loss."""
+    return best if best is not None and best >= 0 else None
+
+
 def best_checkpoint(run_dir: Path) -> Path | None:
     """The checkpoint a run folder stands for: `checkpoints/best.pt`, else `checkpoints/last.pt`
     (a folder holding best.pt / last.pt itself, such as a run's checkpoints/, is accepted too);

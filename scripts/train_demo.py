@@ -67,8 +67,7 @@ def main() -> int:
     export = Path(args.export)
     checkpoints.save_checkpoint(export, model, best["model"], best["class_names"], best.get("model_kwargs", {}),
                            epoch=best.get("epoch", 0), half=True)
-    val_lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"val"' in line]
-    train_lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"train"' in line]
+    train_lines, val_lines = runs.read_metrics(run)
     card = {
         "architecture": best["model"],
         "class_names": best["class_names"],

@@ -30,7 +30,7 @@ def render_hard_examples(run_dir: Path, run_name: str, run_config: dict[str, Any
     if active:
         st.info("Available when the run ends: the final checkpoint scores every validation image.")
         return
-    if not (runs.checkpoint_path(run_dir, "best").is_file() or runs.checkpoint_path(run_dir, "last").is_file()):
+    if runs.best_checkpoint(run_dir) is None:
         st.info("This run saved no checkpoint.")
         return
     k1, k2, k3 = st.columns([2, 2, 1])

@@ -13,7 +13,6 @@ downsampled image and overlays (about 30 to 300 KB).
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from typing import Any
 
@@ -91,7 +90,7 @@ def table1_sources() -> list[str]:
 
 def _images_of(source: str) -> list[Image.Image]:
     if source == "Sample scenes":
-        return [Image.open(io.BytesIO(sample_image(int(s))[0])).convert("RGB") for s in SAMPLE_SEEDS[:TABLE1_IMAGES]]
+        return [load_image(sample_image(int(s))[0], name=f"sample {s}") for s in SAMPLE_SEEDS[:TABLE1_IMAGES]]
     from detector.data import store
 
     stored = store.open_dataset(source.removeprefix("dataset: "))
