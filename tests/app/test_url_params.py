@@ -146,3 +146,23 @@ def test_dataset_param_takes_only_a_stored_dataset(probe, session_tmp):
     store.store_upload("url-shapes", folder)
     _events.clear()
     _replaced("pages/data.py", "dataset", (str(probe), "../datasets/url-shapes", "/etc", "no-such-dataset"), probe)
+
+
+def test_image_and_box_params_take_only_a_dataset_file_and_four_numbers(probe, session_tmp):
+    from detector.data import store
+    from detector.data.synthetic import write_synthetic
+
+    folder = write_synthetic(session_tmp / "url-image-synth", images=2, seed=4, width=96, height=72)
+    stored = store.store_upload("url-image-shapes", folder)
+    files = [r.file for r in stored.dataset.records]
+    _events.clear()
+    for image, box in ((str(probe / "secret-model.pt"), "1,2,3,4"), ("../../../etc/hostname", "/etc/hostname"),
+                       (f"../{files[0]}", "nan,1,2"), (files[0], "1,2,3")):
+        at = app_test("pages/rpn.py")
+        at.session_state["model_source"] = "mobilenet_v3_fpn_lite"
+        at.query_params["dataset"], at.query_params["image"], at.query_params["box"] = stored.name, image, box
+        at.run()
+        assert not at.exception, (image, box)
+        assert at.selectbox(key="rpn_file").value in files  # one of the dataset's own files, whatever the link said
+        assert not any("Magenta: the box from the link" in i.value for i in at.info), box  # a malformed box is ignored
+    assert _events == []

@@ -96,3 +96,18 @@ def test_a_killed_training_is_never_shown_running(dataset):
     assert runs.read_status(run_dir).shown_state == "interrupted"
     _reap(pid)
     assert runs.read_status(run_dir).shown_state == "interrupted"
+
+
+def test_a_second_training_on_the_same_device_is_refused_cleanly(dataset):
+    """Two sessions starting a training on one device: the second is refused, naming the first."""
+    first_dir, first = _start("busy-first", dataset)
+    assert runs.wait_for(lambda: _status(first_dir).get("state") == "running", 300)
+    second_dir, second = _start("busy-second", dataset)
+    code = _reap(second)
+    assert code not in (None, 0)
+    status = _status(second_dir)
+    assert status["state"] == "failed" and "is busy" in status["error"] and "busy-first" in status["error"]
+    assert "Traceback" not in (second_dir / runs.CONSOLE).read_text()
+    assert _status(first_dir)["state"] == "running"  # the holder is left alone
+    os.killpg(first, signal.SIGTERM)
+    assert _reap(first) is not None
