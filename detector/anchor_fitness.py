@@ -106,7 +106,7 @@ class Fitness:
         return int(len(self.best_iou))
 
     def to_dict(self) -> dict:
-        """The JSON of `python -m detector anchors --dataset` (DESIGN)."""
+        """The JSON of `python -m detector anchors --dataset`."""
         edges, counts = self.histogram
         return {
             "source": self.source_name, "images": self.images, "boxes": self.boxes,

@@ -98,7 +98,7 @@ def _normalise_anchor_set(sizes: Sequence[Sequence[int]], ratios) -> tuple[tuple
 
 
 def parse_numbers(text: str, what: str = "values", kind: type = float) -> list:
-    """'0.5,1,2' -> [0.5, 1.0, 2.0]: comma-separated numbers (DESIGN's `--ratios`, `--strides`).
+    """'0.5,1,2' -> [0.5, 1.0, 2.0]: comma-separated numbers (the anchors command's `--ratios`, `--strides`).
 
     ValueError naming `what` for text that is not numbers or holds none.
     """
@@ -112,7 +112,7 @@ def parse_numbers(text: str, what: str = "values", kind: type = float) -> list:
 
 
 def parse_sizes(text: str, what: str = "sizes") -> list[list[int]]:
-    """Anchor sizes as DESIGN's `--sizes` writes them: '/' between levels, ',' within one
+    """Anchor sizes as the anchors command's `--sizes` writes them: '/' between levels, ',' within one
     ('32/64/128/256/512', or '128,256,512' for one level). The one parser: CLI and page alike."""
     return [parse_numbers(level, what, int) for level in str(text).split("/")]
 
@@ -133,7 +133,7 @@ def custom_source(
     """A custom anchor set: sizes per level (one group applies to every level), ratios, strides.
 
     The image is resized only when min_size is given (max_size defaults to 1000/600 * min_size),
-    then padded to a multiple of the largest stride, as DESIGN's `anchors --strides` says.
+    then padded to a multiple of the largest stride, as `anchors --strides` does.
     """
     strides_t = tuple(int(s) for s in strides)
     if not strides_t or any(s <= 0 for s in strides_t):
@@ -247,7 +247,7 @@ class AnchorGrid:
         return level
 
     def to_dict(self) -> dict:
-        """The JSON of `python -m detector anchors` (DESIGN): sizes are [width, height]."""
+        """The JSON of `python -m detector anchors`: sizes are [width, height]."""
         return {
             "source": self.source_name,
             "image_size": list(self.image_size),

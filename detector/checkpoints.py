@@ -216,7 +216,7 @@ def default_model(device: str | torch.device = "cpu") -> tuple[str, str]:
 
 
 def choose_source(checkpoint: str | None = None, model: str | None = None, device: str | torch.device = "cpu") -> str:
-    """The model source the CLI's `--checkpoint` / `--model` flags name (DESIGN.md).
+    """The model source the CLI's `--checkpoint` / `--model` flags name (README, Command line).
 
     `--checkpoint` wins (a run folder, a file or `demo`); `--model NAME` alone means that builder
     with its COCO weights; neither means COCO weights when cached, else `demo`.

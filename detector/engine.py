@@ -5,6 +5,9 @@ epoch: iterations (four losses, lr and images/s to metrics.jsonl), validation (t
 losses without touching weights or BatchNorm statistics, and COCO mAP), an RPN snapshot of a
 few fixed validation images, and the `last` / `best` checkpoints. It runs the same under
 `torchrun --nproc_per_node=N` (DistributedDataParallel; rank 0 writes the run folder).
+Its parts live apart: data and batches in `detector.training_data`, validation mAP in
+`detector.evaluation.evaluate_model`, the snapshot in `detector.snapshots`, the status heartbeat
+and which checkpoint is best in `detector.runs`.
 
 Faults end the run with a plain message in status.json and train.log, and the last good
 checkpoint kept: a non-finite loss (naming the batch's images), out of memory (saying what to
@@ -343,10 +346,14 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, on_step: StepHook | None = None) -> TrainResult:
-    """Train as `config` says, writing `run_dir`; returns how it ended (never raises for faults).
+    """Train as `config` says, writing `run_dir`; returns how it ended: done, or stopped (STOP file,
+    SIGTERM), with a checkpoint to resume from.
 
-    Raises only for set-up errors the caller should show as-is (TrainingFailed, DeviceBusy,
-    WeightsUnavailable, CheckpointError, DatasetError); those are also written to status.json.
+    Every fault is first written to status.json (state failed, the message) and train.log, then
+    raised: TrainingFailed for the faults it names (a non-finite loss with the batch's images, out of
+    memory with what to lower, bad set-up), DeviceBusy, WeightsUnavailable, CheckpointError,
+    DatasetError as they come; anything unexpected with its traceback in train.log. The last good
+    checkpoint is kept.
     """
     run_dir = Path(run_dir)
     ddp = Distributed.from_env()

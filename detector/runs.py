@@ -1,4 +1,4 @@
-"""The run folder contract (DESIGN.md): the only code that reads or writes a training run's folder.
+"""The run folder contract: the only code that reads or writes a training run's folder.
 
 A run folder (`RUN_DIR`) holds:
 

@@ -1,6 +1,6 @@
 """Pretrained weights: torchvision's cache, their status in plain words, the one download.
 
-Weights policy (DESIGN.md): pretrained weights come from torchvision's cache
+Weights policy (README, Models and weights): pretrained weights come from torchvision's cache
 (`$TORCH_HOME/hub/checkpoints`); a download happens only through `download_weights`, which the
 user asks for. Which weights an architecture has is in `detector.models.ARCHITECTURES`.
 """

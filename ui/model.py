@@ -5,7 +5,7 @@ a training run in the workspace) or `upload:<file name>` (a checkpoint in worksp
 choice lives in `st.session_state` (set by the sidebar) and in `st.query_params` (so a refresh or
 a shared link lands on the same model); a name not among `model_choices()` (a path, an unknown
 run) is ignored for the default, without touching the filesystem for it. A page run on its own
-(AppTest) falls back to the default model of DESIGN.md. Models are loaded once per (source, file
+(AppTest) falls back to the default model (checkpoints.default_model). Models are loaded once per (source, file
 mtime, device, knobs), in one cache shared by every session of the server.
 """
 

@@ -58,7 +58,7 @@ class Start:
 
 
 def best_start(classes: tuple[str, ...], device: torch.device | str = "cpu") -> Start:
-    """The best start available here: COCO weights when cached (the DESIGN's default builder for
+    """The best start available here: COCO weights when cached (the default builder for
     the device), else fine-tuning the shipped demo model (its box predictor replaced when the
     dataset's classes differ from its own: the engine's --init relabels by class name), else
     random weights, with a plain warning."""

@@ -1,7 +1,7 @@
 """`python -m detector <command>`: one sub-module per group of commands.
 
 Each sub-module in COMMAND_MODULES defines `register(subparsers)`, which adds its commands with
-`set_defaults(func=...)`; `func(args) -> int` returns the exit code. Contract (DESIGN.md): human
+`set_defaults(func=...)`; `func(args) -> int` returns the exit code. Contract (README, Command line): human
 output by default, `--json` for machines, exit 0 on success, non-zero with a one-line reason on
 stderr otherwise, never a traceback for bad input: raise `CliError` for that.
 """

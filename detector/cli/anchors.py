@@ -60,7 +60,7 @@ def _source(args: argparse.Namespace):
 
     source = args.model
     why = "as asked"
-    if not source:  # the model every command defaults to (DESIGN: demo, or a cached COCO MobileNet)
+    if not source:  # the model every command defaults to (checkpoints.default_model: a cached COCO MobileNet, else demo)
         source, why = checkpoints.default_model("cpu")
     try:
         if source in models.ARCHITECTURES:  # anchors need no weights: build with random ones

@@ -1,4 +1,4 @@
-"""`python -m detector detect`: detections on image files, per DESIGN.md's contract."""
+"""`python -m detector detect`: detections on image files, per the CLI contract (README, Command line)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`python -m detector train` and `python -m detector evaluate` (DESIGN.md's CLI contract).
+"""`python -m detector train` and `python -m detector evaluate` (the CLI contract, README).
 
 train: RUN_DIR/config.json is read when present (the training page writes it), flags override it,
 the merged config is written back, and the engine trains in this process (also under torchrun).

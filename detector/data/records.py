@@ -147,7 +147,7 @@ class LoadedDataset:
         return sum(1 for r in self.records if not r.boxes)
 
     def report(self) -> dict:
-        """The `validate --json` report (DESIGN): format, counts, classes, problems, usable."""
+        """The `validate --json` report: format, counts, classes, problems, usable."""
         return {
             "format": self.format,
             "images": len({r.file for r in self.records}),

@@ -1,6 +1,6 @@
 """Stored datasets: the upload kept as uploaded, the parsed records and a train/val split, by name.
 
-Workspace layout (DESIGN): `uploads/NAME.zip` (or `uploads/NAME/` for a folder upload), never
+Workspace layout (README, Workspace): `uploads/NAME.zip` (or `uploads/NAME/` for a folder upload), never
 modified; `datasets/NAME/dataset.json` (format, classes, records, problems, splits, train/val
 indices, seed, where the files are) and `datasets/NAME/files/` (the unpacked archive). Everything
 is plain JSON, so a stored dataset opens without re-parsing and survives restarts.

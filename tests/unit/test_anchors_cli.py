@@ -1,4 +1,4 @@
-"""`python -m detector anchors`, run in-process: DESIGN's JSON contract, both forms, bad input."""
+"""`python -m detector anchors`, run in-process: its JSON contract, both forms, bad input."""
 
 from __future__ import annotations
 
