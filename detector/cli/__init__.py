@@ -30,6 +30,21 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def add_model_source(p: argparse.ArgumentParser, default: bool = True) -> None:
+    """--checkpoint / --model: the one way a command names its model (checkpoints.choose_source)."""
+    p.add_argument("--checkpoint", metavar="RUN_DIR|FILE|demo",
+                   help="a run folder (best.pt, else last.pt), a checkpoint file, or demo"
+                        + (" (default: COCO weights if cached, else demo)" if default else ""))
+    p.add_argument("--model", metavar="NAME", help="with no --checkpoint: this builder with its COCO weights")
+
+
+def add_dataset_split(p: argparse.ArgumentParser) -> None:
+    """--data DATASET and --split val|train|all (evaluate, diagnose)."""
+    p.add_argument("--data", required=True, metavar="DATASET")
+    p.add_argument("--split", choices=("val", "train", "all"), default="all",
+                   help="which images of DATASET (default all)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="python -m detector",

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from detector.cli import CliError
+from detector.cli import CliError, add_model_source
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,8 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "A file that cannot be read gets its error; the others still run (exit 1 if any failed).",
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, WebP, BMP, ...)")
-    p.add_argument("--checkpoint", help="a run folder, a checkpoint file, or 'demo'")
-    p.add_argument("--model", help="a builder name (with its COCO weights when cached)")
+    add_model_source(p)
     p.add_argument("--score-threshold", type=float, default=0.5, help="keep detections scoring at least this (0.5)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--batch-size", type=int, default=4)

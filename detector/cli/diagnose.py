@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from detector.cli import CliError
+from detector.cli import CliError, add_dataset_split, add_model_source
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,12 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "re-evaluates inference knobs from the cached RPN stages (the backbone never reruns). "
                     "Same model choice and class matching by name as evaluate.",
     )
-    p.add_argument("--checkpoint", metavar="RUN_DIR|FILE|demo",
-                   help="a run folder (best.pt, else last.pt), a checkpoint file, or demo "
-                        "(default: COCO weights if cached, else demo)")
-    p.add_argument("--model", metavar="NAME", help="with no --checkpoint: this builder with its COCO weights")
-    p.add_argument("--data", required=True, metavar="DATASET")
-    p.add_argument("--split", choices=("val", "train", "all"), default="all", help="which images (default all)")
+    add_model_source(p)
+    add_dataset_split(p)
     p.add_argument("--iou", type=float, default=0.5, help="IoU of a match (0.5)")
     p.add_argument("--score-threshold", type=float, default=0.5, help="detections kept at the operating point (0.5)")
     p.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",

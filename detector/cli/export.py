@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from detector.cli import CliError
+from detector.cli import CliError, add_model_source
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,9 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "boxes, labels and scores differ from the PyTorch model's. Class names travel with it: "
                     "ONNX metadata, or a JSON file beside the TorchScript file.",
     )
-    p.add_argument("--checkpoint", metavar="RUN_DIR|FILE|demo",
-                   help="a run folder (best.pt, else last.pt), a checkpoint file, or demo")
-    p.add_argument("--model", metavar="NAME", help="with no --checkpoint: this builder with its COCO weights")
+    add_model_source(p, default=False)
     p.add_argument("--format", required=True, choices=("torchscript", "onnx"))
     p.add_argument("--out", required=True, metavar="FILE", help="the file to write")
     p.add_argument("--image-size", type=int, nargs=2, metavar=("W", "H"), default=None,

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from detector.cli import CliError
+from detector.cli import CliError, add_dataset_split, add_model_source
 
 
 def register(subparsers: Any) -> None:
@@ -67,13 +67,8 @@ def register(subparsers: Any) -> None:
         description="COCO mAP (0.5:0.95), mAP50, mAP75 and per-class AP of a model on DATASET (pycocotools). "
                     "Classes are matched by name.",
     )
-    e.add_argument("--checkpoint", metavar="RUN_DIR|FILE|demo",
-                   help="a run folder (best.pt, else last.pt), a checkpoint file, or demo "
-                        "(default: COCO weights if cached, else demo)")
-    e.add_argument("--model", metavar="NAME", help="with no --checkpoint: this builder with its COCO weights")
-    e.add_argument("--data", required=True, metavar="DATASET")
-    e.add_argument("--split", choices=("val", "train", "all"), default="all",
-                   help="which images of DATASET (default all)")
+    add_model_source(e)
+    add_dataset_split(e)
     e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     e.add_argument("--batch-size", type=int, default=2)
     e.add_argument("--json", action="store_true", help="print the result as JSON")
