@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import tomllib
+import pytest
 
 from tests.app.conftest import ROOT
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    tomllib = pytest.importorskip("tomli")
 
 
 def test_loopback_xsrf_on_and_a_measured_upload_limit():
