@@ -35,7 +35,7 @@ def test_upload_shows_heatmap_and_proposals_and_a_click_traces(app_url, page, se
     main.locator("[data-testid='stFileUploader'] input[type='file']").set_input_files(str(image_path))
     wait_for_app(page, 180)
     assert_no_exception(page)
-    expect(main.get_by_text(re.compile("Frames: original 240x180"))).to_have_count(1, timeout=120_000)
+    expect(main.get_by_text(re.compile(r"Frames \(W x H\): original 240 x 180"))).to_have_count(1, timeout=120_000)
 
     # the objectness heatmap is drawn over the image
     heat_chart = main.locator(".js-plotly-plot").filter(has=page.locator(".heatmaplayer .hm, .heatmaplayer image"))
