@@ -200,6 +200,9 @@ def _sync(device: torch.device) -> None:
 
 
 def _reset_peak(device: torch.device) -> None:
+    import gc
+
+    gc.collect()  # the previous run's model, optimizer and loader workers go first
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
@@ -279,7 +282,7 @@ def _base_row(plan: dict, loop: str, model: str, batch: int | str, variant: str,
 
 
 def run_engine(plan: dict, model: str, batch: int | str, rec: Recipe, variant: str, profile: int = 0,
-               timed: int | None = None) -> dict[str, Any]:
+               timed: int | None = None, warmup: int | None = None) -> dict[str, Any]:
     """detector.engine.train for warm-up + timed (+ profiled) steps, then a STOP file ends it cleanly."""
     from detector import runs
     from detector.engine import train
@@ -298,7 +301,8 @@ def run_engine(plan: dict, model: str, batch: int | str, rec: Recipe, variant: s
     config = config.replace(**{k: v for k, v in wanted.items() if k in known})
     if set(wanted) - known:  # an engine from before a switch existed: measured without it, and said so
         row["engine_lacks"] = sorted(set(wanted) - known)
-    window = Window(plan["warmup"], timed or plan["timed"], profile, device, plan["deadline"])
+    window = Window(plan["warmup"] if warmup is None else warmup, timed or plan["timed"], profile, device,
+                    plan["deadline"])
     seen = {"k": 0, "batch": None}
 
     def hook(step: int, core: Any, images: Any) -> None:
@@ -409,21 +413,26 @@ class Estimates:
 
 
 def phase_train(plan: dict, emit: Emit) -> None:
-    """Per model and batch: engine and bare loop with the new recipe (engine profiled), then the old recipe."""
+    """Per model at its first batch size: engine and bare loop with the new recipe (engine profiled),
+    then both with the old one; then the other batch sizes with the new recipe. The before/after
+    table for every model comes first, so a tight budget cuts the extra batch sizes."""
     est = Estimates(plan["default_run_s"])
-    for variant, rec in (("after", _after(plan)), ("before", _before(plan))):
-        for model, batch in _configs(plan):
-            for loop in ("engine", "bare"):
-                what = _base_row(plan, loop, model, batch, variant, rec)
-                if not _fits(plan, est.get(model, batch, loop)):
-                    _skip(emit, what, "time budget: not enough left for this run")
-                    continue
-                if loop == "engine":
-                    row = run_engine(plan, model, batch, rec, variant, profile=plan["profile_steps"] if variant == "after" else 0)
-                else:
-                    row = run_bare(plan, model, batch, rec, variant)
-                est.put(row, model, batch, loop)
-                emit(row)
+    after, before = _after(plan), _before(plan)
+    order = [(m, spec["batches"][0], v, r) for m, spec in plan["models"].items()
+             for v, r in (("after", after), ("before", before))]
+    order += [(m, b, "after", after) for m, spec in plan["models"].items() for b in spec["batches"][1:]]
+    for model, batch, variant, rec in order:
+        for loop in ("engine", "bare"):
+            what = _base_row(plan, loop, model, batch, variant, rec)
+            if not _fits(plan, est.get(model, batch, loop)):
+                _skip(emit, what, "time budget: not enough left for this run")
+                continue
+            if loop == "engine":
+                row = run_engine(plan, model, batch, rec, variant, profile=plan["profile_steps"] if variant == "after" else 0)
+            else:
+                row = run_bare(plan, model, batch, rec, variant)
+            est.put(row, model, batch, loop)
+            emit(row)
 
 
 def phase_ablations(plan: dict, emit: Emit) -> None:
@@ -452,7 +461,8 @@ def phase_auto_batch(plan: dict, emit: Emit) -> None:
         if not _fits(plan, plan["default_run_s"] * 2):
             _skip(emit, what, "time budget: not enough left for this run")
             continue
-        emit(run_engine(plan, model, "auto", after, "after-batch-auto", timed=max(3, plan["timed"] // 4)))
+        emit(run_engine(plan, model, "auto", after, "after-batch-auto", timed=max(3, plan["timed"] // 4),
+                        warmup=min(2, plan["warmup"])))
 
 
 def phase_compile(plan: dict, emit: Emit) -> None:
