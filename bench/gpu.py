@@ -164,7 +164,7 @@ def make_plan(args: argparse.Namespace, work: Path, deadline: float) -> dict:
         "auto_models": [big] + ([first] if first != big else []),
         "compile": ([[first, batches[first][-1]]] if first != big else []) + [[big, batches[big][0]]],  # lite compiles fastest
         "inference_batch": 2 if smoke else 16, "inference_repeats": 3 if smoke else 20,
-        "loader_workers": loader_workers, "loader_images": 16 if smoke else 320, "decode_images": 4 if smoke else 64,
+        "loader_workers": loader_workers, "loader_images": 4 if smoke else 320, "loader_batch": 2 if smoke else 16, "decode_images": 4 if smoke else 64,
         "default_run_s": 20.0 if smoke else 25.0, "cores": cores,
     }
 
@@ -181,7 +181,7 @@ def run_phases(args: argparse.Namespace, plan: dict, phases: list[str], work: Pa
     for i, phase in enumerate(phases):
         left = deadline - time.time()
         share = SHARE[phase] / sum(SHARE[p] for p in phases[i:])
-        phase_deadline = time.time() + left * share
+        phase_deadline = time.time() + left * share - (3 if i == len(phases) - 1 else 0)  # room for the report
         if left < 5:
             report[phase] = {"skipped": "time budget spent"}
             rows.append({"kind": "note", "phase": phase, "skipped": "time budget spent before this phase"})
@@ -194,8 +194,8 @@ def run_phases(args: argparse.Namespace, plan: dict, phases: list[str], work: Pa
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", phase, "--plan", str(plan_file),
                "--results", str(results)]
         t0 = time.time()
-        timeout = max(phase_deadline - t0, 1) + 20  # the child stops itself at its deadline; this is the backstop
-        timeout = min(timeout, deadline - t0 + 10)
+        # the child stops itself at its deadline; this is the backstop, never past the whole budget
+        timeout = max(min(phase_deadline + 20, deadline - 2) - t0, 1)
         with open(log, "w") as out:
             proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
             try:

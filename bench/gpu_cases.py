@@ -586,11 +586,11 @@ def phase_loader(plan: dict, emit: Emit) -> None:
         emit(decode)
         for (pixels, ds), workers in itertools.product((("float32", torch_ds), ("uint8", Uint8Images(torch_ds))),
                                                        plan["loader_workers"]):
-            what = {**base, "workers": workers, "batch_size": 16, "pixels": pixels}
+            what = {**base, "workers": workers, "batch_size": plan["loader_batch"], "pixels": pixels}
             if not _fits(plan, 10):
                 _skip(emit, what, "time budget")
                 continue
-            loader = DataLoader(ds, batch_size=16, shuffle=True, num_workers=workers, collate_fn=collate,
+            loader = DataLoader(ds, batch_size=plan["loader_batch"], shuffle=True, num_workers=workers, collate_fn=collate,
                                 pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None)
             it = iter(loader)
             t_start = time.perf_counter()

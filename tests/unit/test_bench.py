@@ -61,7 +61,7 @@ def _gpu_bench(tmp_path, *args: str) -> dict:
 
 
 def test_gpu_bench_cpu_smoke_measures_engine_and_bare_loop_before_and_after_without_ui_packages(tmp_path):
-    report = _gpu_bench(tmp_path, "--models", "mobilenet_v3_fpn_lite", "--phases", "train,inference", "--timed", "2")
+    report = _gpu_bench(tmp_path, "--models", "mobilenet_v3_fpn_lite", "--phases", "train,inference,loader", "--timed", "2")
     assert report["settings"]["device"] == "cpu" and report["notes"] == []
     # the children ran with streamlit, plotly, pycocotools and defusedxml unimportable, as on the GPU machine
     assert set(report["settings"]["blocked_imports"]) >= {"streamlit", "plotly", "pycocotools", "defusedxml"}
@@ -79,6 +79,10 @@ def test_gpu_bench_cpu_smoke_measures_engine_and_bare_loop_before_and_after_with
     (inference,) = report["inference"]
     assert set(inference["latency_ms"]) == {"model", "detect", "rpn_page_stages"}
     assert inference["rpn_page_over_model"] > 0 and inference["images_per_s"]["model"] > 0
+    # the loader alone, float32 as the engine hands images over and uint8, per worker count; decode cost
+    assert {(r["pixels"], r["workers"]) for r in report["loader"]} == {(p, w) for p in ("float32", "uint8") for w in (0, 1)}
+    assert all(r["images_per_s"] > 0 for r in report["loader"])
+    assert report["decode"] and all(r["ours_ms_per_image"] > 0 for r in report["decode"])
 
 
 def test_gpu_bench_skips_what_the_time_budget_cannot_hold_and_says_so(tmp_path):
