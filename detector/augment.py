@@ -71,3 +71,34 @@ class Augment:
 
     def __repr__(self) -> str:
         return f"Augment({self.policy!r})"
+
+
+class BatchScales:
+    """Multi-scale training: the model's short-side target drawn per batch from `sizes`.
+
+    torchvision's GeneralizedRCNNTransform draws `min_size` per image from a tuple; drawing once per
+    batch instead keeps a batch's images the same size (less padding, as Ultralytics does). The draw
+    depends only on (seed, global step), so a resumed run sees the same sizes. `apply(transform,
+    step)` sets the size for one training step; `restore(transform)` puts back the model's own
+    min_size for validation and detection.
+    """
+
+    def __init__(self, sizes: tuple[int, ...] | list[int], seed: int = 0):
+        self.sizes = tuple(int(s) for s in sizes)
+        self.seed = seed
+        self.original: tuple[int, ...] | None = None
+
+    def size_at(self, step: int) -> int:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        return self.sizes[int(torch.randint(len(self.sizes), (1,), generator=g))]
+
+    def apply(self, transform: Any, step: int) -> int:
+        if self.original is None:
+            self.original = tuple(transform.min_size)
+        size = self.size_at(step)
+        transform.min_size = (size,)
+        return size
+
+    def restore(self, transform: Any) -> None:
+        if self.original is not None:
+            transform.min_size = self.original

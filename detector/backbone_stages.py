@@ -4,7 +4,7 @@ torchvision counts backbone stages from the top and trains that many (`_resnet_f
 `_mobilenet_extractor` in torchvision/models/detection/backbone_utils.py):
   ResNet: the stages are layer4, layer3, layer2, layer1, conv1 (5 with bn1 too); 0 to 5.
   MobileNetV3: the stages start at block 0, at every block that reduces resolution (`_is_cn`) and
-  at the last block; the first len(stages) - n blocks... are frozen: 0 to 6.
+  at the last block; every block before the n-th stage from the top is frozen: 0 to 6.
 The FPN, RPN and RoI heads always train. torchvision applies it only with pretrained weights; here
 it applies to every start (COCO, --init checkpoint, random), and frozen really means frozen:
 `requires_grad=False` (so the optimizer never sees those parameters and keeps no state for them)

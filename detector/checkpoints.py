@@ -2,13 +2,22 @@
 
 A checkpoint describes itself (format version, architecture, model kwargs, class names): a dict
 of tensors and plain Python values, loaded with `torch.load(weights_only=True)`; for torchvision
-architectures its `state_dict` loads into the plain torchvision builder. A model source is an
+architectures its `state_dict` loads into the plain torchvision builder.
+
+Checkpoints from elsewhere are read into the same dict (`read_checkpoint`), so every command and
+page takes them: a torchvision `references/detection/train.py` checkpoint ({model: state_dict,
+optimizer, lr_scheduler, args: argparse.Namespace, epoch}; the architecture is `args.model`, the
+class count the box predictor's rows), and a bare `state_dict` given an architecture name (class
+names given, or COCO's for 91 classes, else numbered). Always `weights_only=True`; the only class
+allowed beyond tensors and plain values is `argparse.Namespace`, for the references' `args`. A model source is an
 architecture name, `demo`, a checkpoint file or a run folder (`load_model`); the CLI's
 `--checkpoint` / `--model` flags name one through `choose_source`.
 """
 
 from __future__ import annotations
 
+import argparse
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +90,7 @@ def save_checkpoint(
         "epoch": int(epoch),
         "state_dict": state,
         "frozen_batchnorm": any(isinstance(m, FrozenBatchNorm2d) for m in model.modules()),
+        "frozen_batchnorm_modules": [n for n, m in model.named_modules() if isinstance(m, FrozenBatchNorm2d)],
         "frozen_parameters": [n for n, p in model.named_parameters() if not p.requires_grad],
     }
     ckpt.update({k: _plain(v) for k, v in extra.items()})
@@ -94,17 +104,100 @@ def write_checkpoint(path: str | Path, ckpt: dict[str, Any]) -> Path:
     return Path(path)
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load and check a checkpoint file (weights_only=True); CheckpointError names what is wrong."""
+BOX_PREDICTOR_KEY = "roi_heads.box_predictor.cls_score.weight"  # (num_classes, features): the class count
+
+
+def _torch_load(path: Path) -> Any:
+    """torch.load with weights_only=True, allowing exactly argparse.Namespace (the references' args)."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if not zipfile.is_zipfile(path) and head[:1] != b"\x80":  # torch.save writes a zip (or, long ago, a pickle)
+        raise CheckpointError(f"{path.name}: not a loadable checkpoint (not a file torch.save writes)")
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+        unsupported = next((ln for ln in lines if "Unsupported global" in ln or "Unsupported operand" in ln), None)
+        reason = (unsupported or (lines[0] if lines else type(exc).__name__)).split(". Please use")[0]
+        if "weights_only" in reason or unsupported:
+            reason = f"it holds Python objects that weights_only loading refuses: {reason}"
+        raise CheckpointError(f"{path.name}: not a loadable checkpoint ({reason[:240]})") from None
+
+
+def _is_state_dict(value: Any) -> bool:
+    return isinstance(value, dict) and bool(value) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
+
+
+def _class_names_for(path: Path, state: dict[str, torch.Tensor], class_names: Any) -> list[str]:
+    """Class names for a foreign state_dict: given ones (checked against the box predictor), COCO's, or numbered."""
+    if BOX_PREDICTOR_KEY not in state:
+        raise CheckpointError(f"{path.name}: not a Faster R-CNN state_dict (no {BOX_PREDICTOR_KEY})")
+    count = int(state[BOX_PREDICTOR_KEY].shape[0]) - 1  # rows: background + classes
+    if class_names:
+        names = [str(n).strip() for n in class_names]
+        if len(names) != count:
+            raise CheckpointError(f"{path.name}: its box predictor has {count} classes (plus background), "
+                                  f"but {len(names)} class names were given ({', '.join(names[:6])})")
+        return names
+    if count + 1 == len(COCO_CLASS_NAMES) + 1:
+        return list(COCO_CLASS_NAMES)
+    return [f"class {i}" for i in range(1, count + 1)]
+
+
+def _foreign(path: Path, raw: Any, arch: str | None, class_names: Any) -> dict[str, Any]:
+    """Our checkpoint dict from a references checkpoint or a bare state_dict (CheckpointError otherwise)."""
+    if isinstance(raw, dict) and _is_state_dict(raw.get("model")) and isinstance(raw.get("args"), argparse.Namespace):
+        args = raw["args"]
+        name = getattr(args, "model", None)
+        if arch and arch != name:
+            raise CheckpointError(f"{path.name}: a torchvision references checkpoint of {name}, not {arch}")
+        origin = f"torchvision references checkpoint ({name}, epoch {raw.get('epoch', '?')})"
+        state = raw["model"]
+        kwargs: dict[str, Any] = {}
+        if getattr(args, "rpn_score_thresh", None) is not None:
+            kwargs["rpn_score_thresh"] = float(args.rpn_score_thresh)
+        epoch = int(raw.get("epoch", 0) or 0)
+    elif _is_state_dict(raw):
+        if not arch:
+            raise CheckpointError(f"{path.name}: a bare state_dict records no architecture: give the model name "
+                                  f"(--model NAME, one of {', '.join(n for n in ARCHITECTURES)}) and, optionally, "
+                                  "the class names (--classes a,b,c)")
+        name, origin, state, kwargs, epoch = arch, f"bare state_dict for {arch}", raw, {}, 0
+    else:
+        keys = ", ".join(sorted(map(str, raw))[:8]) if isinstance(raw, dict) else type(raw).__name__
+        raise CheckpointError(
+            f"{path.name}: not a checkpoint this tool reads (keys: {keys}); expected one of ours "
+            "(format_version, model, class_names, state_dict), a torchvision references checkpoint "
+            "(model, optimizer, lr_scheduler, args, epoch) or a bare state_dict")
+    if name not in ARCHITECTURES:
+        raise CheckpointError(f"{path.name}: architecture {name!r} is not a Faster R-CNN this tool builds "
+                              f"(known: {', '.join(ARCHITECTURES)})")
+    state = {k.removeprefix("module."): v for k, v in state.items()}  # saved from a DDP wrapper
+    names = _class_names_for(path, state, class_names)
+    # BatchNorm saved as FrozenBatchNorm2d (the builders' choice with pretrained backbones) has no
+    # num_batches_tracked: freeze exactly those layers when rebuilding
+    frozen_bn = [k[: -len(".running_mean")] for k in state if k.endswith(".running_mean")
+                 and k[: -len(".running_mean")] + ".num_batches_tracked" not in state]
+    return {"format_version": CHECKPOINT_FORMAT_VERSION, "model": name, "model_kwargs": kwargs,
+            "class_names": names, "epoch": epoch, "state_dict": state, "frozen_batchnorm_modules": frozen_bn,
+            "origin": origin}
+
+
+def read_checkpoint(path: str | Path, arch: str | None = None, class_names: Any = None) -> dict[str, Any]:
+    """Load and check a checkpoint file (weights_only=True); CheckpointError names what is wrong.
+
+    Ours as they are; a torchvision references checkpoint or a bare state_dict (which needs `arch`;
+    `class_names` optional) converted to ours in memory, with `origin` saying what it was.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path.name}: not a loadable checkpoint ({reason[:200]})") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "model" not in ckpt:
+    ckpt = _torch_load(path)
+    if not (isinstance(ckpt, dict) and "state_dict" in ckpt and "format_version" in ckpt):
+        ckpt = _foreign(path, ckpt, arch, class_names)
+    if "model" not in ckpt:
         raise CheckpointError(
             f"{path.name}: not a Faster R-CNN Explorer checkpoint (expected keys format_version, model, "
             "class_names, state_dict)"
@@ -126,7 +219,9 @@ def model_from_checkpoint(ckpt: dict[str, Any], name: str = "checkpoint", **over
         model = build_model(ckpt["model"], tuple(ckpt["class_names"]), weights="none", **kwargs)
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{name}: cannot rebuild its model ({exc})") from None
-    if ckpt.get("frozen_batchnorm"):
+    if isinstance(ckpt.get("frozen_batchnorm_modules"), list):  # exactly those (a partly frozen backbone)
+        freeze_batchnorm(model, set(ckpt["frozen_batchnorm_modules"]))
+    elif ckpt.get("frozen_batchnorm"):  # checkpoints written before the list was recorded
         freeze_batchnorm(model.backbone)
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in ckpt["state_dict"].items()}
     try:
@@ -168,11 +263,13 @@ def checkpoint_path_for(source: str | Path) -> Path:
     return path
 
 
-def load_model(source: str | Path, device: str | torch.device = "cpu", **overrides: Any) -> LoadedModel:
+def load_model(source: str | Path, device: str | torch.device = "cpu", *, arch: str | None = None,
+               class_names: Any = None, **overrides: Any) -> LoadedModel:
     """Load what `source` names, in eval mode on `device`.
 
     source: an architecture name (its pretrained weights when cached, else random weights),
-    `demo`, a checkpoint file, or a run folder. overrides: MODEL_KNOBS such as box_score_thresh.
+    `demo`, a checkpoint file (ours, torchvision references', or a bare state_dict given `arch`
+    and optionally `class_names`), or a run folder. overrides: MODEL_KNOBS such as box_score_thresh.
     """
     device = torch.device(device)
     src = str(source)
@@ -191,11 +288,11 @@ def load_model(source: str | Path, device: str | torch.device = "cpu", **overrid
         loaded = LoadedModel(model, src, src, tuple(class_names), dict(overrides), weights, description)
     else:
         path = checkpoint_path_for(src)
-        ckpt = read_checkpoint(path)
+        ckpt = read_checkpoint(path, arch, class_names)
         model = model_from_checkpoint(ckpt, path.name, **overrides)
         is_demo = src == DEMO
         kind = "demo" if is_demo else "checkpoint"
-        label = "the demo model" if is_demo else f"checkpoint {path}"
+        label = "the demo model" if is_demo else f"{ckpt.get('origin', 'checkpoint')} {path.name}"
         description = (f"{label}: {ckpt['model']} trained on {len(ckpt['class_names'])} classes"
                        f" ({', '.join(ckpt['class_names'][:6])}{'...' if len(ckpt['class_names']) > 6 else ''})")
         loaded = LoadedModel(model, src, ckpt["model"], tuple(ckpt["class_names"]),
@@ -213,6 +310,29 @@ def default_model(device: str | torch.device = "cpu") -> tuple[str, str]:
     if DEMO_CHECKPOINT.is_file():
         return DEMO, "no COCO weights cached: the shipped demo model (trained offline on synthetic shapes)"
     return preferred, "no COCO weights cached and no demo checkpoint: random weights"
+
+
+def parse_class_names(text: str | None) -> list[str] | None:
+    """`--classes a,b,c` as a list (None when not given); empty names refused."""
+    if text is None or not text.strip():
+        return None
+    names = [n.strip() for n in text.split(",")]
+    if any(not n for n in names):
+        raise ValueError(f"--classes {text!r}: an empty class name (give names separated by commas)")
+    return names
+
+
+def load_chosen(checkpoint: str | None, model: str | None, classes: str | None = None,
+                device: str | torch.device = "cpu", **overrides: Any) -> LoadedModel:
+    """The model the CLI's `--checkpoint`, `--model` and `--classes` flags name, loaded.
+
+    With both `--checkpoint FILE` and `--model NAME`, FILE may be a bare state_dict for NAME.
+    """
+    source = choose_source(checkpoint, model, device)
+    if checkpoint and model:
+        architecture(model)  # ValueError for an unknown name
+    return load_model(source, device, arch=model if checkpoint else None, class_names=parse_class_names(classes),
+                      **overrides)
 
 
 def choose_source(checkpoint: str | None = None, model: str | None = None, device: str | torch.device = "cpu") -> str:

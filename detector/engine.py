@@ -37,11 +37,15 @@ from torch.profiler import record_function
 from torch.utils.data import DataLoader
 
 from detector import runs
+from detector.augment import BatchScales
+from detector.backbone_stages import set_trainable_backbone_layers
 from detector.runs import LOSS_NAMES
 from detector.checkpoints import checkpoint_path_for, model_from_checkpoint, read_checkpoint, save_checkpoint
 from detector.evaluation import EvalResult, EvaluationUnavailable, evaluate_model, pycocotools_available
+from detector.model_selection import Selection
 from detector.models import DEFAULT_ARCH, build_model, replace_box_predictor
 from detector.snapshots import rpn_snapshot
+from detector.tensorboard_events import RunEvents
 from detector.batch_size import CPU_FALLBACK_BATCH, BatchSizeError, choose_batch_size
 from detector.train_config import AUTO, TrainConfig
 from detector.training_data import GroupedBatchSampler, TrainingFailed, load_training_data, make_loader
@@ -367,13 +371,14 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, on_
         _init_distributed(ddp, device)
         lock_key = str(device) if device.type == "cuda" else "cpu"
         lock = runs.device_lock(lock_key, run_dir) if ddp.main else contextlib.nullcontext()
-        with lock:
+        # TensorBoard event files beside metrics.jsonl (rank 0; a resume drops the events after its step)
+        with lock, RunEvents(runs.tensorboard_dir(run_dir), resume, enabled=ddp.main) as events:
             status.update(device=str(device))
             status.start()
             stop_flag: dict[str, str | None] = {"signal": None}
             previous_handlers = _install_stop_signals(stop_flag)
             try:
-                return _train(config, run_dir, resume, on_step, ddp, device, status, stop_flag)
+                return _train(config, run_dir, resume, on_step, ddp, device, status, stop_flag, events)
             finally:
                 for sig, handler in previous_handlers.items():
                     signal.signal(sig, handler)
@@ -402,7 +407,8 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, on_
 
 
 def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook | None, ddp: Distributed,
-           device: torch.device, status: runs.StatusKeeper, stop_flag: dict[str, str | None]) -> TrainResult:
+           device: torch.device, status: runs.StatusKeeper, stop_flag: dict[str, str | None],
+           events: RunEvents) -> TrainResult:
     began = time.monotonic()
     torch.manual_seed(config.seed + ddp.rank)
     random.seed(config.seed + ddp.rank)
@@ -436,7 +442,19 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook |
         setup = ModelSetup(model, ckpt["model"], dict(ckpt.get("model_kwargs", {})), f"resumed from {last}")
     else:
         setup = build_training_model(config, data.class_names)
+        if config.trainable_backbone_layers is not None:
+            try:
+                set_trainable_backbone_layers(setup.model, config.trainable_backbone_layers)
+            except ValueError as exc:
+                raise TrainingFailed(f"{setup.arch}: {exc}") from None
+            setup.model_kwargs["trainable_backbone_layers"] = config.trainable_backbone_layers
     model = setup.model.to(device)
+    if ddp.main:
+        frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+        total = sum(1 for _ in model.parameters())
+        log.info("trainable_backbone_layers %s: %d of %d parameter tensors frozen (not in the optimizer)%s",
+                 "default" if config.trainable_backbone_layers is None else config.trainable_backbone_layers,
+                 len(frozen), total, f", first {frozen[0]}" if frozen else "")
     if config.channels_last:
         model.backbone.to(memory_format=torch.channels_last)
     if config.compile_backbone:
@@ -466,7 +484,8 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook |
     optimizer = build_optimizer(model, config, lr, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, iters_per_epoch))
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)  # bfloat16 needs no loss scaling
-    start_epoch, step, skip, best, time_offset = 0, 0, 0, None, 0.0
+    start_epoch, step, skip, time_offset = 0, 0, 0, 0.0
+    selection = Selection(config.best_metric, config.patience)  # best.pt and the early stop
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -474,7 +493,8 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook |
             scaler.load_state_dict(ckpt["scaler"])
         start_epoch, step = int(ckpt["epoch"]), int(ckpt["step"])
         skip = int(ckpt.get("batches_done", 0))
-        best = ckpt.get("best_metric")
+        selection = Selection.from_state(ckpt.get("selection"), config.best_metric, config.patience,
+                                         ckpt.get("best_metric"))
         time_offset = float(ckpt.get("time", 0.0))
         if ddp.main:
             log.info("resuming after epoch %d%s at step %d", start_epoch,
@@ -493,8 +513,9 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook |
         log.info("pycocotools is not installed here: mAP is skipped (validation losses are still computed)")
     snap_idx = list(range(min(config.snapshot_images, len(data.val)))) if data.val is not None else []
 
-    def checkpoint(which: str, epoch: int, batches_done: int, step: int, best: float | None, full: bool = True) -> None:
-        extra: dict[str, Any] = {"step": step, "best_metric": best, "time": time_offset + time.monotonic() - began,
+    def checkpoint(which: str, epoch: int, batches_done: int, step: int, full: bool = True) -> None:
+        extra: dict[str, Any] = {"step": step, "best_metric": selection.best, "selection": selection.state(),
+                                 "time": time_offset + time.monotonic() - began,
                                  "config": config.to_dict()}
         if full:
             extra.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
@@ -505,12 +526,18 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook |
     if ddp.main and snap_idx and ckpt is None:  # epoch 0: the RPN before any training
         runs.write_snapshot(run_dir, 0, *rpn_snapshot(core, data.val, snap_idx, device, data.class_names, 0))
 
+    scales = BatchScales(config.multi_scale, config.seed) if config.multi_scale else None
+    if ddp.main and scales is not None:
+        log.info("multi-scale training: short side drawn per batch from %s; validation at min_size %s",
+                 list(scales.sizes), list(core.transform.min_size))
     status.update(write=True, state="running", epoch=start_epoch, step=step)
     epoch = start_epoch
+    stop_reason = None
     for epoch in range(start_epoch + 1, config.epochs + 1):
         sampler.set_epoch(epoch, skip if epoch == start_epoch + 1 else 0)
         model.train()
         done_in_epoch = skip if epoch == start_epoch + 1 else 0
+        boxes_removed = 0
         tick = time.perf_counter()
         last_log = time.monotonic()
         batches = iter(train_loader)
@@ -529,6 +556,8 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook |
             try:
                 if on_step is not None:
                     on_step(step, core, images)
+                if scales is not None:
+                    scales.apply(core.transform, step)
                 with record_function("train.forward"):
                     images = [i.to(device, non_blocking=True) for i in images]
                     gpu_targets = [{k: v.to(device, non_blocking=True) for k, v in t.items() if k in ("boxes", "labels")}
@@ -560,13 +589,15 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook |
                 reason = (f"{stop_flag['signal']} received" if stop_flag["signal"]
                           else "stop requested (the Stop button or the STOP file)")
                 if ddp.main:
-                    checkpoint("last", epoch - 1, done_in_epoch, step, best)
+                    if scales is not None:
+                        scales.restore(core.transform)
+                    checkpoint("last", epoch - 1, done_in_epoch, step)
                     runs.clear_stop(run_dir)
                     # the epoch of the last step taken, as the page counts it (metrics' `epoch` of that step)
                     log.info("stopped at epoch %d, step %d (%d epoch(s) complete; %s): checkpoint saved; --resume "
                              "continues from here", epoch if done_in_epoch else epoch - 1, step, epoch - 1, reason)
                 status.close(state="stopped", epoch=epoch - 1, step=step, reason=reason)
-                return TrainResult("stopped", epoch - 1, step, runs.score_as_map(best), reason)
+                return TrainResult("stopped", epoch - 1, step, selection.best_map, reason)
             step_lr = optimizer.param_groups[0]["lr"]  # the rate this step uses
             try:
                 with record_function("train.backward"):
@@ -583,6 +614,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook |
                 raise TrainingFailed(_oom_message(device, config, setup.model_kwargs, step + 1)) from None
             step += 1
             done_in_epoch += 1
+            boxes_removed += sum(int(t.get("boxes_removed", 0)) for t in targets)
             with record_function("train.bookkeeping"):
                 now = time.perf_counter()
                 ips = len(images) * ddp.world_size / max(now - tick, 1e-9)
@@ -592,6 +624,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook |
                            "loss": sum(values), **dict(zip(LOSS_NAMES, values)), "images_per_s": ips,
                            "data_s": data_s, "time": time_offset + time.monotonic() - began}
                     runs.append_metrics(run_dir, row)
+                    events.add(row)
                     status.update(epoch=epoch, step=step)
                     if time.monotonic() - last_log > LOG_EVERY_S or done_in_epoch == iters_per_epoch:
                         last_log = time.monotonic()
@@ -599,6 +632,12 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook |
                                  "%.1f img/s", epoch, done_in_epoch, iters_per_epoch, step, row["loss"], *values,
                                  row["lr"], ips)
         skip = 0
+        if scales is not None:
+            scales.restore(core.transform)  # validation, snapshots and checkpoints at the model's own size
+        if ddp.main and config.augmentation != "none":
+            status.update(augment_boxes_removed=int(status.fields.get("augment_boxes_removed", 0)) + boxes_removed)
+            log.info("epoch %d augmentation (%s): %d box(es) a crop left degenerate were removed", epoch,
+                     config.augmentation, boxes_removed)
 
         # end of epoch: validate, snapshot, checkpoint (rank 0), the others wait
         if ddp.main:
@@ -621,29 +660,36 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook |
                     val_row["note"] = "pycocotools is not installed here: mAP skipped"
                 val_row["time"] = time_offset + time.monotonic() - began
                 runs.append_metrics(run_dir, val_row)
+                events.add(val_row)
                 log.info("epoch %d validation: loss %.4f (cls %.4f box %.4f obj %.4f rpn %.4f) mAP %s mAP50 %s",
                          epoch, val_row["val_loss"], *(val_row[f"val_{k}"] for k in LOSS_NAMES),
                          _fmt(val_row["mAP"]), _fmt(val_row["mAP50"]))
             if snap_idx:
                 runs.write_snapshot(run_dir, epoch, *rpn_snapshot(core, data.val, snap_idx, device, data.class_names, epoch))
-            improved = False
+            improved = val_loader is None  # no validation: best.pt follows last.pt
             if val_row is not None:
-                score = runs.best_score(val_row, config.best_metric)
-                if runs.is_better(score, best):
-                    best, improved = score, True
-            elif val_loader is None:
-                improved = True
-            checkpoint("last", epoch, 0, step, best)
+                improved = selection.update(epoch, val_row)
+                stop_reason = selection.stop_reason()
+            checkpoint("last", epoch, 0, step)
             if improved:
-                checkpoint("best", epoch, 0, step, best, full=False)
-            status.update(write=True, epoch=epoch, step=step, phase="training", best_map=runs.score_as_map(best))
+                checkpoint("best", epoch, 0, step, full=False)
+            status.update(write=True, epoch=epoch, step=step, phase="training", best_map=selection.best_map,
+                          best={"metric": selection.describe_used(), "value": selection.best_value,
+                                "epoch": selection.best_epoch})
+        if ddp.enabled:  # rank 0 decides the early stop; every rank leaves the loop together
+            flag = torch.tensor([float(stop_reason is not None)], device=device)
+            dist.broadcast(flag, 0)
+            stop_reason = stop_reason or ("early stop" if flag.item() > 0 else None)
         ddp.barrier()
+        if stop_reason is not None:
+            break
 
+    reason = stop_reason or f"all {config.epochs} epochs"
     if ddp.main:
         runs.clear_stop(run_dir)
-        log.info("done: %d epochs, %d steps, best mAP %s", epoch, step, _fmt(runs.score_as_map(best)))
-    status.close(state="done", epoch=epoch, step=step, phase=None)
-    return TrainResult("done", epoch, step, runs.score_as_map(best), "done")
+        log.info("done (%s): %d epochs, %d steps, best mAP %s", reason, epoch, step, _fmt(selection.best_map))
+    status.close(state="done", epoch=epoch, step=step, phase=None, reason=reason)
+    return TrainResult("done", epoch, step, selection.best_map, reason)
 
 
 def _fmt(value: float | None) -> str:

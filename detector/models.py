@@ -178,10 +178,15 @@ def _anchor_generator(sizes: Any, ratios: Any) -> AnchorGenerator:
     return AnchorGenerator(sizes_t, ratios_t)
 
 
-def freeze_batchnorm(module: nn.Module) -> nn.Module:
-    """Replace every BatchNorm2d below `module` by FrozenBatchNorm2d with the same statistics."""
+def freeze_batchnorm(module: nn.Module, only: set[str] | None = None, prefix: str = "") -> nn.Module:
+    """Replace every BatchNorm2d below `module` by FrozenBatchNorm2d with the same statistics.
+
+    only: the qualified names (as in module.named_modules()) of the BatchNorm layers to replace;
+    None: all of them.
+    """
     for name, child in list(module.named_children()):
-        if isinstance(child, nn.BatchNorm2d):
+        qualified = f"{prefix}{name}"
+        if isinstance(child, nn.BatchNorm2d) and (only is None or qualified in only):
             frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
             with torch.no_grad():
                 frozen.weight.copy_(child.weight.detach())
@@ -190,7 +195,7 @@ def freeze_batchnorm(module: nn.Module) -> nn.Module:
                 frozen.running_var.copy_(child.running_var)
             setattr(module, name, frozen)
         else:
-            freeze_batchnorm(child)
+            freeze_batchnorm(child, only, f"{qualified}.")
     return module
 
 
@@ -207,7 +212,8 @@ def build_model(
     WeightsUnavailable). With COCO weights and other classes, the box predictor is replaced.
     model_kwargs: the MODEL_KNOBS, plus `anchor_sizes` (one list per level) and `aspect_ratios`
     (height/width, one list per level or one for all); a change in anchors per location replaces
-    the RPN head with a fresh one.
+    the RPN head with a fresh one; and `trainable_backbone_layers` (detector.backbone_stages: the
+    top N backbone stages train, the others are frozen), so a checkpoint rebuilds the same tree.
     """
     arch = architecture(name)
     if weights not in ("none", "pretrained", "coco", "imagenet"):
@@ -222,6 +228,7 @@ def build_model(
     kwargs = dict(model_kwargs)
     anchor_sizes = kwargs.pop("anchor_sizes", None)
     aspect_ratios = kwargs.pop("aspect_ratios", None)
+    trainable_layers = kwargs.pop("trainable_backbone_layers", None)
     unknown = set(kwargs) - set(MODEL_KNOBS)
     if unknown:
         raise ValueError(f"unknown model options: {', '.join(sorted(unknown))}")
@@ -229,6 +236,10 @@ def build_model(
     model = arch.build(arch, tuple(class_names), pretrained, kwargs)
     if anchor_sizes is not None:
         set_anchors(model, anchor_sizes, aspect_ratios)
+    if trainable_layers is not None:
+        from detector.backbone_stages import set_trainable_backbone_layers
+
+        set_trainable_backbone_layers(model, int(trainable_layers))
     return model
 
 

@@ -6,9 +6,10 @@ A run folder (`RUN_DIR`) holds:
     status.json          {state, pid, epoch, step, heartbeat, error, ...}, written atomically; while
                          training `epoch` is the epoch in progress (1-based), after a stop the epochs
                          completed; extra fields: epochs, device, world_size, phase, best_map,
-                         reason (why a run stopped or failed: "SIGTERM received", "stop requested
-                         (...)", "ended by a second SIGINT ..."; a killed process writes nothing:
-                         readers see its pid gone and show it interrupted)
+                         best {metric, value, epoch}, augment_boxes_removed, reason (why a run
+                         ended: "all 12 epochs", "early stop: ...", "SIGTERM received", "stop
+                         requested (...)", "ended by a second SIGINT ..."; a killed process writes
+                         nothing: readers see its pid gone and show it interrupted)
     metrics.jsonl        append-only, one JSON object per line, `kind` "train" or "val"
     fixes.json           the dataset fixes training applied (from validation)
     train.log            the engine's log; console.log: the process's stdout/stderr when started here
@@ -16,6 +17,7 @@ A run folder (`RUN_DIR`) holds:
     snapshots/epoch_NNN.npz   per-epoch RPN snapshots (numpy arrays + JSON meta, never .pt)
     diagnosis.json       the last finished diagnosis of the run's checkpoint on its validation
                          split (detector.diagnosis's report, plus `checkpoint` and its mtime)
+    events.out.tfevents.*     TensorBoard event files with the same scalars as metrics.jsonl
     STOP                 present: the run is asked to stop cleanly
 
 The engine writes; pages, the CLI and tests read through the functions here. One training per
@@ -485,6 +487,12 @@ def log_tail(run_dir: Path, lines: int = 50, max_bytes: int = 65536) -> list[str
 
 
 # ---------------------------------------------------------------- checkpoints and snapshots
+
+
+def tensorboard_dir(run_dir: Path) -> Path:
+    """Where TensorBoard event files go: the run folder itself, so `tensorboard --logdir workspace/runs`
+    lists each run by its id."""
+    return Path(run_dir)
 
 
 def checkpoint_path(run_dir: Path, which: str = "last") -> Path:

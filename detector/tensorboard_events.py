@@ -31,19 +31,32 @@ def tag(kind: str, name: str) -> str:
 
 
 class RunEvents:
-    """A SummaryWriter on the run folder, fed with metrics rows; a no-op without tensorboard."""
+    """A SummaryWriter on the run folder, fed with metrics rows; a no-op without tensorboard.
 
-    def __init__(self, log_dir: Path, purge_step: int | None = None):
-        self.writer = None
+    The writer opens at the first row, so a resumed run (`resume`) can purge from that row's step:
+    events an interrupted process wrote past its last checkpoint are dropped, as the new ones replace them.
+    """
+
+    def __init__(self, log_dir: Path, resume: bool = False, enabled: bool = True):
+        self.log_dir = Path(log_dir)
+        self.resume = resume
+        self.enabled = enabled
+        self.writer: Any = None
+
+    def _open(self, first_step: int) -> None:
+        self.enabled = False  # one try
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # torch's writer needs the tensorboard package
             log.info("tensorboard is not installed here: no TensorBoard event files (metrics.jsonl is written)")
             return
-        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step or None, flush_secs=FLUSH_S)
+        self.writer = SummaryWriter(log_dir=str(self.log_dir), purge_step=first_step if self.resume else None,
+                                    flush_secs=FLUSH_S)
 
     def add(self, row: dict[str, Any]) -> None:
         """Write the scalars of one metrics.jsonl row at its step."""
+        if self.writer is None and self.enabled:
+            self._open(int(row["step"]))
         if self.writer is None:
             return
         kind = row.get("kind")

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from detector.augment import Augment
 from detector.train_config import TrainConfig
 
 
@@ -77,7 +78,8 @@ def load_training_data(config: TrainConfig) -> TrainingData:
         raise TrainingFailed(f"{config.data}: no training images left after validation")
     if config.max_val_images is not None:
         val_records = val_records[: config.max_val_images]
-    train = DetectionDataset(train_records, ds.root, train=config.hflip)
+    augment = Augment(config.augmentation, config.hflip) if config.augmentation != "none" else None
+    train = DetectionDataset(train_records, ds.root, train=config.hflip, augment=augment)
     val = DetectionDataset(val_records, val_root, train=False) if val_records else None
     return TrainingData(tuple(ds.class_names), train, val, fixes, str(config.data))
 

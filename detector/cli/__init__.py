@@ -14,7 +14,7 @@ import sys
 
 # Imported lazily by name so `--help` and light commands (validate) start fast.
 COMMAND_MODULES = ("detector.cli.anchors", "detector.cli.data", "detector.cli.train", "detector.cli.detect",
-                   "detector.cli.export", "detector.cli.diagnose")
+                   "detector.cli.export", "detector.cli.diagnose", "detector.cli.weights")
 
 
 class CliError(Exception):
@@ -31,11 +31,15 @@ class _Parser(argparse.ArgumentParser):
 
 
 def add_model_source(p: argparse.ArgumentParser, default: bool = True) -> None:
-    """--checkpoint / --model: the one way a command names its model (checkpoints.choose_source)."""
+    """--checkpoint / --model / --classes: the one way a command names its model (checkpoints.load_chosen)."""
     p.add_argument("--checkpoint", metavar="RUN_DIR|FILE|demo",
                    help="a run folder (best.pt, else last.pt), a checkpoint file, or demo"
                         + (" (default: COCO weights if cached, else demo)" if default else ""))
-    p.add_argument("--model", metavar="NAME", help="with no --checkpoint: this builder with its COCO weights")
+    p.add_argument("--model", metavar="NAME", help="with no --checkpoint: this builder with its COCO weights; with "
+                                                    "--checkpoint FILE: the architecture of a bare state_dict")
+    p.add_argument("--classes", metavar="A,B,C",
+                   help="with --checkpoint FILE --model NAME for a bare state_dict: its class names in label order "
+                        "(default: COCO's for 91 classes, else numbered)")
 
 
 def add_dataset_split(p: argparse.ArgumentParser) -> None:

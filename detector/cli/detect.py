@@ -33,8 +33,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--score-threshold must be between 0 and 1", 2)
     try:
         device = models.resolve_device(args.device)
-        source = checkpoints.choose_source(args.checkpoint, args.model, device)
-        loaded = checkpoints.load_model(source, device)
+        loaded = checkpoints.load_chosen(args.checkpoint, args.model, args.classes, device)
     except (ValueError, checkpoints.CheckpointError, weights.WeightsUnavailable) as exc:
         raise CliError(str(exc), 2) from None
 

@@ -60,8 +60,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(str(exc), 2) from None
     try:
         device = models.resolve_device(args.device)
-        source = checkpoints.choose_source(args.checkpoint, args.model, device)
-        loaded = checkpoints.load_model(source, device, **knobs)
+        loaded = checkpoints.load_chosen(args.checkpoint, args.model, args.classes, device, **knobs)
         if args.model and not args.checkpoint and loaded.weights != "coco":
             raise CliError(f"{args.model}: no COCO weights cached, so there is nothing to diagnose "
                            "(download them first, or pass --checkpoint)")

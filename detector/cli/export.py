@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     except ImageError as exc:
         raise CliError(str(exc), 2) from None
     try:
-        loaded = checkpoints.load_model(checkpoints.choose_source(args.checkpoint, args.model), "cpu")
+        loaded = checkpoints.load_chosen(args.checkpoint, args.model, args.classes, "cpu")
     except (ValueError, checkpoints.CheckpointError, weights.WeightsUnavailable) as exc:
         raise CliError(str(exc), 2) from None
     try:

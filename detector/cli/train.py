@@ -178,7 +178,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from detector.data import DatasetError, DetectionDataset, collate
     from detector.evaluation import EvaluationUnavailable, evaluate_model, evaluation_images
     from detector.images import ImageError
-    from detector.checkpoints import CheckpointError, choose_source, load_model
+    from detector.checkpoints import CheckpointError, load_chosen
     from detector.models import resolve_device
     from detector.weights import WeightsUnavailable
 
@@ -187,8 +187,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CliError(str(exc)) from None
     try:
-        source = choose_source(args.checkpoint, args.model, device)
-        loaded = load_model(source, device)
+        loaded = load_chosen(args.checkpoint, args.model, args.classes, device)
         if args.model and not args.checkpoint and loaded.weights != "coco":
             raise CliError(f"{args.model}: no COCO weights cached, so there is nothing to evaluate "
                            "(download them first, or pass --checkpoint)")

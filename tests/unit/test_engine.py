@@ -389,3 +389,107 @@ def test_ddp_two_processes_with_gloo(dataset, tmp_path):
     ckpt = read_checkpoint(runs.checkpoint_path(run_dir, "last"))
     assert not any(k.startswith("module.") for k in ckpt["state_dict"])
     assert ckpt["config"]["batch_size"] == 2
+
+
+# ---------------------------------------------------------------- recipe: TensorBoard, freezing, multi-scale, early stop
+
+
+def test_tensorboard_event_files_hold_the_metrics_jsonl_values(trained_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert list(trained_run.glob("events.out.tfevents.*")), "no event file beside metrics.jsonl"
+    acc = EventAccumulator(str(trained_run))  # the reader TensorBoard itself uses
+    acc.Reload()
+    train, val = runs.read_metrics(trained_run)
+    for name in ("loss", *LOSSES, "lr", "images_per_s"):
+        events = acc.Scalars(f"train/{name}")
+        assert [e.step for e in events] == [r["step"] for r in train]
+        assert [e.value for e in events] == pytest.approx([r[name] for r in train], rel=1e-6)
+    for name in ("val_loss", *(f"val_{k}" for k in LOSSES), "mAP", "mAP50", "mAP75"):
+        events = acc.Scalars(f"val/{name}")
+        assert [(e.step, pytest.approx(e.value, rel=1e-6, abs=1e-7)) for e in events] == \
+            [(r["step"], r[name]) for r in val]
+
+
+def test_best_pt_is_the_epoch_the_chosen_metric_ranks_best(trained_run):
+    _, val = runs.read_metrics(trained_run)
+    best = read_checkpoint(runs.checkpoint_path(trained_run, "best"))
+    maps = [v["mAP"] for v in val]
+    assert best["epoch"] == val[maps.index(max(maps))]["epoch"]  # first of equals: strictly better replaces
+    status = runs.read_status(trained_run)
+    assert status.extra["best"]["metric"] == "mAP" and status.extra["reason"] == "all 2 epochs"
+
+
+def test_frozen_backbone_stages_get_no_gradient_no_optimizer_state_and_keep_their_weights(small, tiny_checkpoint,
+                                                                                         tmp_path):
+    run_dir = tmp_path / "frozen"
+    config = _config(small, init=str(tiny_checkpoint), model=None, trainable_backbone_layers=2, epochs=2,
+                     lr=0.05, warmup_iters=0, max_val_images=0, snapshot_images=0)
+    run_dir.mkdir()
+    runs.write_config(run_dir, config.to_dict())  # as `train --out` does
+    assert engine.train(config, run_dir).state == "done"
+    start = read_checkpoint(tiny_checkpoint)["state_dict"]
+    last = torch.load(runs.checkpoint_path(run_dir, "last"), map_location="cpu", weights_only=True)
+    frozen = last["frozen_parameters"]
+    assert frozen and all(name.startswith("backbone.body.") for name in frozen)
+    frozen_modules = {name.rsplit(".", 1)[0] for name in frozen}
+    frozen_state = [k for k in start if k.rsplit(".", 1)[0] in frozen_modules]
+    assert all(torch.equal(start[k], last["state_dict"][k].to(start[k].dtype)) for k in frozen_state)
+    trained = [k for k in start if k.startswith("backbone.fpn.") and k.endswith("weight")]
+    assert any(not torch.equal(start[k], last["state_dict"][k]) for k in trained)  # the rest did train
+    # the optimizer never held the frozen tensors: its parameter count is the trainable count
+    rebuilt = load_model(runs.checkpoint_path(run_dir, "last")).model  # the same tree, frozen stages included
+    n_params = sum(1 for _ in rebuilt.parameters())
+    assert [n for n, p in rebuilt.named_parameters() if not p.requires_grad] == frozen
+    held = sum(len(g["params"]) for g in last["optimizer"]["param_groups"])
+    assert held == n_params - len(frozen) and len(last["optimizer"]["state"]) == held
+    assert runs.read_config(run_dir)["trainable_backbone_layers"] == 2  # stated in config.json and the log
+    assert last["model_kwargs"]["trainable_backbone_layers"] == 2
+    # resuming rebuilds the same frozen tree, so the optimizer's state fits and the stages stay frozen
+    assert engine.train(config.replace(epochs=3), run_dir, resume=True).state == "done"
+    resumed = torch.load(runs.checkpoint_path(run_dir, "last"), map_location="cpu", weights_only=True)
+    assert resumed["epoch"] == 3 and resumed["frozen_parameters"] == frozen
+    assert all(torch.equal(start[k], resumed["state_dict"][k].to(start[k].dtype)) for k in frozen_state)
+    assert any(f"{len(frozen)} of {n_params} parameter tensors frozen" in line for line in runs.log_tail(run_dir, 100))
+
+
+def test_a_multi_scale_augmented_run_trains_at_the_drawn_sizes(small, tmp_path):
+    sizes = (64, 80, 96)
+    seen: list[int] = []
+
+    def hook(module, args, out):  # the transform's output: the resized batch
+        if module.training:
+            seen.extend(min(s) for s in out[0].image_sizes)
+
+    def record_sizes(step, model, images):
+        if step == 0:
+            model.transform.register_forward_hook(hook)
+
+    config = _config(small, epochs=3, multi_scale=sizes, augmentation="ssd", max_val_images=1, snapshot_images=1,
+                     model_kwargs={**TINIER, "max_size": 200})
+    result = engine.train(config, tmp_path / "multiscale", on_step=record_sizes)
+    assert result.state == "done"
+    train, val = runs.read_metrics(tmp_path / "multiscale")
+    assert all(math.isfinite(r["loss"]) for r in train) and len(val) == 3
+    # each training batch was resized to one of the sizes (one per batch), and more than one was used
+    assert set(seen) <= set(sizes) and len(set(seen)) > 1
+    # the model keeps its own min_size for validation and in the checkpoint
+    last = read_checkpoint(runs.checkpoint_path(tmp_path / "multiscale", "last"))
+    assert last["model_kwargs"]["min_size"] == TINIER["min_size"]
+    assert "augment_boxes_removed" in runs.read_status(tmp_path / "multiscale").extra
+
+
+def test_early_stopping_ends_a_run_whose_map_stops_improving(small, tmp_path):
+    # backbone frozen and a learning rate far below float32 resolution: the model cannot change,
+    # so validation mAP is the same every epoch and patience 1 ends the run after epoch 2 of 6
+    run_dir = tmp_path / "early"
+    config = _config(small, epochs=6, lr=1e-30, warmup_iters=0, trainable_backbone_layers=0, patience=1,
+                     max_val_images=None, snapshot_images=0)
+    result = engine.train(config, run_dir)
+    _, val = runs.read_metrics(run_dir)
+    assert [v["epoch"] for v in val] == [1, 2] and val[0]["mAP"] == val[1]["mAP"]
+    status = runs.read_status(run_dir)
+    assert (result.state, result.epoch, status.state, status.epoch) == ("done", 2, "done", 2)
+    assert "early stop" in status.extra["reason"] and "mAP" in status.extra["reason"]
+    assert status.extra["best"]["epoch"] == 1
+    assert read_checkpoint(runs.checkpoint_path(run_dir, "best"))["epoch"] == 1

@@ -94,12 +94,16 @@ def test_files_that_are_not_checkpoints_are_refused(tmp_path, content, message):
         checkpoints.load_model(path)
 
 
-def test_a_bare_state_dict_or_foreign_dict_is_refused(tmp_path):
+def test_a_bare_state_dict_without_its_architecture_or_a_foreign_dict_is_refused(tmp_path):
     bare = tmp_path / "bare.pt"
     torch.save(torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(
         weights=None, weights_backbone=None, num_classes=3).state_dict(), bare)
-    with pytest.raises(checkpoints.CheckpointError, match="not a Faster R-CNN Explorer checkpoint"):
-        checkpoints.load_model(bare)
+    with pytest.raises(checkpoints.CheckpointError, match="bare state_dict records no architecture"):
+        checkpoints.load_model(bare)  # with arch= it loads: tests/unit/test_checkpoints.py
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": {"x": torch.zeros(1)}, "step": 3}, foreign)
+    with pytest.raises(checkpoints.CheckpointError, match="not a checkpoint this tool reads"):
+        checkpoints.load_model(foreign)
     wrong = tmp_path / "wrong.pt"
     torch.save({"format_version": 1, "model": "yolo_v8", "class_names": ["a"], "state_dict": {}}, wrong)
     with pytest.raises(checkpoints.CheckpointError, match="unknown architecture"):
