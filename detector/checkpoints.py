@@ -347,3 +347,21 @@ def choose_source(checkpoint: str | None = None, model: str | None = None, devic
         architecture(model)  # ValueError for an unknown name
         return model
     return default_model(device)[0]
+
+
+def import_checkpoint(path: str | Path, folder: str | Path, name: str | None = None, arch: str | None = None,
+                      class_names: Any = None) -> Path:
+    """Store a checkpoint from anywhere (ours, torchvision references', a bare state_dict) as ours.
+
+    The file is read with weights_only=True and checked by rebuilding its model; it is written to
+    `folder/<stem>.pt` in this project's format (so every page and command loads it as it is).
+    name: the file name to keep (an upload's), default `path`'s. CheckpointError if it does not load.
+    """
+    path = Path(path)
+    label = name or path.name
+    ckpt = read_checkpoint(path, arch, class_names)
+    model_from_checkpoint(ckpt, label)  # it must rebuild and load strictly
+    stem = Path(label).stem.strip() or "model"
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem).lstrip(".") or "model"
+    ckpt = {k: v for k, v in ckpt.items() if k not in ("optimizer", "scheduler", "scaler")}
+    return write_checkpoint(Path(folder) / f"{safe}.pt", ckpt)

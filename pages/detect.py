@@ -9,6 +9,7 @@ from detector.viz.rpn import detections_figure
 from ui.detection import annotated_png, cached_detections, class_filter, decode_uploads, detection_tables, result_heading
 from ui.links import page_url
 from ui.inputs import SAMPLE_SEEDS, sample_image
+from ui.model_export import render_export
 from ui.model import current_device, get_model, model_choices, model_label, selected_source
 from ui.router import ensure_router
 
@@ -67,6 +68,9 @@ e1, e2 = st.columns(2)
 e1.download_button("Detections as COCO results JSON", coco_results_json(ordered), "detections_coco.json",
                    "application/json", help="[{image_id, category_id, bbox: [x, y, w, h], score}]: loads in pycocotools.")
 e2.download_button("Detections as CSV", detections_csv(ordered), "detections.csv", "text/csv")
+
+with st.expander("Export this model (TorchScript or ONNX)", icon=":material/output:"):
+    render_export(source, model_label(source), "detect_export")
 
 # ---- gallery
 st.subheader("Gallery")

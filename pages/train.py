@@ -12,6 +12,7 @@ from ui.inputs import follow_default
 from ui.links import page_url
 from ui.live_curves import render_curves
 from ui.model import current_device
+from ui.model_export import render_export
 from ui.router import ensure_router
 from ui.snapshots import render_rpn_snapshots
 from ui.train_form import new_run_form
@@ -152,6 +153,9 @@ def live_view() -> None:
                                     help="torch.load(weights_only=True) loads it; `--checkpoint FILE` uses it.")
             else:
                 col.caption(f"No {which}.pt yet.")
+        if state == "done" and runs.best_checkpoint(run_dir) is not None:
+            st.markdown("**Export the trained model**")
+            render_export(str(run_dir), current.name, "train_export")
         st.code("\n".join(runs.log_tail(run_dir, lines=40)) or "(the log is empty)", language=None, height=320)
         st.caption(f"The last lines of {runs.log_path(run_dir)}.")
 

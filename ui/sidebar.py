@@ -7,6 +7,7 @@ import torch
 
 from detector import checkpoints, models, weights
 from ui.links import model_param
+from ui.model_files import render_model_files
 from ui.model import DEVICE_KEY, MODEL_KEY, current_device, default_source, model_choices, model_label, selected_source
 
 
@@ -63,6 +64,8 @@ def render_sidebar() -> None:
                     "triangles. It needs no download.", icon=":material/school:")
         else:
             st.info(f"Checkpoint: {model_label(source)}", icon=":material/model_training:")
+
+        render_model_files()  # a checkpoint from elsewhere, or a COCO weight file copied over by hand
 
         st.subheader("Device")
         cuda = torch.cuda.is_available()

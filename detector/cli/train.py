@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from detector.cli import CliError, add_dataset_split, add_model_source
+from detector.train_config import AUGMENTATIONS, BEST_METRICS
 
 
 def register(subparsers: Any) -> None:
@@ -54,6 +55,14 @@ def register(subparsers: Any) -> None:
                    help="torch.compile the backbone (default off)")
     p.add_argument("--min-size", type=int, metavar="PX", help="the model's resize target for the short side")
     p.add_argument("--max-size", type=int, metavar="PX", help="the model's limit for the long side")
+    p.add_argument("--trainable-backbone-layers", type=int, metavar="N",
+                   help="backbone stages that train, from the top (torchvision's meaning: 0 to 5 for ResNet, 6 for "
+                        "MobileNet); the rest are frozen")
+    p.add_argument("--multi-scale", metavar="S1,S2,...", help="short-side sizes drawn per training batch, e.g. 480,512,544")
+    p.add_argument("--augmentation", choices=AUGMENTATIONS,
+                   help="torchvision references' augmentation set (default none; flips are --set hflip=false to turn off)")
+    p.add_argument("--best-metric", choices=BEST_METRICS, help="what best.pt is the best of (default mAP)")
+    p.add_argument("--patience", type=int, metavar="N", help="stop after N validations without a better best metric")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
                    help="any config field, e.g. --set model_kwargs='{\"min_size\": 128}' (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue RUN_DIR from checkpoints/last.pt")
@@ -102,7 +111,10 @@ def _config_from(args: argparse.Namespace, run_dir: Path) -> Any:
                         ("optimizer", "optimizer"), ("schedule", "schedule"), ("device", "device"), ("amp", "amp"),
                         ("workers", "workers"), ("amp_dtype", "amp_dtype"), ("channels_last", "channels_last"),
                         ("cudnn_benchmark", "cudnn_benchmark"), ("fused_optimizer", "fused_optimizer"),
-                        ("compile_backbone", "compile_backbone")):
+                        ("compile_backbone", "compile_backbone"),
+                        ("trainable_backbone_layers", "trainable_backbone_layers"),
+                        ("multi_scale", "multi_scale"), ("augmentation", "augmentation"),
+                        ("best_metric", "best_metric"), ("patience", "patience")):
         value = getattr(args, flag)
         if value is not None:
             changes[field] = value
