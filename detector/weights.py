@@ -14,12 +14,13 @@ import hashlib
 import os
 import shutil
 import socket
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from detector.atomic_file import atomic_path
 
 
 def _architecture(name: str) -> Any:
@@ -203,15 +204,7 @@ def add_weights(path: str | Path, file_name: str | None = None) -> AddedWeights:
     """
     arch, note = check_weight_file(path, file_name)
     official = os.path.basename(_architecture(arch).pretrained.url)
-    cache = weights_cache_dir()
-    cache.mkdir(parents=True, exist_ok=True)
-    target = cache / official
-    fd, tmp = tempfile.mkstemp(dir=cache, prefix=f".{official}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    target = weights_cache_dir() / official
+    with atomic_path(target) as tmp:
         shutil.copyfile(path, tmp)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return AddedWeights(arch, target, weights_status(arch), note)
