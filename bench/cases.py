@@ -461,6 +461,52 @@ def case_diagnose(opts: Options) -> dict:
     }
 
 
+def case_export(opts: Options) -> dict:
+    """The demo model exported (detector.export, checked when made) at 640x480: onnxruntime on CPU /
+    model(images), and the TorchScript file / model(images), same image, alternated; file sizes."""
+    import onnxruntime as ort
+    import torch
+
+    from detector.checkpoints import load_model
+    from detector.export import export_model
+    from detector.images import to_tensor
+
+    size = (640, 480)
+    loaded = load_model("demo", "cpu")
+    model = loaded.model.eval()
+    image, _ = sample_image()
+    x = to_tensor(image.resize(size))
+    onnx_result = export_model(loaded, "onnx", opts.workdir / "demo.onnx", size)
+    ts_result = export_model(loaded, "torchscript", opts.workdir / "demo.torchscript.pt", size)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()  # the same threads as torch
+    session = ort.InferenceSession(str(onnx_result.path), options, providers=["CPUExecutionProvider"])
+    scripted = torch.jit.load(str(ts_result.path), map_location="cpu")
+    feed = {"image": x.numpy()}
+    n = opts.n(5, 20)
+
+    def plain() -> float:
+        with torch.no_grad():
+            return timed(lambda: model([x]))
+
+    def onnx() -> float:
+        return timed(lambda: session.run(None, feed))
+
+    def script() -> float:
+        with torch.no_grad():
+            return timed(lambda: scripted([x]))
+
+    onnx_cmp = alternate(onnx, plain, n, warmup=2)
+    ts_cmp = alternate(script, plain, n, warmup=2)
+    return {"export_onnx_ratio": onnx_cmp.summary()["pair_ratio"], "onnx": onnx_cmp.summary(),
+            "torchscript": ts_cmp.summary(), "onnx_mb": onnx_result.size_bytes / 1e6,
+            "torchscript_mb": ts_result.size_bytes / 1e6, "threads": torch.get_num_threads(),
+            "onnx_check": {"max_box_px": onnx_result.check.max_box_diff, "max_score": onnx_result.check.max_score_diff,
+                           "detections": onnx_result.check.detections},
+            "torchscript_check": {"max_box_px": ts_result.check.max_box_diff,
+                                  "max_score": ts_result.check.max_score_diff}}
+
+
 CASES = {
     "introspection": case_introspection,
     "trainer": case_trainer,
@@ -470,6 +516,7 @@ CASES = {
     "validate": case_validate,
     "baseline": case_baseline,
     "diagnose": case_diagnose,
+    "export": case_export,
 }
 
 

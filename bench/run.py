@@ -7,7 +7,7 @@ resident set size, from getrusage) with DETECTOR_WORKSPACE and TORCH_HOME pointi
 temporary folder: nothing is downloaded, nothing is written outside it. Inside a case, A and B
 alternate (A B B A ...) and each figure is a median over repeats; a ratio is the median of the
 per-pair ratios A_i / B_i (median(A) / median(B) is reported beside it as `*_medians`). Cases:
-introspection, trainer, anchors, rpn_page, anchor_click, validate, diagnose, baseline (see bench/cases.py). `--quick` uses the small settings (a few minutes on 2 CPU cores).
+introspection, trainer, anchors, rpn_page, anchor_click, validate, diagnose, baseline, export (see bench/cases.py). `--quick` uses the small settings (a few minutes on 2 CPU cores).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-CASE_ORDER = ("introspection", "trainer", "anchors", "rpn_page", "anchor_click", "validate", "diagnose", "baseline")
+CASE_ORDER = ("introspection", "trainer", "anchors", "rpn_page", "anchor_click", "validate", "diagnose", "baseline", "export")
 HEADLINE = {  # figure -> (case, unit, what it means)
     "introspection_overhead": ("introspection", "x", "inspect() / model(images), demo model, 480x360 image"),
     "trainer_overhead": ("trainer", "x", "engine / bare torch loop, s per iteration, in lockstep"),
@@ -38,6 +38,7 @@ HEADLINE = {  # figure -> (case, unit, what it means)
     "diagnose_ratio": ("diagnose", "x", "diagnose / evaluate, same N synthetic images, demo model (goal <= 1.2)"),
     "tuner_box_knob_ratio": ("diagnose", "x", "one box-knob tuner setting, cached images / evaluate (goal <= 0.25)"),
     "tuner_rpn_knob_ratio": ("diagnose", "x", "one RPN-knob tuner setting, cached images / evaluate (goal <= 0.25)"),
+    "export_onnx_ratio": ("export", "x", "demo model at 640x480: onnxruntime / model(images), CPU"),
 }
 
 

@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         best = best_point(points)
         tuned = {**knobs, **(best.knobs if best else {})}
         try:
-            path = save_tuned_checkpoint(source, args.save_checkpoint, tuned)
+            path = save_tuned_checkpoint(loaded.source, args.save_checkpoint, tuned)
         except (checkpoints.CheckpointError, OSError) as exc:
             raise CliError(f"{args.save_checkpoint}: {exc}") from None
         report["saved_checkpoint"] = {"path": str(path), "knobs": tuned}
