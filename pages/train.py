@@ -9,7 +9,7 @@ from detector import runs
 from detector.viz.training import COMPARABLE, comparison_figure
 from ui.hard_examples import render_hard_examples
 from ui.inputs import follow_default
-from ui.links import page_url
+from ui.links import model_param, page_url
 from ui.live_curves import render_curves
 from ui.model import current_device
 from ui.model_export import render_export
@@ -103,6 +103,8 @@ elif state == "failed":
     st.error(f"The run failed: {status.error or 'see the log below'}", icon=ICONS[state])
 elif state == "stopped":
     st.info("Stopped on request. Resume continues from the last checkpoint.", icon=ICONS[state])
+elif state == "done" and status.extra.get("reason"):
+    st.caption(f"Finished: {status.extra['reason']}.")  # all epochs, or the early stop and its best epoch
 
 live = st.toggle("Refresh live", True, key="train_live", disabled=not active,
                  help=f"While the run trains, the curves and the RPN snapshots re-read what is new every {REFRESH_S:g} s.")
@@ -155,7 +157,7 @@ def live_view() -> None:
                 col.caption(f"No {which}.pt yet.")
         if state == "done" and runs.best_checkpoint(run_dir) is not None:
             st.markdown("**Export the trained model**")
-            render_export(str(run_dir), current.name, "train_export")
+            render_export(model_param(run_dir), current.name, "train_export")
         st.code("\n".join(runs.log_tail(run_dir, lines=40)) or "(the log is empty)", language=None, height=320)
         st.caption(f"The last lines of {runs.log_path(run_dir)}.")
 

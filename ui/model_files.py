@@ -15,8 +15,8 @@ from pathlib import Path
 import streamlit as st
 
 from detector import checkpoints, models, weights
-from detector.workspace import uploads_dir
-from ui.links import model_param, models_dir
+from detector.workspace import models_dir, uploads_dir
+from ui.links import model_param
 from ui.model import MODEL_KEY
 
 RECORDED = "(recorded in the file)"
@@ -47,7 +47,7 @@ def _add_checkpoint() -> None:
     except (checkpoints.CheckpointError, ValueError) as exc:
         st.session_state[_MESSAGE] = ("error", str(exc))
         return
-    st.session_state[MODEL_KEY] = str(stored)  # before the picker is drawn: a callback may set it
+    st.session_state[MODEL_KEY] = model_param(stored)  # `upload:<file>`; a callback may set it before the picker
     st.query_params["model"] = model_param(stored)
     st.session_state[_MESSAGE] = ("success", f"Stored as {stored.name} and chosen.")
 
