@@ -77,17 +77,16 @@ h1.caption(f"Dataset **{run_config.get('data', '?')}**; {config_summary(run_conf
            + (f"; training on {status.extra['device']}" if status.extra.get("device") else ""))
 if active:
     stopping = runs.stop_requested(run_dir) or state == "stopping"
-    if h2.button("Stop", key="train_stop", icon=":material/stop:", disabled=stopping,
-                 help="Asks the run to stop cleanly: it saves a checkpoint at the next step and exits; Resume continues."):
-        runs.request_stop(run_dir)
-        st.rerun()
+    # callbacks run before the rerun's script, so a click counts even if a live refresh interrupts that rerun
+    h2.button("Stop", key="train_stop", icon=":material/stop:", disabled=stopping, on_click=runs.request_stop,
+              args=(run_dir,), help="Asks the run to stop cleanly: it saves a checkpoint at the next step and exits; "
+              "Resume continues.")
     if stopping:
         h3.caption("Stop requested: waiting for the next step.")
 elif status.resumable and runs.checkpoint_path(run_dir, "last").is_file():
-    if h2.button("Resume", key="train_resume", icon=":material/play_arrow:", type="primary",
-                 help="Continues from checkpoints/last.pt: same optimizer, schedule and step count."):
-        runs.start_training(run_dir, resume=True)
-        st.rerun()
+    h2.button("Resume", key="train_resume", icon=":material/play_arrow:", type="primary",
+              on_click=partial(runs.start_training, run_dir, resume=True),
+              help="Continues from checkpoints/last.pt: same optimizer, schedule and step count.")
 elif status.resumable:
     if h2.button("Start again", key="train_again", icon=":material/replay:",
                  help="No checkpoint to resume from: starts a new run with the same settings."):

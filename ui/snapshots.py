@@ -43,6 +43,31 @@ def contrast_over_epochs(run_dir: Path, epochs: list[int], which: int) -> tuple[
     return seen, inside, outside
 
 
+PINNED_KEY = "_train_snap_pinned"  # session_state: run name -> the epoch the user moved the slider to
+
+
+def _epoch_key(run_name: str, epochs: list[int]) -> str:
+    # a new slider whenever an epoch arrives: a value the browser still holds for the old one (a
+    # live refresh racing the page) can then never pass for the user's choice
+    return f"{EPOCH_KEY}@{run_name}#{len(epochs)}"
+
+
+def followed_epoch(run_name: str, epochs: list[int]) -> int:
+    """The epoch the slider shows: the one the user moved it to, else the latest."""
+    pinned = st.session_state.get(PINNED_KEY, {}).get(run_name)
+    return pinned if pinned in epochs else epochs[-1]
+
+
+def _pin(run_name: str, epochs: list[int]) -> None:
+    """The user moved the slider: keep that epoch, or follow again when it is the latest."""
+    value = st.session_state.get(_epoch_key(run_name, epochs))
+    pins = st.session_state.setdefault(PINNED_KEY, {})
+    if value is None or value == epochs[-1]:
+        pins.pop(run_name, None)
+    else:
+        pins[run_name] = value
+
+
 def render_rpn_snapshots(run_dir: Path, run_name: str) -> None:
     """The tab's content: epoch slider, image and level pickers, three panels, the contrast curve."""
     epochs = runs.list_snapshots(run_dir)
@@ -52,10 +77,10 @@ def render_rpn_snapshots(run_dir: Path, run_name: str) -> None:
         return
     c1, c2, c3 = st.columns([3, 2, 2])
     if len(epochs) > 1:
-        follow_default(EPOCH_KEY, epochs[-1], options=run_name)  # the latest, until the user moves it
-        epoch = int(c1.select_slider("Epoch", epochs, key=EPOCH_KEY,
+        epoch = int(c1.select_slider("Epoch", epochs, value=followed_epoch(run_name, epochs), on_change=_pin,
+                                     args=(run_name, epochs), key=_epoch_key(run_name, epochs),
                                      help="0 is the model before any training step. Follows the latest epoch "
-                                     "while the run trains, unless you move it."))
+                                     "while the run trains, unless you move it (back to the end follows again)."))
     else:
         epoch = epochs[0]
         c1.caption(f"Epoch {epoch} (the model before any training step)" if epoch == 0 else f"Epoch {epoch}")

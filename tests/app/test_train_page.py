@@ -104,14 +104,16 @@ def test_start_a_tiny_run_and_watch_the_curves_grow(dataset):
     assert _metric(at, "Epoch") == "3/3" and _metric(at, "Step") == "18 / 18"
     assert "validation mAP per epoch" in _chart(at, "train_val_chart").proto.spec
     # watch the RPN learn: snapshots of epochs 0..3, the slider picks one
-    assert at.select_slider(key="train_snap_epoch").options == ["0", "1", "2", "3"]
-    assert at.select_slider(key="train_snap_epoch").value == 3  # follows the latest epoch
+    assert at.select_slider[0].label == "Epoch" and at.select_slider[0].options == ["0", "1", "2", "3"]
+    assert at.select_slider[0].value == 3  # follows the latest epoch
     snap = runs.read_snapshot(run_dir, 3)
     shown = snap.images[at.selectbox(key="train_snap_image").value]
     assert len(shown.gt_boxes) or not any(len(im.gt_boxes) for im in snap.images)  # opens on an image with boxes
-    at.select_slider(key="train_snap_epoch").set_value(0).run()
+    at.select_slider[0].set_value(0).run()
     assert not at.exception
     assert "objectness, epoch 0" in _chart(at, "train_snap_obj").proto.spec
+    at.run()  # the user's choice sticks
+    assert at.select_slider[0].value == 0
 
 
 def test_cli_run_appears_resumes_when_interrupted_and_shows_hard_examples(dataset):
