@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+import json
 import shutil
 
 from detector.scenes import make_scene
 from tests.app.conftest import app_test
-from ui.links import models_dir
+from ui.links import models_dir, page_url
+from ui.model import model_label
 
 
 def _png(seed: int) -> bytes:
@@ -57,6 +59,20 @@ def test_uploads_bad_files_filters_and_compare(tiny_checkpoint):
     assert counts["count"].sum() == len(at.dataframe[0].value)
     at.toggle(key="compare_run").set_value(True).run()
     assert not at.exception
+    # two figures side by side, each titled with its model and its detections on the chosen image
+    # (the same count as the table's rows for that image at this threshold), each linking to /rpn
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    titles = [sp["layout"].get("title", {}).get("text", "") for sp in specs]
+    image = at.selectbox(key="compare_image").value
+    model_a, model_b = at.selectbox(key="compare_a").value, at.selectbox(key="compare_b").value
+    label_a, label_b = model_label(model_a), model_label(model_b)
+    rows = at.dataframe[0].value
+    n_a = int((rows["image"] == image).sum())
+    assert f"{label_a}: {n_a}" in titles
+    assert any(t.startswith(f"{label_b}: ") for t in titles)
+    links = [m.value for m in at.markdown if "in the RPN inspector" in m.value]
+    assert any(page_url("rpn", model=model_a) in m for m in links)
+    assert any(page_url("rpn", model=model_b) in m for m in links)
 
 
 def _other_classes_checkpoint(session_tmp) -> str:

@@ -1,9 +1,4 @@
-"""detector.engine and `python -m detector train/evaluate`: tiny real trainings on synthetic data.
-
-One session-scoped run (through the CLI, from a config.json as the training page writes it) is
-shared by the assertions on the run folder; the fault paths (STOP, kill -9 + resume, NaN, out of
-memory, the device lock, DDP) each run a few iterations at a small input size.
-"""
+"""detector.engine and `python -m detector train/evaluate`: tiny real trainings on synthetic data."""
 
 from __future__ import annotations
 
@@ -20,18 +15,25 @@ import pytest
 import torch
 
 from detector import engine, runs, snapshots, training_data
+from detector.checkpoints import load_model, read_checkpoint
 from detector.cli import main as cli_main
 from detector.data.synthetic import write_synthetic
-from detector.checkpoints import load_model, read_checkpoint
 from detector.models import DEMO_ARCH
 from detector.train_config import TrainConfig
 
+
 ROOT = Path(__file__).resolve().parents[2]
+
+
 LOSSES = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
+
+
 # small and fast: 64..128 px inputs, few proposals
 TINY = {"min_size": 96, "max_size": 128, "rpn_pre_nms_top_n_train": 200, "rpn_post_nms_top_n_train": 100,
         "rpn_pre_nms_top_n_test": 100, "rpn_post_nms_top_n_test": 50, "box_batch_size_per_image": 64,
         "rpn_batch_size_per_image": 64}
+
+
 TINIER = {**TINY, "min_size": 64, "max_size": 96}
 
 
@@ -61,9 +63,6 @@ def trained_run(dataset) -> Path:
     run_dir = runs.create_run(config.to_dict(), name="engine-session")
     assert cli_main(["train", "--out", str(run_dir), "--epochs", "2"]) == 0  # the flag overrides config.json
     return run_dir
-
-
-# ---------------------------------------------------------------- the shared run
 
 
 def test_run_folder_describes_itself(trained_run):
@@ -130,9 +129,6 @@ def test_evaluate_cli_matches_the_runs_own_validation(trained_run, dataset, caps
     assert set(out) >= {"mAP", "mAP50", "mAP75", "per_class", "images"}
 
 
-# ---------------------------------------------------------------- learning and validation
-
-
 def test_loss_falls_on_a_tiny_set_it_can_overfit(small, tmp_path):
     config = _config(small, epochs=10, lr=0.01, warmup_iters=2, max_val_images=0, snapshot_images=0,
                      hflip=False, lr_steps=(100,))
@@ -190,9 +186,6 @@ def test_init_from_a_checkpoint_replaces_the_box_predictor_only_when_classes_dif
     assert torch.equal(same.model.state_dict()[key], ckpt["state_dict"][key])
     with pytest.raises(engine.TrainingFailed, match="checkpoint"):
         engine.build_training_model(TrainConfig(init=str(trained_run), model="fasterrcnn_resnet50_fpn"), ("a",))
-
-
-# ---------------------------------------------------------------- faults
 
 
 def test_stop_file_ends_cleanly_and_resume_continues_mid_epoch(small, tmp_path):
@@ -330,24 +323,6 @@ def test_cli_refuses_bad_requests_with_one_line(dataset, tmp_path, capsys):
         assert expected.lower() in err.lower() and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
 
 
-# ---------------------------------------------------------------- pieces
-
-
-def test_grouped_batches_are_equal_per_rank_homogeneous_and_resumable():
-    groups = [0, 1, 0, 0, 1, 1, 0, 1, 0, 0, 0]
-    samplers = [training_data.GroupedBatchSampler(groups, 2, seed=1, rank=r, world_size=2) for r in range(2)]
-    batches = [s.batches() for s in samplers]
-    assert len(batches[0]) == len(batches[1]) == len(samplers[0]) == 3
-    seen = [i for b in batches for batch in b for i in batch]
-    assert set(seen) == set(range(len(groups)))  # every image, one padded repeat at most
-    full = [b for b in batches[0] if len(b) == 2]
-    assert all(len({groups[i] for i in b}) == 1 for b in full[:-1])
-    samplers[0].set_epoch(1, skip=2)
-    assert list(samplers[0]) == batches[0][2:]
-    samplers[0].set_epoch(2)
-    assert samplers[0].batches() != batches[0]  # reshuffled per epoch
-
-
 def test_learning_rate_warms_up_then_steps_down():
     config = TrainConfig(epochs=3, warmup_iters=4, warmup_factor=0.01, lr_steps=(2,))
     factor = engine.lr_factor(config, iters_per_epoch=10)
@@ -366,9 +341,6 @@ def test_config_round_trips_through_json_and_checks_fields():
         TrainConfig.from_dict({"data": "d", "learning_rate": 1})
     with pytest.raises(ValueError, match="optimizer"):
         TrainConfig(optimizer="lbfgs").checked()
-
-
-# ---------------------------------------------------------------- multi-process
 
 
 def test_ddp_two_processes_with_gloo(dataset, tmp_path):

@@ -3,8 +3,7 @@
 The weight file is made the way torchvision's are: a detection builder's state_dict with its
 backbone in FrozenBatchNorm2d (what the builders use with pretrained weights), saved with
 torch.save and named `<stem>-<first 8 hex digits of its sha256>.pth` (torch.hub's check_hash rule).
-TORCH_HOME is a temporary folder (tests/conftest.py and monkeypatch here).
-"""
+TORCH_HOME is a temporary folder (tests/conftest.py and monkeypatch here)."""
 
 from __future__ import annotations
 
@@ -16,18 +15,15 @@ import pytest
 import torch
 from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_320_fpn
 
+from detector import checkpoints, models, weights
 from detector.cli import main
 from detector.models import build_model, freeze_batchnorm
-from detector.weights import (
-    WeightsFileRefused,
-    add_weights,
-    cached_weights_path,
-    expected_weight_files,
-    weights_cache_dir,
-    weights_status,
-)
+from detector.weights import WeightsFileRefused, add_weights, cached_weights_path, expected_weight_files, weights_cache_dir, weights_status
+
 
 ARCH = "fasterrcnn_mobilenet_v3_large_320_fpn"
+
+
 STEM = "fasterrcnn_mobilenet_v3_large_320_fpn"
 
 
@@ -112,3 +108,10 @@ def test_the_expected_names_are_torchvisions_urls():
 
     url = FasterRCNN_MobileNet_V3_Large_320_FPN_Weights.COCO_V1.url
     assert expected_weight_files()[os.path.basename(url)] == ARCH
+
+
+def test_no_weights_cached_in_tests_and_pretrained_request_fails_fast():
+    status = weights.weights_status("fasterrcnn_resnet50_fpn")
+    assert not status.cached and "random weights" in status.message
+    with pytest.raises(weights.WeightsUnavailable, match="no COCO weights"):
+        models.build_model("fasterrcnn_resnet50_fpn", weights="coco")

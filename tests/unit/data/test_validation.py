@@ -1,17 +1,19 @@
-"""Each problem the issue lists is reported with its file and line or id, and training applies
-exactly the action the report announces."""
+"""detector.data.validation: each problem reported with its file and line or id; training applies exactly the reported fixes."""
 
 from __future__ import annotations
 
 import io
 import json
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from detector.data import load_dataset, prepare_for_training
-from detector.data.validation import decode_problems
+from detector.data.synthetic import write_synthetic
+from detector.data.validation import box_problem, decode_problems
 
 
 def tiny_image(path: Path, size=(64, 48)) -> None:
@@ -166,3 +168,34 @@ def test_decoding_problems_found_later_are_reported_the_same_way(tmp_path):
     assert [(p.file, p.id, p.action) for p in late] == [("images/truncated.png", 2, "image left out")]
     records, fixes = prepare_for_training(ds, decode=True)
     assert [r.file for r in records] == ["images/good.png"] and fixes[0]["stage"] == "decode"
+
+
+def test_sub_hundredth_pixel_crossing_is_rounding_not_a_problem():
+    assert box_problem((-0.00016, 58, 121, 179), 320, 240, file="labels/a.txt", line=1) is None
+
+
+def test_a_real_crossing_is_reported_with_its_location_and_fix():
+    p = box_problem((-3.0, 58, 121, 179), 320, 240, file="labels/a.txt", line=4)
+    assert p is not None and p.line == 4 and p.file == "labels/a.txt"
+    assert "outside the 320x240 image" in p.message and p.action.startswith("box clipped")
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height, with almost no pixel data (a decompression bomb)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+def test_decompression_bomb_image_is_left_out_by_its_header(tmp_path):
+    write_synthetic(tmp_path, images=2, seed=1, format="yolo", width=64, height=48)
+    (tmp_path / "images" / "bomb.png").write_bytes(png_header_only(40_000, 40_000))  # 1.6 gigapixels
+    ds = load_dataset(tmp_path)
+    bomb = [p for p in ds.problems if p.file == "images/bomb.png"]
+    assert len(bomb) == 1 and bomb[0].action == "image left out" and "large" in bomb[0].message
+    assert len(ds.records) == 2 and ds.usable
+    over_limit = tmp_path / "images" / "bomb.png"
+    over_limit.write_bytes(png_header_only(10_000, 6_000))  # 60 MP: under PIL's guard, over ours
+    ds = load_dataset(tmp_path)
+    assert any(p.file == "images/bomb.png" and "over the limit" in p.message for p in ds.problems)

@@ -1,25 +1,16 @@
-"""Training page helpers: smoothing, progress, objectness contrast, hard-example ranking, figures by data."""
+"""detector.viz.training: smoothing, objectness contrast and the training figures, checked by their data."""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from detector.hard_examples import ScoredImage, hardest
-from detector.run_progress import estimate_progress, format_duration
 from detector.runs import SnapshotImage
 from detector.viz.training import (
-    comparison_figure,
-    ema,
-    loss_figure,
-    objectness_contrast,
-    snapshot_detections_figure,
-    snapshot_objectness_figure,
-    snapshot_proposals_figure,
-    validation_figure,
+    comparison_figure, ema, loss_figure, objectness_contrast, snapshot_detections_figure, snapshot_objectness_figure,
+    snapshot_proposals_figure, validation_figure,
 )
 
 
@@ -39,20 +30,6 @@ def test_ema_matches_hand_computed_values_and_skips_gaps():
         ema([1.0], 1.0)
 
 
-def test_progress_counts_steps_per_epoch_and_time_left():
-    p = estimate_progress(_rows(7, per_epoch=3), epochs=4)
-    assert (p.epoch, p.step, p.steps_per_epoch, p.total_steps) == (3, 7, 3, 12)
-    assert p.seconds_per_step == pytest.approx(0.5)
-    assert p.eta_s == pytest.approx((12 - 7) * 0.5)
-    assert p.fraction == pytest.approx(7 / 12)
-    # before an epoch is complete only a hint can say how long an epoch is
-    early = estimate_progress(_rows(2, per_epoch=3), epochs=4)
-    assert early.steps_per_epoch is None and early.eta_s is None
-    assert estimate_progress(_rows(2, per_epoch=3), epochs=4, steps_per_epoch_hint=3).total_steps == 12
-    assert estimate_progress([], epochs=4).step == 0
-    assert format_duration(3725) == "1 h 02 min" and format_duration(65) == "1 min 05 s" and format_duration(None) == "—"
-
-
 def _snap(heat: np.ndarray, boxes: list[list[float]]) -> SnapshotImage:
     empty = np.zeros((0, 4), np.float32)
     return SnapshotImage("a.png", 40, 40, np.array(boxes, np.float32).reshape(-1, 4), np.ones(len(boxes), np.int64),
@@ -68,20 +45,6 @@ def test_objectness_contrast_separates_cells_on_and_off_the_object():
     # a box smaller than a cell still counts the cell it overlaps
     inside, _ = objectness_contrast(_snap(heat, [[2, 2, 5, 5]]))
     assert inside == pytest.approx(0.9)
-
-
-def _scored(name: str, loss: float, ap: float | None) -> ScoredImage:
-    z = np.zeros((0, 4), np.float32)
-    losses = {"loss_classifier": loss, "loss_box_reg": 0.0, "loss_objectness": 0.0, "loss_rpn_box_reg": 0.0}
-    return ScoredImage(name, Path("."), 10, 10, losses, ap, ap, z, np.zeros(0, np.int64), z, np.zeros(0), np.zeros(0))
-
-
-def test_hardest_ranks_by_loss_or_by_own_ap():
-    images = [_scored("a", 0.5, 0.9), _scored("b", 2.0, 0.6), _scored("c", 1.0, None), _scored("d", 0.1, 0.1)]
-    assert [s.file for s in hardest(images, "loss", k=3)] == ["b", "c", "a"]
-    assert [s.file for s in hardest(images, "ap", k=3)] == ["d", "b", "a"]  # no ground truth: no AP, left out
-    with pytest.raises(ValueError):
-        hardest(images, "nonsense")
 
 
 def test_loss_figure_draws_raw_and_smoothed_and_zooms_to_a_window():

@@ -1,34 +1,14 @@
-"""detector.anchor_grids, anchor_matching and anchor_fitness against torchvision's own AnchorGenerator, transform and RPN matcher."""
+"""detector.anchor_grids against torchvision's own AnchorGenerator and transform."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from torchvision.ops import box_iou
 
-from detector import anchor_fitness, anchor_grids, anchor_matching
+from detector import anchor_grids
 from detector.models import MODEL_NAMES, build_model
-
-SMALL = dict(min_size=128, max_size=200)  # tiny inputs: fast on 2 cores
-
-
-@pytest.fixture(scope="session")
-def mobilenet():
-    return build_model("fasterrcnn_mobilenet_v3_large_320_fpn", weights="none", **SMALL).eval()
-
-
-def torchvision_anchors(model, width: int, height: int):
-    """What the RPN itself sees: the transform's image list, the backbone's features, the generator."""
-    image = torch.rand(3, height, width)
-    with torch.no_grad():
-        image_list, _ = model.transform([image])
-        features = list(model.backbone(image_list.tensors).values())
-        anchors = model.rpn.anchor_generator(image_list, features)[0]
-    return image_list, features, anchors
-
-
-# ---------------------------------------------------------------- grids
+from tests.unit.conftest import SMALL, torchvision_anchors
 
 
 def test_tiny_feature_map_written_out_by_hand():
@@ -120,14 +100,6 @@ def test_model_anchor_grid_after_set_anchors(mobilenet):
     assert grid.levels[0].anchors_per_location == 4
 
 
-def test_frames_round_trip(mobilenet):
-    grid = anchor_grids.anchor_grid(anchor_grids.model_source(mobilenet), (300, 200))
-    boxes = np.array([[10.0, 20.0, 110.0, 90.0], [0.0, 0.0, 300.0, 200.0]])
-    inp = grid.frame.to_input(boxes).numpy()
-    assert inp[1].tolist() == pytest.approx([0, 0, grid.resized_size[0], grid.resized_size[1]], abs=1e-3)
-    assert grid.frame.to_original(inp).numpy() == pytest.approx(boxes, abs=1e-3)
-
-
 def test_cell_centres_and_nearest_cell(mobilenet):
     grid = anchor_grids.anchor_grid(anchor_grids.model_source(mobilenet), (190, 150))
     lv = grid.levels[0]
@@ -145,107 +117,6 @@ def test_cell_centres_and_nearest_cell(mobilenet):
     assert step == 1 and len(boxes) == lv.grid[0] * lv.grid[1]
     with pytest.raises(ValueError, match="outside"):
         anchor_grids.anchors_at(grid, 0, lv.grid[1], 0)
-
-
-# ---------------------------------------------------------------- matching
-
-
-def test_labels_match_assign_targets_to_anchors(mobilenet):
-    model = build_model("fasterrcnn_mobilenet_v3_large_320_fpn", weights="none", anchor_sizes=[[16, 32, 64, 128]] * 3,
-                        **SMALL).eval()
-    image_list, _, anchors = torchvision_anchors(model, 200, 160)
-    grid = anchor_grids.anchor_grid(anchor_grids.model_source(model), (200, 160))
-    assert torch.equal(grid.anchors, anchors)
-    # overlapping boxes, a tiny one and a thin one: low-quality matches and ties matter
-    gt = torch.tensor([[10.0, 12.0, 90.0, 70.0], [30.0, 20.0, 100.0, 75.0], [150.0, 90.0, 158.0, 97.0],
-                       [5.0, 100.0, 190.0, 112.0]])
-    labels, _ = model.rpn.assign_targets_to_anchors([anchors], [{"boxes": gt}])
-    match = anchor_matching.match_anchors(grid, gt)
-    assert torch.equal(match.labels.to(torch.float32), labels[0])
-    iou = box_iou(gt, anchors)
-    assert torch.equal(match.best_iou_per_gt, iou.max(1).values)
-    # a box has no positive anchor exactly when no positive anchor is matched to it
-    positive_gt = set(match.matched_gt[match.labels == 1].tolist())
-    assert set(match.gt_without_positive.tolist()) == set(range(len(gt))) - positive_gt
-    assert match.counts["positive"] + match.counts["negative"] + match.counts["ignored"] == grid.total
-
-
-def test_no_ground_truth_means_all_negative(mobilenet):
-    grid = anchor_grids.anchor_grid(anchor_grids.model_source(mobilenet), (100, 80))
-    match = anchor_matching.match_anchors(grid, np.zeros((0, 4)))
-    assert match.counts == {"positive": 0, "negative": grid.total, "ignored": 0}
-
-
-def test_minibatch_is_seeded_and_balanced(mobilenet):
-    grid = anchor_grids.anchor_grid(anchor_grids.model_source(mobilenet), (200, 160))
-    match = anchor_matching.match_anchors(grid, [[10.0, 10.0, 120.0, 100.0], [100.0, 50.0, 180.0, 150.0]])
-    before = torch.get_rng_state()
-    a = anchor_matching.sample_minibatch(match, seed=3)
-    assert torch.equal(before, torch.get_rng_state())  # global RNG untouched
-    b = anchor_matching.sample_minibatch(match, seed=3)
-    assert a.positive.tolist() == b.positive.tolist() and a.negative.tolist() == b.negative.tolist()
-    labels = match.labels.numpy()
-    assert (labels[a.positive] == 1).all() and (labels[a.negative] == 0).all()
-    assert len(a.positive) == min(128, match.counts["positive"])
-    assert len(a.positive) + len(a.negative) == 256
-
-
-# ---------------------------------------------------------------- fitness
-
-
-@pytest.mark.parametrize("which", ["model", "custom"])
-def test_best_anchor_iou_equals_brute_force(mobilenet, which):
-    source = anchor_grids.model_source(mobilenet) if which == "model" else anchor_grids.custom_source([[24, 48], [96]], [0.5, 1, 2.5], [8, 32])
-    grid = anchor_grids.anchor_grid(source, (190, 150))
-    rng = np.random.default_rng(1)
-    xy = rng.uniform(-20, 200, (300, 2))
-    wh = rng.uniform(2, 180, (300, 2))
-    boxes = torch.tensor(np.concatenate([xy, xy + wh], 1), dtype=torch.float32)
-    brute = box_iou(boxes, grid.anchors).max(1).values.numpy()
-    assert anchor_fitness.best_anchor_iou(grid, boxes) == pytest.approx(brute, abs=1e-6)
-
-
-def test_fitness_on_a_hand_made_case():
-    # one level, stride 16, one 32 x 32 anchor per cell, no resize: a 64 x 64 image has centres 0, 16, 32, 48
-    source = anchor_grids.custom_source([[32]], [1.0], [16])
-    boxes = [[0, 0, 32, 32],  # exactly the anchor at (16, 16): IoU 1
-             [8, 8, 24, 24],  # 16 x 16 inside that anchor: IoU 256 / 1024 = 0.25
-             [0, 0, 32, 64]]  # 32 x 64 centred at (16, 32): the anchor there covers half, IoU 0.5
-    fit = anchor_fitness.fitness(source, [(64, 64, boxes), (64, 64, [])])
-    assert fit.images == 2 and fit.boxes == 3
-    assert fit.best_iou.tolist() == pytest.approx([1.0, 0.25, 0.5])
-    assert fit.recall == pytest.approx({"0.3": 2 / 3, "0.5": 2 / 3, "0.7": 1 / 3})
-    small, medium, large = fit.by_size
-    assert (small.boxes, medium.boxes, large.boxes) == (1, 2, 0)  # areas 1024 (= 32^2: medium), 256, 2048
-    assert small.recall["0.3"] == 0.0 and medium.recall["0.7"] == 0.5
-    ratios = {b.name.split(" ")[0]: b.boxes for b in fit.by_ratio}
-    assert ratios["square-ish"] == 2 and ratios["portrait"] == 1
-    assert sum(fit.histogram[1]) == 3
-    out = fit.to_dict()
-    assert out["boxes"] == 3 and set(out["recall"]) == {"0.3", "0.5", "0.7"}
-
-
-def test_fitness_uses_the_resized_frame():
-    # short side 32 -> 64: a 16 x 16 box at the origin becomes 32 x 32, exactly an anchor
-    source = anchor_grids.custom_source([[32]], [1.0], [16], min_size=64, max_size=64)
-    fit = anchor_fitness.fitness(source, [(32, 32, [[0, 0, 16, 16]])])
-    assert fit.best_iou.tolist() == pytest.approx([1.0])
-    assert fit.by_size[0].boxes == 1  # COCO size uses the original area (256 px)
-
-
-def test_suggestions_raise_recall_and_keep_counts():
-    source = anchor_grids.custom_source([[32]], [1.0], [16])
-    # 45 x 45 squares on cell centres: the 32 x 32 anchor reaches IoU 1024 / 2025 = 0.51 only
-    boxes = [[c - 22.5, c - 22.5, c + 22.5, c + 22.5] for c in (32.0, 48.0, 64.0)]
-    images = [(96, 96, boxes)]
-    fit = anchor_fitness.fitness(source, images)
-    assert fit.recall["0.7"] == 0.0
-    sugg = anchor_fitness.suggestions(fit, source, images)
-    best = sugg[0]
-    assert best.sizes == ((45,),) and best.recall["0.7"] == 1.0
-    assert all(s.fits_pretrained_head for s in sugg)
-    more = anchor_fitness.what_if(fit, source, images, [[32, 45]], [1.0])
-    assert not more.fits_pretrained_head and more.anchors_per_location == (2,)
 
 
 def test_bad_anchor_sets_are_refused():
