@@ -165,3 +165,12 @@ def test_run_names_are_plain_folder_names():
     made = runs.create_run({"data": "shapes"}, name="named-run")
     assert made == runs.runs_dir() / "named-run"
     assert "exists already" in runs.run_name_problem("named-run")
+
+
+def test_heartbeat_says_stopping_once_a_stop_is_asked_for(tmp_path):
+    keeper = runs.StatusKeeper(tmp_path, True, state="running", pid=os.getpid(), epoch=1, step=3)
+    keeper.write()
+    assert runs.read_status(tmp_path).state == "running"
+    runs.request_stop(tmp_path)
+    keeper.write()
+    assert runs.read_status(tmp_path).state == "stopping" and not runs.read_status(tmp_path).interrupted

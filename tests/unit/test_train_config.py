@@ -3,6 +3,7 @@ short runs steps at the full learning rate."""
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import fields
 
@@ -86,3 +87,12 @@ def test_the_learning_rate_waits_for_an_auto_batch_to_be_resolved():
         TrainConfig(batch_size="auto").base_lr()
     assert TrainConfig(batch_size="auto").replace(batch_size=32).base_lr() == pytest.approx(0.04)
     assert TrainConfig(batch_size="auto", lr=0.01).base_lr() == 0.01
+
+
+def test_config_round_trips_through_json_and_checks_fields():
+    config = TrainConfig(data="d", epochs=3, lr_steps=(2,), model_kwargs={"min_size": 128})
+    assert TrainConfig.from_dict(json.loads(config.to_json())) == config
+    with pytest.raises(ValueError, match="unknown config field"):
+        TrainConfig.from_dict({"data": "d", "learning_rate": 1})
+    with pytest.raises(ValueError, match="optimizer"):
+        TrainConfig(optimizer="lbfgs").checked()
