@@ -59,7 +59,7 @@ class RPNStage:
     """The expensive part, computed once per image batch: everything up to decoded proposals.
 
     Tensors stay on the model's device (heads re-run from them); shapes name N images, A anchors
-    per location, (H, W) the level's grid, T the total number of anchors.
+    per location, (rows, columns) the level's feature map, T the total number of anchors.
     """
 
     frames: tuple[ImageFrame, ...]

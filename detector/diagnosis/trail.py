@@ -34,7 +34,7 @@ class ImageTrail:
     file: str  # as in the dataset's records
     width: int
     height: int
-    input_size: tuple[int, int]  # (H, W) after the model's resize
+    resized_size: tuple[int, int]  # (W, H) after the model's resize (detector.frames)
     gt_boxes: np.ndarray  # (G, 4) float64
     gt_labels: np.ndarray  # (G,) the model's 1-based class ids
     boxes: np.ndarray  # (D, 4) detections, float64, as model(images) returns them
@@ -147,7 +147,7 @@ def trail_of(model: FasterRCNN, inspection: Inspection, i: int, file: str, gt_bo
     det = inspection.detections[i]
     return ImageTrail(
         file=file, width=int(frame.original_size[0]), height=int(frame.original_size[1]),
-        input_size=(int(frame.resized_size[1]), int(frame.resized_size[0])),
+        resized_size=(int(frame.resized_size[0]), int(frame.resized_size[1])),
         gt_boxes=gt.numpy(), gt_labels=gl,
         boxes=det.boxes.double().numpy(), scores=det.scores.double().numpy(), labels=det.labels.numpy().astype(np.int64),
         best_iou_pre_nms=pre, best_iou_after_nms=after, best_iou_rois=rois_iou, best_anchor_iou=anchor_iou,

@@ -26,7 +26,7 @@ def make_trail(file="img.jpg", gt=(), gt_labels=(), boxes=(), scores=(), labels=
     r = refined_iou.shape[1] if refined_iou.ndim == 2 else 1
     refined_iou = refined_iou.reshape(g, r)
     return ImageTrail(
-        file=file, width=width, height=height, input_size=(height, width), gt_boxes=gt,
+        file=file, width=width, height=height, resized_size=(width, height), gt_boxes=gt,
         gt_labels=np.asarray(gt_labels, dtype=np.int64).reshape(-1),
         boxes=np.asarray(boxes, dtype=np.float64).reshape(-1, 4), scores=np.asarray(scores, dtype=np.float64),
         labels=np.asarray(labels, dtype=np.int64).reshape(-1),
