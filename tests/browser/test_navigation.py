@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from tests.browser.conftest import ROOT, assert_no_exception, wait_for_app
+from ui.router import PAGES as ROUTER_PAGES
 
 pytestmark = pytest.mark.browser
 
-PAGES = {"": "pages/home.py", "anchors": "pages/anchors.py", "rpn": "pages/rpn.py", "data": "pages/data.py",
-         "train": "pages/train.py", "detect": "pages/detect.py"}
+PAGES = {p.url: p.file for p in ROUTER_PAGES}  # the router's own list (ui.router.PAGES)
 
 
 def test_every_page_renders(app_url, page, session_tmp):
