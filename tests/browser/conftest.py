@@ -91,3 +91,25 @@ def assert_no_exception(page) -> None:
     """No Streamlit exception box and no error alert on the page."""
     exceptions = page.locator("[data-testid='stException']")
     assert exceptions.count() == 0, exceptions.first.inner_text()
+
+
+def zip_folder(folder, out):
+    """A zip of `folder`'s files, paths relative to it (as a download of an export is)."""
+    import zipfile
+
+    with zipfile.ZipFile(out, "w") as zf:
+        for p in sorted(folder.rglob("*")):
+            if p.is_file():
+                zf.write(p, p.relative_to(folder).as_posix())
+    return out
+
+
+def upload_dataset(page, app_url: str, archive) -> None:
+    """Upload a dataset archive on /data and wait for its validation report."""
+    page.goto(f"{app_url}/data")
+    wait_for_app(page)
+    uploader = page.locator("[data-testid='stFileUploader']").filter(has_text="Dataset archive")
+    uploader.locator("input[type='file']").set_input_files(str(archive))
+    page.get_by_text("Validation report").wait_for(timeout=120_000)
+    wait_for_app(page, 180)
+    assert_no_exception(page)

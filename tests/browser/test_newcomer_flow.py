@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -16,8 +15,8 @@ import pytest
 from detector import runs
 from detector.scenes import make_scene
 from detector.workspace import runs_dir
-from tests.browser.conftest import ROOT, assert_no_exception, wait_for_app
-from tests.browser.test_train_flow import POINTS_JS, _step, _wait, stop_everything  # noqa: F401 (fixture)
+from tests.browser.conftest import ROOT, assert_no_exception, upload_dataset, wait_for_app, zip_folder
+from tests.browser.test_train_flow import POINTS_JS, _set_number, _step, _wait, stop_everything  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.browser
 
@@ -64,14 +63,6 @@ def roboflow_coco_export(root: Path) -> dict:
     return totals
 
 
-def _zip(folder: Path, out: Path) -> Path:
-    with zipfile.ZipFile(out, "w") as zf:
-        for p in sorted(folder.rglob("*")):
-            if p.is_file():
-                zf.write(p, p.relative_to(folder).as_posix())
-    return out
-
-
 def _metric(page, label: str) -> str:
     box = page.locator("[data-testid='stMetric']").filter(has_text=label).first
     return box.locator("[data-testid='stMetricValue']").inner_text().strip()
@@ -83,13 +74,6 @@ def _shot(page, name: str) -> None:
     page.wait_for_timeout(2000)  # let plotly draw the charts a rerun replaced
     page.screenshot(path=str(SHOTS / name))
     page.set_viewport_size({"width": 1400, "height": 1100})
-
-
-def _set_number(page, label: str, value: int) -> None:
-    box = page.get_by_label(label, exact=True)
-    box.fill(str(value))
-    box.press("Enter")
-    wait_for_app(page)
 
 
 def _snapshot_epoch(page) -> int:
@@ -113,14 +97,7 @@ def test_newcomer_path(app_url, browser, tmp_path, stop_everything):  # noqa: F8
 def _walk(page, app_url: str, tmp_path: Path) -> None:
     # ---- /data: upload the export as downloaded; the report counts what the export holds
     expected = roboflow_coco_export(tmp_path / "shapes-roboflow")
-    archive = _zip(tmp_path / "shapes-roboflow", tmp_path / "Shapes.v1i.coco.zip")
-    page.goto(f"{app_url}/data")
-    wait_for_app(page)
-    uploader = page.locator("[data-testid='stFileUploader']").filter(has_text="Dataset archive")
-    uploader.locator("input[type='file']").set_input_files(str(archive))
-    page.get_by_text("Validation report").wait_for(timeout=120_000)
-    wait_for_app(page, 180)
-    assert_no_exception(page)
+    upload_dataset(page, app_url, zip_folder(tmp_path / "shapes-roboflow", tmp_path / "Shapes.v1i.coco.zip"))
     assert _metric(page, "Format") == "COCO"
     assert _metric(page, "Images") == str(expected["images"])
     assert _metric(page, "Boxes") == str(expected["boxes"])
