@@ -69,7 +69,11 @@ def _add_weights() -> None:
 
 
 def render_model_files() -> None:
-    """The sidebar's "Add a model file" expander."""
+    """The sidebar's "Add a model file" expander, and what the last add did (above it: the expander
+    redraws closed when the picker's list changes)."""
+    message = st.session_state.pop(_MESSAGE, None)
+    if message:
+        getattr(st, message[0])(message[1])
     with st.expander("Add a model file", icon=":material/upload_file:"):
         kind = st.radio("What", ["Checkpoint", "COCO weight file"], horizontal=True, key="model_file_kind",
                         help="A checkpoint trained elsewhere, or the pretrained weight file torchvision downloads "
@@ -87,6 +91,3 @@ def render_model_files() -> None:
             st.file_uploader("Weight file, named as torchvision names it", type=["pth"], key="weights_file_upload",
                              help=", ".join(sorted(weights.expected_weight_files())))
             st.button("Add weights", key="weights_file_add", on_click=_add_weights)
-        message = st.session_state.pop(_MESSAGE, None)
-        if message:
-            getattr(st, message[0])(message[1])
