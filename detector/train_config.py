@@ -210,12 +210,14 @@ class TrainConfig:
     def warmup_steps(self, iters_per_epoch: int) -> int:
         """Iterations of linear warm-up actually used: `warmup_iters`, capped at one epoch and at a
         quarter of the iterations before the lr first drops (the first milestone for `step`, the
-        whole run for `cosine`), so that even a two-epoch run has steps at the full learning rate."""
+        whole run for `cosine`), so that even a two-epoch run has steps at the full learning rate;
+        a run with at least two iterations before that point still ramps over its first one."""
         if self.schedule == "step" and self.milestones():
             horizon = min(self.milestones()) * iters_per_epoch
         else:
             horizon = self.epochs * iters_per_epoch
-        return max(0, min(self.warmup_iters, iters_per_epoch - 1, horizon // 4))
+        ramp = max(horizon // 4, 1 if horizon >= 2 else 0)
+        return max(0, min(self.warmup_iters, iters_per_epoch - 1, ramp))
 
 def _count_or_auto(value: Any, least: int) -> bool:
     return value == AUTO or (isinstance(value, int) and not isinstance(value, bool) and value >= least)
