@@ -417,7 +417,8 @@ async def upload_phase(url: str, archive: Path, server_pid: int, timeout_s: floa
             before = rss_mb(server_pid)  # the page loaded (torch and the app imported): only the upload is left
             peak[0] = before
             start = time.monotonic()
-            await page.locator("[data-testid='stFileUploader'] input[type='file']").first.set_input_files(str(archive))
+            await page.get_by_test_id("stMainBlockContainer").locator(  # the page body's, not the sidebar's model-file uploader
+                "[data-testid='stFileUploader'] input[type='file']").first.set_input_files(str(archive))
             await asyncio.sleep(1.0)
             await wait_done(page, timeout_s)
             seconds = time.monotonic() - start
