@@ -6,9 +6,7 @@ from functools import partial
 import streamlit as st
 
 from detector import runs
-from detector.viz.training import COMPARABLE, comparison_figure
 from ui.hard_examples import render_hard_examples
-from ui.inputs import follow_default
 from ui.links import model_param, page_url
 from ui.live_curves import render_curves
 from ui.model import current_device
@@ -17,14 +15,14 @@ from ui.router import ensure_router
 from ui.snapshots import render_rpn_snapshots
 from ui.train_form import new_run_form
 from ui.training import (
-    checkpoint_bytes, config_summary, describe_device, list_runs, metrics_csv, metrics_tail, run_folder, run_label,
-    runs_table, select_run, selected_run, start_new_run, steps_per_epoch_hint, train_split_size,
+    checkpoint_bytes, config_summary, describe_device, list_runs, metrics_csv, metrics_tail, render_comparison,
+    render_state_note, run_label, runs_table, select_run, selected_run, start_new_run, steps_per_epoch_hint,
+    train_split_size,
 )
 
 ensure_router()
 
 REFRESH_S = 2.0
-ICONS = {"interrupted": ":material/warning:", "failed": ":material/error:", "stopped": ":material/stop_circle:"}
 
 st.title("Train")
 st.markdown(
@@ -95,15 +93,7 @@ elif status.resumable:
 if state == "done" and runs.checkpoint_path(run_dir, "last").parent.is_dir():
     h2.link_button("Diagnose", page_url("diagnose", model=run_dir, run=current.name), icon=":material/troubleshoot:",
                    help="Per-class AP, confusion, error types and where missed objects are lost, on its validation split.")
-if state == "interrupted":
-    st.warning("This run's process is gone (or its heartbeat is stale) while it said it was training: it was "
-               "interrupted, e.g. by a restart. Resume continues from its last checkpoint.", icon=ICONS[state])
-elif state == "failed":
-    st.error(f"The run failed: {status.error or 'see the log below'}", icon=ICONS[state])
-elif state == "stopped":
-    st.info("Stopped on request. Resume continues from the last checkpoint.", icon=ICONS[state])
-elif state == "done" and status.extra.get("reason"):
-    st.caption(f"Finished: {status.extra['reason']}.")  # all epochs, or the early stop and its best epoch
+render_state_note(state, status)
 
 live = st.toggle("Refresh live", True, key="train_live", disabled=not active,
                  help=f"While the run trains, the curves and the RPN snapshots re-read what is new every {REFRESH_S:g} s.")
@@ -124,18 +114,7 @@ def live_view() -> None:
     with tab_hard:
         render_hard_examples(run_dir, current.name, run_config, active, device)
     with tab_compare:  # the two most recent runs, until the user picks others
-        follow_default("train_compare_runs", names[:2])
-        chosen = st.multiselect("Runs", names, key="train_compare_runs", format_func=labels.get,
-                                help="Pick two or more runs (the two most recent are preselected).")
-        metric = st.columns([2, 3])[0].selectbox("Curve", list(COMPARABLE), format_func=lambda k: COMPARABLE[k][0],
-                                                 key="train_compare_metric")
-        if chosen:
-            series = {n: getattr(metrics_tail(run_folder(n)), COMPARABLE[metric][1]) for n in chosen}
-            st.plotly_chart(comparison_figure(series, metric, st.session_state.get("train_smoothing", 0.6),
-                                              uirevision="compare"), key="train_compare_chart",
-                            config={"displaylogo": False})
-            st.caption("The same curve of each run against step (training) or epoch (validation): e.g. COCO "
-                       "weights against random initialisation, or two learning rates.")
+        render_comparison(names, labels)
     with tab_runs:
         st.dataframe(runs_table(all_runs), hide_index=True, width="stretch", key="train_runs_table",
                      column_config={"best mAP": st.column_config.NumberColumn(format="%.3f")})

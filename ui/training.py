@@ -22,6 +22,8 @@ from detector.hard_examples import ScoredRun, score_validation_images, validatio
 from detector.images import ImageError, load_image
 from detector.train_config import TrainConfig
 from detector.workspace import datasets_dir, runs_dir
+from detector.viz.training import COMPARABLE, comparison_figure
+from ui.inputs import follow_default
 from ui.links import page_url
 
 RUN_PARAM = "run"  # st.query_params key holding the run's folder name
@@ -265,3 +267,35 @@ def describe_device() -> str:
     if torch.cuda.is_available():
         return f"This machine: CUDA ({torch.cuda.get_device_name(0)}); training uses it by default."
     return "This machine: CPU only (no CUDA GPU found); training runs on the CPU."
+
+
+STATE_ICONS = {"interrupted": ":material/warning:", "failed": ":material/error:", "stopped": ":material/stop_circle:"}
+
+
+def render_state_note(state: str, status: runs.RunStatus) -> None:
+    """The one line under a run's header that says what its state means and what to do next."""
+    if state == "interrupted":
+        st.warning("This run's process is gone (or its heartbeat is stale) while it said it was training: it was "
+                   "interrupted, e.g. by a restart. Resume continues from its last checkpoint.", icon=STATE_ICONS[state])
+    elif state == "failed":
+        st.error(f"The run failed: {status.error or 'see the log below'}", icon=STATE_ICONS[state])
+    elif state == "stopped":
+        st.info("Stopped on request. Resume continues from the last checkpoint.", icon=STATE_ICONS[state])
+    elif state == "done" and status.extra.get("reason"):
+        st.caption(f"Finished: {status.extra['reason']}.")  # all epochs, or the early stop and its best epoch
+
+
+def render_comparison(names: list[str], labels: dict[str, str]) -> None:
+    """'Compare runs': one curve of several runs on one chart (the two most recent preselected)."""
+    follow_default("train_compare_runs", names[:2])
+    chosen = st.multiselect("Runs", names, key="train_compare_runs", format_func=labels.get,
+                            help="Pick two or more runs (the two most recent are preselected).")
+    metric = st.columns([2, 3])[0].selectbox("Curve", list(COMPARABLE), format_func=lambda k: COMPARABLE[k][0],
+                                             key="train_compare_metric")
+    if chosen:
+        series = {n: getattr(metrics_tail(run_folder(n)), COMPARABLE[metric][1]) for n in chosen}
+        st.plotly_chart(comparison_figure(series, metric, st.session_state.get("train_smoothing", 0.6),
+                                          uirevision="compare"), key="train_compare_chart",
+                        config={"displaylogo": False})
+        st.caption("The same curve of each run against step (training) or epoch (validation): e.g. COCO "
+                   "weights against random initialisation, or two learning rates.")
