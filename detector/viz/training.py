@@ -208,10 +208,21 @@ def comparison_figure(series: Mapping[str, Sequence[Mapping[str, Any]]], metric:
 # ---------------------------------------------------------------- watching the RPN learn
 
 
+SNAPSHOT_BAR_ROOM = 64  # screen pixels right of every snapshot panel's plot, where the objectness bar sits
+
+
 def _canvas(image: Image.Image | None, width: int, height: int) -> Image.Image:
     if image is not None and image.size == (width, height):
         return image
     return Image.new("RGB", (max(1, width), max(1, height)), (90, 90, 90))
+
+
+def _snapshot_panel(image: Image.Image | None, snap: Any, title: str | None) -> go.Figure:
+    """The image frame of one snapshot panel. All three panels keep the same right margin, the
+    objectness colour bar's room, so their images are drawn at one size side by side."""
+    fig = image_figure(_canvas(image, snap.width, snap.height), max_side=IMAGE_SIDE, title=title, height=380)
+    fig.layout.margin.r = SNAPSHOT_BAR_ROOM
+    return fig
 
 
 def snapshot_objectness_figure(image: Image.Image | None, snap: Any, level: int, title: str | None = None,
@@ -219,12 +230,12 @@ def snapshot_objectness_figure(image: Image.Image | None, snap: Any, level: int,
     """One FPN level's objectness (sigmoid, best anchor shape per cell) over the image, ground truth
     dashed. `snap` is a runs.SnapshotImage; its cells sit at `snap.cell_placement(level)`, the centres `/rpn`
     draws the same level at, in the same colour scale (`viz.rpn.add_objectness`)."""
-    fig = image_figure(_canvas(image, snap.width, snap.height), max_side=IMAGE_SIDE, title=title, height=380)
-    # the colour bar sits inside the plot's right edge: outside it would push the margin and draw
-    # this panel's image smaller than its neighbours' (same height, same margins)
+    fig = _snapshot_panel(image, snap, title)
+    # the colour bar sits in the right margin, beside the plot (the image never reaches past the
+    # plot's right edge): inside the plot it covered a wide image's right side
     add_objectness(fig, snap.objectness[level], snap.cell_placement(level), opacity,
                    colorbar=dict(title=dict(text="objectness", side="right"), thickness=8, len=0.6, x=1.0,
-                                 xanchor="right", xref="paper", bgcolor="rgba(255,255,255,0.6)"))
+                                 xanchor="left", xref="paper", xpad=4, ypad=0))
     add_boxes(fig, snap.gt_boxes, "ground_truth", show_labels=False)
     fig.update_layout(showlegend=False)
     return fig
@@ -232,7 +243,7 @@ def snapshot_objectness_figure(image: Image.Image | None, snap: Any, level: int,
 
 def snapshot_proposals_figure(image: Image.Image | None, snap: Any, top: int = 20, title: str | None = None) -> go.Figure:
     """The RPN's top proposals after NMS (best first) beside the ground truth."""
-    fig = image_figure(_canvas(image, snap.width, snap.height), max_side=IMAGE_SIDE, title=title, height=380)
+    fig = _snapshot_panel(image, snap, title)
     add_boxes(fig, snap.gt_boxes, "ground_truth", show_labels=False)
     boxes = np.asarray(snap.proposals, dtype=float).reshape(-1, 4)[:top]
     scores = np.asarray(snap.proposal_scores, dtype=float)[:top]
@@ -245,7 +256,7 @@ def snapshot_proposals_figure(image: Image.Image | None, snap: Any, top: int = 2
 def snapshot_detections_figure(image: Image.Image | None, snap: Any, class_names: Sequence[str],
                                threshold: float = 0.3, title: str | None = None) -> go.Figure:
     """Final detections scoring at least `threshold`, ground truth dashed."""
-    fig = image_figure(_canvas(image, snap.width, snap.height), max_side=IMAGE_SIDE, title=title, height=380)
+    fig = _snapshot_panel(image, snap, title)
     add_boxes(fig, snap.gt_boxes, "ground_truth", show_labels=False)
     scores = np.asarray(snap.scores, dtype=float)
     keep = scores >= threshold

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -75,14 +76,28 @@ def test_validation_and_comparison_figures_by_data():
         comparison_figure({"a": val}, "nope")
 
 
-def test_snapshot_panels_share_one_frame_size():
-    """The objectness panel's colour bar lies inside its plot: it pushes no margin, so the image is
-    drawn as large as in the proposals and detections panels beside it."""
-    snap = _snap(np.full((5, 5), 0.5, np.float32), [[5, 5, 20, 20]])
+@pytest.mark.parametrize("size", [(40, 40), (120, 40), (40, 120)])
+def test_snapshot_panels_share_one_frame_and_the_bar_sits_beside_the_image(size):
+    """The three panels have one frame (height, margins, ranges), so their images are drawn at one
+    size; the objectness colour bar lies right of the image's x domain, in the right margin, for a
+    square, a wide and a tall image (the bar used to sit inside the plot, over a wide image)."""
+    w, h = size
+    snap = replace(_snap(np.full((5, 5), 0.5, np.float32), [[5, 5, 20, 20]]), width=w, height=h)
     figs = [snapshot_objectness_figure(None, snap, 0), snapshot_proposals_figure(None, snap),
             snapshot_detections_figure(None, snap, ("a",))]
     frames = {(f.layout.height, f.layout.margin.l, f.layout.margin.r, f.layout.margin.t, f.layout.margin.b,
-               tuple(f.layout.xaxis.range), tuple(f.layout.yaxis.range)) for f in figs}
+               tuple(f.layout.xaxis.domain or (0, 1)), tuple(f.layout.xaxis.range), tuple(f.layout.yaxis.range))
+              for f in figs}
     assert len(frames) == 1
+    layout = figs[0].layout
     bar = next(t for t in figs[0].data if t.type == "heatmap").colorbar
-    assert bar.xanchor == "right" and bar.x <= 1.0 and bar.xref == "paper"
+    # the image is drawn inside the x axis domain (constrain="domain" only shrinks it); the bar's
+    # left edge is at paper x, its box grows rightwards from there
+    domain_right = (layout.xaxis.domain or (0, 1))[1]
+    assert layout.xaxis.constrain == "domain" and layout.yaxis.constrain == "domain"
+    assert bar.xref == "paper" and bar.xanchor == "left" and bar.x >= domain_right
+    # and the box fits in the margin: padding both sides, the bar, three-character tick labels ("0.8",
+    # about 0.6 em a character) and the rotated title's line at plotly's default 12 px font: 53 px
+    # by this count, 54 px as Chromium drew it
+    font = 12
+    assert 2 * bar.xpad + bar.thickness + 3 * 0.6 * font + 1.3 * font <= layout.margin.r
