@@ -139,6 +139,25 @@ class CellPlacement:
     def to_list(self) -> list[float]:
         return [self.x0, self.dx, self.y0, self.dy]
 
+    def edges(self, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
+        """(x edges, y edges) in original pixels of a (columns, rows) grid of these cells, columns + 1
+        and rows + 1 values: cell (c, r) spans x0 + (c -/+ 1/2) dx by y0 + (r -/+ 1/2) dy, the tile a
+        heatmap draws around its centre."""
+        cols, rows = grid
+        return (self.x0 + (np.arange(cols + 1) - 0.5) * self.dx, self.y0 + (np.arange(rows + 1) - 0.5) * self.dy)
+
+
+def cells_on_boxes(placement: CellPlacement, grid: Grid, boxes: Any) -> np.ndarray:
+    """(rows, columns) mask of the cells whose tile (`CellPlacement.edges`) overlaps any of the
+    [x1, y1, x2, y2] boxes, original pixels; touching an edge is no overlap."""
+    xs, ys = placement.edges(grid)
+    mask = np.zeros((grid[1], grid[0]), dtype=bool)
+    for x1, y1, x2, y2 in np.asarray(boxes, dtype=float).reshape(-1, 4):
+        cols = (xs[1:] > x1) & (xs[:-1] < x2)
+        rows = (ys[1:] > y1) & (ys[:-1] < y2)
+        mask |= rows[:, None] & cols[None, :]
+    return mask
+
 
 def cell_placement(stride: Stride, scale: tuple[float, float], factor: int = 1) -> CellPlacement:
     """Centres of a level's cells in original pixels, torchvision's (c * stride_x, r * stride_y) in

@@ -18,6 +18,7 @@ from PIL import Image
 from plotly.subplots import make_subplots
 
 from detector.data.records import class_name
+from detector.frames import cells_on_boxes
 from detector.viz.boxes import PALETTE, add_boxes, image_figure
 from detector.viz.rpn import add_objectness
 
@@ -270,22 +271,15 @@ def snapshot_detections_figure(image: Image.Image | None, snap: Any, class_names
 def objectness_contrast(snap: Any, level: int | None = None) -> tuple[float, float]:
     """(mean objectness of cells that overlap a ground-truth box, mean of the other cells).
 
-    Over every level when `level` is None; a cell of an (h, w) map covers width / w by height / h
-    original pixels. As the RPN learns, the first rises and the second falls.
+    Over every level when `level` is None. The cells are the heatmaps' (`snap.cell_placement`):
+    each a stride-wide tile centred on its anchors' centre (`frames.cells_on_boxes`). As the RPN
+    learns, the first rises and the second falls.
     """
     inside, outside = [], []
     levels = range(len(snap.objectness)) if level is None else [level]
-    gt = np.asarray(snap.gt_boxes, dtype=float).reshape(-1, 4)
     for k in levels:
         heat = np.asarray(snap.objectness[k], dtype=float)
-        h, w = heat.shape
-        xs = np.arange(w + 1) * snap.width / w  # cell edges
-        ys = np.arange(h + 1) * snap.height / h
-        mask = np.zeros((h, w), dtype=bool)
-        for x1, y1, x2, y2 in gt:
-            cols = (xs[1:] > x1) & (xs[:-1] < x2)
-            rows = (ys[1:] > y1) & (ys[:-1] < y2)
-            mask |= rows[:, None] & cols[None, :]
+        mask = cells_on_boxes(snap.cell_placement(k), (heat.shape[1], heat.shape[0]), snap.gt_boxes)
         inside.append(heat[mask])
         outside.append(heat[~mask])
     ins = np.concatenate(inside) if inside else np.array([])

@@ -24,3 +24,32 @@ def torchvision_anchors(model, width: int, height: int):
         features = list(model.backbone(image_list.tensors).values())
         anchors = model.rpn.anchor_generator(image_list, features)[0]
     return image_list, features, anchors
+
+
+def anchor_centres(padded_size, grid, sizes=((32,),)):
+    """x and y centres of a level's cells from torchvision's AnchorGenerator itself (input frame)."""
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.image_list import ImageList
+
+    (pw, ph), (cols, rows) = padded_size, grid
+    gen = AnchorGenerator(sizes, ((1.0,),) * len(sizes))
+    images = ImageList(torch.zeros(1, 3, ph, pw), [(ph, pw)])
+    (anchors,) = gen(images, [torch.zeros(1, 1, rows, cols)])
+    centres = ((anchors[:, :2] + anchors[:, 2:]) / 2).view(rows, cols, 2)
+    return centres[0, :, 0].numpy(), centres[:, 0, 1].numpy()
+
+
+def anchor_tiles_on_boxes(padded_size, grid, scale, boxes):
+    """(rows, columns) mask of a level's cells whose tile overlaps a box, from torchvision's anchor
+    centres: centre -/+ stride / 2 in the input frame, divided by the (sx, sy) scale, against
+    [x1, y1, x2, y2] boxes in original pixels."""
+    import numpy as np
+
+    cx, cy = anchor_centres(padded_size, grid)
+    half_x, half_y = padded_size[0] // grid[0] / 2, padded_size[1] // grid[1] / 2
+    mask = np.zeros((grid[1], grid[0]), bool)
+    for x1, y1, x2, y2 in boxes:
+        on_x = ((cx + half_x) / scale[0] > x1) & ((cx - half_x) / scale[0] < x2)
+        on_y = ((cy + half_y) / scale[1] > y1) & ((cy - half_y) / scale[1] < y2)
+        mask |= on_y[:, None] & on_x[None, :]
+    return mask

@@ -8,11 +8,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from detector.frames import cell_placement, level_stride
 from detector.runs import SnapshotImage
 from detector.viz.training import (
     comparison_figure, ema, loss_figure, objectness_contrast, snapshot_detections_figure, snapshot_objectness_figure,
     snapshot_proposals_figure, validation_figure,
 )
+from tests.unit.conftest import anchor_centres, anchor_tiles_on_boxes
 
 
 def _rows(n: int, per_epoch: int, dt: float = 0.5) -> list[dict]:
@@ -40,12 +42,32 @@ def _snap(heat: np.ndarray, boxes: list[list[float]]) -> SnapshotImage:
 
 def test_objectness_contrast_separates_cells_on_and_off_the_object():
     heat = np.zeros((4, 4))
-    heat[:2, :2] = 0.9  # the top-left quadrant: cells of 10 x 10 px
+    heat[:3, :3] = 0.9  # a 40 x 40 image, 4 x 4 cells centred at 0, 10, 20, 30 (torchvision's anchor centres)
     inside, outside = objectness_contrast(_snap(heat, [[0, 0, 20, 20]]))
+    # the box reaches the tiles of the cells centred at 0, 10 and 20 (each spans its centre -/+ 5):
+    # three columns, not the two that cells laid edge to edge from the corner would give
     assert (inside, outside) == pytest.approx((0.9, 0.0))
-    # a box smaller than a cell still counts the cell it overlaps
-    inside, _ = objectness_contrast(_snap(heat, [[2, 2, 5, 5]]))
-    assert inside == pytest.approx(0.9)
+    # a box smaller than a cell still counts the cell it overlaps: [2, 5] lies in cell 0's tile only
+    heat = np.zeros((4, 4))
+    heat[0, 0] = 0.9
+    assert objectness_contrast(_snap(heat, [[2, 2, 5, 5]])) == pytest.approx((0.9, 0.0))
+
+
+def test_objectness_contrast_counts_the_heatmaps_cells_centred_on_torchvisions_anchors():
+    """The contrast's cells are the objectness panel's: centred on the anchor centres of
+    torchvision's AnchorGenerator (original frame), one stride wide."""
+    padded, grid, scale = (256, 192), (16, 12), (1.6, 1.25)
+    stride = level_stride(padded, grid)
+    cx, cy = anchor_centres(padded, grid)
+    gt = [[3.0, 2.0, 14.0, 11.0], [70.0, 60.0, 100.0, 90.0]]  # original pixels
+    on = anchor_tiles_on_boxes(padded, grid, scale, gt)  # oracle: torchvision anchor centre -/+ stride / 2
+    heat = np.where(on, 0.8, 0.1).astype(np.float32)
+    snap = replace(_snap(heat, gt), width=156, height=152, cells=(cell_placement(stride, scale),))
+    assert objectness_contrast(snap) == pytest.approx((0.8, 0.1)) and objectness_contrast(snap, 0) == objectness_contrast(snap)
+    # the heatmap draws these very cells: its centres are torchvision's
+    (hm,) = [t for t in snapshot_objectness_figure(None, snap, 0).data if t.type == "heatmap"]
+    assert np.allclose(hm.x0 + np.arange(grid[0]) * hm.dx, cx / scale[0])
+    assert np.allclose(hm.y0 + np.arange(grid[1]) * hm.dy, cy / scale[1])
 
 
 def test_loss_figure_draws_raw_and_smoothed_and_zooms_to_a_window():
