@@ -2,6 +2,7 @@
 
     python -m bench.load [--sessions 4] [--pages rpn,detect] [--lone-pages rpn,anchors,detect]
                          [--no-training] [--timeout 1200] [--json OUT.json]
+    python -m bench.load --watch-train 60     # one open /train page while a CPU training runs
 
 What it does, all on loopback, in a temporary workspace (DETECTOR_WORKSPACE), bounded by --timeout:
 1. starts the app on a free 127.0.0.1 port and waits for its health check;
@@ -16,6 +17,10 @@ What it does, all on loopback, in a temporary workspace (DETECTOR_WORKSPACE), bo
    the fair-share ratio (worst session time under load / (N x lone warm time / cores)), the
    training's first step under load against alone, and the server's RSS at start / after the
    lone visits (before) / peak / after the sessions closed.
+
+--watch-train S instead measures what one open /train page costs while a CPU training runs: after the
+training's first step, one browser opens /train and stays S seconds; the server's and the browser's CPU
+per second (cores), the websocket KB/s the browser received, and the steps and snapshots that arrived.
 
 CPU seconds come from /proc/PID/stat (utime + stime): the server process for the server, every
 Chromium process below this one for the browser (sampled every 0.2 s, so processes that exit are
@@ -377,6 +382,53 @@ async def train_watcher(pw, url: str, stop: asyncio.Event, timeout_s: float) -> 
         await browser.close()
 
 
+async def watch_train_page(url: str, run_dir: Path, train_pid: int, t0: float, server_pid: int, cpu: BrowserCPU,
+                           seconds: float, timeout_s: float) -> dict:
+    """One session on /train while a CPU training runs: the live refresh's cost per second of watching.
+
+    Waits for the training's first step (so the curves are drawn), opens /train, waits until the page is
+    done, then counts over `seconds`: the server's and the browser's CPU seconds, the websocket bytes the
+    browser received, and the training's steps and snapshot epochs that arrived meanwhile."""
+    from playwright.async_api import async_playwright
+
+    from detector import runs
+
+    first = await asyncio.to_thread(first_step_s, run_dir, train_pid, t0, timeout_s)
+    received = [0, 0]  # bytes, frames
+
+    def on_ws(ws):
+        def on_frame(payload):
+            received[0] += len(payload)
+            received[1] += 1
+        ws.on("framereceived", on_frame)
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on("websocket", on_ws)
+            await page.goto(f"{url}/train", timeout=timeout_s * 1000)
+            await wait_done(page, timeout_s)
+            await asyncio.sleep(2)
+            steps0 = len(runs.read_metrics(run_dir)[0])
+            epochs0 = len(runs.list_snapshots(run_dir))
+            s0, b0, w0 = cpu_seconds(server_pid), cpu.total(), list(received)
+            start = time.monotonic()
+            await asyncio.sleep(seconds)
+            wall = time.monotonic() - start
+            server, browser_cpu = cpu_seconds(server_pid) - s0, cpu.total() - b0
+            got = [received[0] - w0[0], received[1] - w0[1]]
+            exc = await page.locator("[data-testid='stException']").count()
+        finally:
+            await browser.close()
+    steps = len(runs.read_metrics(run_dir)[0]) - steps0
+    return {"first_step_s": first, "seconds": wall, "server_cpu_s": server, "server_cores": server / wall,
+            "browser_cpu_s": browser_cpu, "browser_cores": browser_cpu / wall,
+            "websocket_kb_per_s": got[0] / 1024 / wall, "websocket_frames": got[1], "steps": steps,
+            "snapshot_epochs": len(runs.list_snapshots(run_dir)) - epochs0,
+            "server_cpu_ms_per_step": 1000 * server / steps if steps else None, "exception": bool(exc)}
+
+
 # ---------------------------------------------------------------- memory per uploaded MB
 
 
@@ -500,6 +552,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--upload-images", type=int, default=0, metavar="N",
                     help="instead of sessions: upload a zip of N synthetic 1280x960 images on /data and report "
                          "the server's memory per uploaded MB")
+    ap.add_argument("--watch-train", type=float, default=0.0, metavar="S",
+                    help="instead of sessions: one browser on /train for S seconds while a CPU training runs; "
+                         "the live refresh's server and browser CPU per second and websocket bytes")
     ap.add_argument("--json", type=Path, help="write the figures to this file")
     args = ap.parse_args(argv)
     if not Path(CHROMIUM).exists():
@@ -542,6 +597,13 @@ def main(argv: list[str] | None = None) -> int:
             if args.json:
                 args.json.write_text(json.dumps(result, indent=1, default=str))
             return 0
+
+        if args.watch_train:
+            run_dir, train_pid, t0 = start_training(workspace, dataset, "bench-watch")
+            result["watch_train"] = asyncio.run(watch_train_page(url, run_dir, train_pid, t0, app.pid, cpu,
+                                                                 args.watch_train, args.page_timeout))
+            result["watch_train"]["training_args"] = TRAIN_ARGS
+            return _report(result, args, errors=int(result["watch_train"]["exception"]))
 
         async def _lone():
             from playwright.async_api import async_playwright

@@ -15,14 +15,15 @@ from ui.router import ensure_router
 from ui.snapshots import render_rpn_snapshots
 from ui.train_form import new_run_form
 from ui.training import (
-    checkpoint_bytes, config_summary, describe_device, list_runs, metrics_csv, metrics_tail, render_comparison,
+    checkpoint_bytes, config_summary, describe_device, epoch_marks, list_runs, metrics_csv_of, metrics_tail, render_comparison,
     render_state_note, run_label, runs_table, select_run, selected_run, start_new_run, steps_per_epoch_hint,
     train_split_size,
 )
 
 ensure_router()
 
-REFRESH_S = 2.0
+REFRESH_S = 2.0  # the curves
+LOG_REFRESH_S = 5.0  # the log tail
 
 st.title("Train")
 st.markdown(
@@ -96,48 +97,58 @@ if state == "done" and runs.checkpoint_path(run_dir, "last").parent.is_dir():
 render_state_note(state, status)
 
 live = st.toggle("Refresh live", True, key="train_live", disabled=not active,
-                 help=f"While the run trains, the curves and the RPN snapshots re-read what is new every {REFRESH_S:g} s.")
+                 help=f"While the run trains, the curves re-read what is new every {REFRESH_S:g} s; the tabs below "
+                 "redraw when an epoch ends (a new RPN snapshot, a validation).")
+drawn = epoch_marks(run_dir, metrics_tail(run_dir))  # the epochs the tabs below are drawn from
 
 
-# ---- live: this fragment reruns on its own while the run is active, reading only what is new
+# ---- live: this fragment reruns on its own while the run is active, reading only what is new; the
+# rest of the page redraws once when the run's state changes or an epoch ends, not on every refresh
 @st.fragment(run_every=REFRESH_S if active and live else None)
 def live_view() -> None:
     tail = metrics_tail(run_dir)
     now = runs.read_status(run_dir)
-    if now.shown_state != state:  # started, finished, stopped or died: redraw the whole page once
+    if now.shown_state != state or epoch_marks(run_dir, tail) != drawn:
         st.rerun()
     render_curves(tail, now, current.name, run_config, active, live, REFRESH_S, steps_per_epoch_hint(run_config))
-    tab_rpn, tab_hard, tab_compare, tab_runs, tab_files = st.tabs(
-        ["Watch the RPN learn", "Hardest validation images", "Compare runs", "All runs", "Log and downloads"])
-    with tab_rpn:
-        render_rpn_snapshots(run_dir, current.name)
-    with tab_hard:
-        render_hard_examples(run_dir, current.name, run_config, active, device)
-    with tab_compare:  # the two most recent runs, until the user picks others
-        render_comparison(names, labels)
-    with tab_runs:
-        st.dataframe(runs_table(all_runs), hide_index=True, width="stretch", key="train_runs_table",
-                     column_config={"best mAP": st.column_config.NumberColumn(format="%.3f")})
-        st.caption("Every run folder in the workspace's runs/, newest first. A run whose process is gone while it "
-                   "said it was training shows as interrupted and can be resumed.")
-    with tab_files:
-        d1, d2, d3 = st.columns(3)
-        d1.download_button("Metrics as CSV", metrics_csv(tail.train, tail.val), f"{current.name}_metrics.csv",
-                           "text/csv", key="train_dl_csv", disabled=not (tail.train or tail.val))
-        for col, which in ((d2, "best"), (d3, "last")):
-            path = runs.checkpoint_path(run_dir, which)
-            if path.is_file():
-                col.download_button(f"Checkpoint {which}.pt ({path.stat().st_size / 1e6:.1f} MB)",
-                                    partial(checkpoint_bytes, path), f"{current.name}_{which}.pt",
-                                    "application/octet-stream", key=f"train_dl_{which}",
-                                    help="torch.load(weights_only=True) loads it; `--checkpoint FILE` uses it.")
-            else:
-                col.caption(f"No {which}.pt yet.")
-        if state == "done" and runs.best_checkpoint(run_dir) is not None:
-            st.markdown("**Export the trained model**")
-            render_export(model_param(run_dir), current.name, "train_export")
-        st.code("\n".join(runs.log_tail(run_dir, lines=40)) or "(the log is empty)", language=None, height=320)
-        st.caption(f"The last lines of {runs.log_path(run_dir)}.")
+
+
+@st.fragment(run_every=LOG_REFRESH_S if active and live else None)
+def log_view() -> None:
+    st.code("\n".join(runs.log_tail(run_dir, lines=40)) or "(the log is empty)", language=None, height=320)
+    st.caption(f"The last lines of {runs.log_path(run_dir)}"
+               + (f", re-read every {LOG_REFRESH_S:g} s." if active and live else "."))
 
 
 live_view()
+tab_rpn, tab_hard, tab_compare, tab_runs, tab_files = st.tabs(
+    ["Watch the RPN learn", "Hardest validation images", "Compare runs", "All runs", "Log and downloads"])
+with tab_rpn:
+    render_rpn_snapshots(run_dir, current.name)
+with tab_hard:
+    render_hard_examples(run_dir, current.name, run_config, active, device)
+with tab_compare:  # the two most recent runs, until the user picks others
+    render_comparison(names, labels)
+with tab_runs:
+    st.dataframe(runs_table(all_runs), hide_index=True, width="stretch", key="train_runs_table",
+                 column_config={"best mAP": st.column_config.NumberColumn(format="%.3f")})
+    st.caption("Every run folder in the workspace's runs/, newest first, as of the last epoch. A run whose process "
+               "is gone while it said it was training shows as interrupted and can be resumed.")
+with tab_files:
+    d1, d2, d3 = st.columns(3)
+    d1.download_button("Metrics as CSV", partial(metrics_csv_of, run_dir), f"{current.name}_metrics.csv",
+                       "text/csv", key="train_dl_csv", disabled=not drawn.steps,
+                       help="Every step and epoch recorded so far, read when you click.")
+    for col, which in ((d2, "best"), (d3, "last")):
+        path = runs.checkpoint_path(run_dir, which)
+        if path.is_file():
+            col.download_button(f"Checkpoint {which}.pt ({path.stat().st_size / 1e6:.1f} MB)",
+                                partial(checkpoint_bytes, path), f"{current.name}_{which}.pt",
+                                "application/octet-stream", key=f"train_dl_{which}",
+                                help="torch.load(weights_only=True) loads it; `--checkpoint FILE` uses it.")
+        else:
+            col.caption(f"No {which}.pt yet.")
+    if state == "done" and runs.best_checkpoint(run_dir) is not None:
+        st.markdown("**Export the trained model**")
+        render_export(model_param(run_dir), current.name, "train_export")
+    log_view()

@@ -7,6 +7,7 @@ The page only reads run folders through detector.runs; training runs in its own 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,26 @@ def metrics_tail(run_dir: Path) -> runs.MetricsTail:
         tail = tails[key] = runs.MetricsTail(run_dir)
     tail.update()
     return tail
+
+
+@dataclass(frozen=True)
+class EpochMarks:
+    """What the parts of the training page drawn once per epoch depend on: the RPN snapshots on disk and
+    the validation rows read. `steps` (whether any step is recorded) is not compared."""
+
+    snapshots: tuple[int, ...]
+    val_rows: int
+    steps: bool = field(default=False, compare=False)
+
+
+def epoch_marks(run_dir: Path, tail: runs.MetricsTail) -> EpochMarks:
+    """The run's EpochMarks now: when they differ from the ones a page was drawn with, an epoch ended."""
+    return EpochMarks(tuple(runs.list_snapshots(run_dir)), len(tail.val), bool(tail.train or tail.val))
+
+
+def metrics_csv_of(run_dir: Path) -> bytes:
+    """metrics_csv of everything the run recorded so far (read when called: a download's data)."""
+    return metrics_csv(*runs.read_metrics(run_dir))
 
 
 def metrics_csv(train: list[dict[str, Any]], val: list[dict[str, Any]]) -> bytes:
