@@ -364,7 +364,9 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, on_
     if ddp.main:
         run_dir.mkdir(parents=True, exist_ok=True)
     handlers = _setup_logging(run_dir, ddp.main)
-    status = runs.StatusKeeper(run_dir, ddp.main, state="running", pid=os.getpid(), epoch=0, step=0, error=None,
+    # a resumed run keeps its epoch, epochs_done and step in status.json until its checkpoint is read
+    counts = {} if resume else dict(epoch=0, epochs_done=0, step=0)
+    status = runs.StatusKeeper(run_dir, ddp.main, state="running", pid=os.getpid(), **counts, error=None,
                                reason=None, epochs=config.epochs, world_size=ddp.world_size)
     try:
         device = _select_device(config, ddp)
@@ -530,7 +532,9 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook |
     if ddp.main and scales is not None:
         log.info("multi-scale training: short side drawn per batch from %s; validation at min_size %s",
                  list(scales.sizes), list(core.transform.min_size))
-    status.update(write=True, state="running", epoch=start_epoch, step=step)
+    # `epoch`: that of the last step taken (a resumed partial epoch is in progress), `epochs_done`: completed
+    status.update(write=True, state="running", epoch=start_epoch + 1 if skip else start_epoch, epochs_done=start_epoch,
+                  step=step)
     epoch = start_epoch
     stop_reason = None
     for epoch in range(start_epoch + 1, config.epochs + 1):
@@ -596,7 +600,8 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook |
                     # the epoch of the last step taken, as the page counts it (metrics' `epoch` of that step)
                     log.info("stopped at epoch %d, step %d (%d epoch(s) complete; %s): checkpoint saved; --resume "
                              "continues from here", epoch if done_in_epoch else epoch - 1, step, epoch - 1, reason)
-                status.close(state="stopped", epoch=epoch - 1, step=step, reason=reason)
+                status.close(state="stopped", epoch=epoch if done_in_epoch else epoch - 1, epochs_done=epoch - 1,
+                             step=step, reason=reason)
                 return TrainResult("stopped", epoch - 1, step, selection.best_map, reason)
             step_lr = optimizer.param_groups[0]["lr"]  # the rate this step uses
             try:
@@ -625,7 +630,8 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook |
                            "data_s": data_s, "time": time_offset + time.monotonic() - began}
                     runs.append_metrics(run_dir, row)
                     events.add(row)
-                    status.update(epoch=epoch, step=step)
+                    # written at once when an epoch's first step is taken (the page's header counts it then too)
+                    status.update(write=status.fields.get("epoch") != epoch, epoch=epoch, step=step)
                     if time.monotonic() - last_log > LOG_EVERY_S or done_in_epoch == iters_per_epoch:
                         last_log = time.monotonic()
                         log.info("epoch %d [%d/%d] step %d loss %.4f (cls %.4f box %.4f obj %.4f rpn %.4f) lr %.3g "
@@ -673,7 +679,8 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook |
             checkpoint("last", epoch, 0, step)
             if improved:
                 checkpoint("best", epoch, 0, step, full=False)
-            status.update(write=True, epoch=epoch, step=step, phase="training", best_map=selection.best_map,
+            status.update(write=True, epoch=epoch, epochs_done=epoch, step=step, phase="training",
+                          best_map=selection.best_map,
                           best={"metric": selection.describe_used(), "value": selection.best_value,
                                 "epoch": selection.best_epoch})
         if ddp.enabled:  # rank 0 decides the early stop; every rank leaves the loop together
@@ -688,7 +695,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook |
     if ddp.main:
         runs.clear_stop(run_dir)
         log.info("done (%s): %d epochs, %d steps, best mAP %s", reason, epoch, step, _fmt(selection.best_map))
-    status.close(state="done", epoch=epoch, step=step, phase=None, reason=reason)
+    status.close(state="done", epoch=epoch, epochs_done=epoch, step=step, phase=None, reason=reason)
     return TrainResult("done", epoch, step, selection.best_map, reason)
 
 

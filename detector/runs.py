@@ -3,9 +3,13 @@
 A run folder (`RUN_DIR`) holds:
 
     config.json          the TrainConfig as JSON (`train --out RUN_DIR` reads it; flags override)
-    status.json          {state, pid, epoch, step, heartbeat, error, ...}, written atomically; while
-                         training `epoch` is the epoch in progress (1-based), after a stop the epochs
-                         completed; extra fields: epochs, device, world_size, phase, best_map,
+    status.json          {state, pid, epoch, epochs_done, step, heartbeat, error, ...}, written
+                         atomically; `epoch` is the epoch of the last training step taken (1-based, 0
+                         before the first): the epoch in progress while training, the one it stopped
+                         in after a stop, as metrics.jsonl's last train line and the Train page's
+                         header count it; `epochs_done` the epochs completed (validated, snapshot
+                         and last.pt written; --resume continues after them); extra fields: epochs,
+                         device, world_size, phase, best_map,
                          best {metric, value, epoch}, augment_boxes_removed, reason (why a run
                          ended: "all 12 epochs", "early stop: ...", "SIGTERM received", "stop
                          requested (...)", "ended by a second SIGINT ..."; a killed process writes
@@ -235,6 +239,7 @@ class RunStatus:
     error: str | None
     interrupted: bool  # said running/stopping but the process is gone or its heartbeat is stale
     extra: dict[str, Any] = field(default_factory=dict)  # other fields (epochs, message, device...)
+    epochs_done: int | None = None  # epochs completed; None in a status.json written before the field
 
     @property
     def shown_state(self) -> str:
@@ -337,7 +342,8 @@ def read_status(run_dir: Path, stale_after_s: float = HEARTBEAT_STALE_S) -> RunS
         interrupted = not pid_alive(pid) or age is None or age > stale_after_s
     elif state == "queued" and isinstance(pid, int):  # started, then died before it could say so
         interrupted = not pid_alive(pid)
-    known = {"state", "pid", "epoch", "step", "heartbeat", "error"}
+    known = {"state", "pid", "epoch", "epochs_done", "step", "heartbeat", "error"}
+    done = data.get("epochs_done")
     return RunStatus(
         state=state,
         pid=pid if isinstance(pid, int) else None,
@@ -347,6 +353,7 @@ def read_status(run_dir: Path, stale_after_s: float = HEARTBEAT_STALE_S) -> RunS
         error=data.get("error"),
         interrupted=interrupted,
         extra={k: v for k, v in data.items() if k not in known},
+        epochs_done=int(done) if isinstance(done, (int, float)) and not isinstance(done, bool) else None,
     )
 
 
@@ -664,12 +671,13 @@ class RunSummary:
     state: str  # status state, or "interrupted"
     dataset: str | None
     model: str | None
-    epoch: int
+    epoch: int  # status.json's: the epoch of the last step taken (the Train page header's)
     epochs: int | None
     step: int
     best_map: float | None  # best validation mAP so far (None before the first val or without pycocotools)
     error: str | None
     modified: float  # mtime of status.json (or the folder), seconds since the epoch
+    epochs_done: int | None = None  # status.json's: epochs completed (None when it predates the field)
 
 
 def summarize_run(run_dir: Path) -> RunSummary:
@@ -690,7 +698,7 @@ def summarize_run(run_dir: Path) -> RunSummary:
         run_dir=run_dir, name=run_dir.name, state=status.shown_state,
         dataset=config.get("data"), model=model,
         epoch=status.epoch, epochs=config.get("epochs"), step=status.step,
-        best_map=max(maps) if maps else None, error=status.error, modified=modified,
+        best_map=max(maps) if maps else None, error=status.error, modified=modified, epochs_done=status.epochs_done,
     )
 
 

@@ -19,6 +19,7 @@ from detector.checkpoints import load_model, read_checkpoint
 from detector.cli import main as cli_main
 from detector.data.synthetic import write_synthetic
 from detector.models import DEMO_ARCH
+from detector.run_progress import estimate_progress
 from detector.train_config import TrainConfig
 
 
@@ -205,6 +206,37 @@ def test_stop_file_ends_cleanly_and_resume_continues_mid_epoch(small, tmp_path):
     assert (result.state, result.step, result.epoch) == ("done", 2, 1)
     train, _ = runs.read_metrics(run_dir)
     assert [r["step"] for r in train] == [1, 2] and {r["epoch"] for r in train} == {1}
+
+
+def test_status_epoch_is_the_headers_and_epochs_done_the_completed_ones(small, tmp_path):
+    """What the runs table reads (runs.summarize_run, from status.json on disk) says the epoch the
+    Train page's header says (run_progress.estimate_progress over metrics.jsonl) at every step, and
+    `epochs_done` counts completed epochs: through epoch 1, a stop in epoch 2, its resume, the end."""
+    run_dir = tmp_path / "counts"
+    config = _config(small, epochs=2, max_val_images=0, snapshot_images=0)  # 2 iterations an epoch
+    seen = []
+    resumed = False
+
+    def check(step, model, images):
+        summary = runs.summarize_run(run_dir)
+        train, _ = runs.read_metrics(run_dir)
+        header = estimate_progress(train, config.epochs).epoch
+        seen.append((step, summary.epoch, summary.epochs_done))
+        assert summary.epoch == header == (train[-1]["epoch"] if train else 0), seen
+        assert summary.epochs_done == step // 2, seen  # epoch 1 is complete once its 2 steps are
+        if step == 2 and not resumed:
+            runs.request_stop(run_dir)  # seen before the next iteration: the run stops one step into epoch 2
+
+    assert engine.train(config, run_dir, on_step=check).state == "stopped"
+    status = runs.read_status(run_dir)
+    assert (status.state, status.epoch, status.epochs_done, status.step) == ("stopped", 2, 1, 3)
+    assert "epochs_done" not in status.extra
+    resumed = True
+    assert engine.train(config, run_dir, resume=True, on_step=check).state == "done"
+    status = runs.read_status(run_dir)
+    assert (status.state, status.epoch, status.epochs_done, status.step) == ("done", 2, 2, 4)
+    assert [s for s, _, _ in seen] == [0, 1, 2, 3, 3]  # the resumed run's first check: 3 steps, epoch 2 in progress
+    assert seen[-1] == (3, 2, 1)
 
 
 def test_kill_9_then_resume_continues_with_continuous_steps(small, tmp_path):

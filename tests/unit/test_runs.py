@@ -34,6 +34,11 @@ def test_status_is_atomic_json_merged_and_stamped(run_dir):
     runs.write_status(run_dir, step=41)
     status = runs.read_status(run_dir)
     assert (status.state, status.epoch, status.step, status.extra["device"]) == ("running", 2, 41, "cpu")
+    assert status.epochs_done is None  # a status.json written before the field: unknown, not guessed
+    runs.write_status(run_dir, epochs_done=1)
+    status = runs.read_status(run_dir)
+    assert (status.epoch, status.epochs_done) == (2, 1) and "epochs_done" not in status.extra
+    assert runs.summarize_run(run_dir).epochs_done == 1
     assert not status.interrupted  # our own pid, fresh heartbeat
     assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp")]
     with pytest.raises(ValueError):
