@@ -1,7 +1,9 @@
 """`python -m detector <command>`: one sub-module per group of commands.
 
 Each sub-module in COMMAND_MODULES defines `register(subparsers)`, which adds its commands with
-`set_defaults(func=...)`; `func(args) -> int` returns the exit code. Contract (README, Command line): human
+`set_defaults(func=...)` (the commands that run a model through `model_command`, which takes the
+model source, dataset and run options from the helpers here and the description from `func`'s
+docstring); `func(args) -> int` returns the exit code. Contract (README, Command line): human
 output by default, `--json` for machines, exit 0 on success, non-zero with a one-line reason on
 stderr otherwise, never a traceback for bad input: raise `CliError` for that.
 """
@@ -10,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import sys
+from typing import Callable
 
 # Imported lazily by name so `--help` and light commands (validate) start fast.
 COMMAND_MODULES = ("detector.cli.anchors", "detector.cli.data", "detector.cli.train", "detector.cli.detect",
@@ -47,6 +51,26 @@ def add_dataset_split(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, metavar="DATASET")
     p.add_argument("--split", choices=("val", "train", "all"), default="all",
                    help="which images of DATASET (default all)")
+
+
+def model_command(subparsers: argparse._SubParsersAction, name: str, help: str, func: Callable[[argparse.Namespace], int],
+                  *, default: bool = True, dataset: bool = False) -> argparse.ArgumentParser:
+    """The parser of a command that runs a model (detect, evaluate, diagnose, export): `name` with its
+    one-line `help`, run by `func`, whose docstring is the command's description in `--help`; the
+    model source (`add_model_source`, `default` as there) and, with `dataset`, --data / --split
+    (`add_dataset_split`)."""
+    p = subparsers.add_parser(name, help=help, description=inspect.cleandoc(func.__doc__ or help))
+    p.set_defaults(func=func)
+    add_model_source(p, default=default)
+    if dataset:
+        add_dataset_split(p)
+    return p
+
+
+def add_run_options(p: argparse.ArgumentParser, batch_size: int) -> None:
+    """--device auto|cpu|cuda (default auto) and --batch-size (images per forward)."""
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--batch-size", type=int, default=batch_size)
 
 
 def build_parser() -> argparse.ArgumentParser:

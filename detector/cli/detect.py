@@ -6,25 +6,21 @@ import argparse
 import json
 import sys
 
-from detector.cli import CliError, add_model_source
+from detector.cli import CliError, add_run_options, model_command
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "detect", help="detect objects in image files",
-        description="Run a detector on images. Default model: COCO weights if cached, else the demo model. "
-                    "A file that cannot be read gets its error; the others still run (exit 1 if any failed).",
-    )
+    p = model_command(subparsers, "detect", "detect objects in image files", run)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, WebP, BMP, ...)")
-    add_model_source(p)
     p.add_argument("--score-threshold", type=float, default=0.5, help="keep detections scoring at least this (0.5)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--batch-size", type=int, default=4)
+    add_run_options(p, batch_size=4)
     p.add_argument("--json", action="store_true", help="print JSON (one entry per image, in order)")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run a detector on images. Default model: COCO weights if cached, else the demo model. A file
+    that cannot be read gets its error; the others still run (exit 1 if any failed).
+    """
     from detector import checkpoints, models, weights
     from detector.detection import detect
     from detector.images import ImageError, load_image

@@ -9,20 +9,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from detector.cli import CliError, add_dataset_split, add_model_source
+from detector.cli import CliError, add_run_options, model_command
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "diagnose", help="per-class AP, confusion, TIDE error types, where missed objects are lost, tuner",
-        description="Diagnose a model on DATASET in one pass (one forward per image): per-class COCO AP, PR "
-                    "figures and the best-F1 threshold, the confusion matrix, TIDE's error types (AP50 points), "
-                    "and for every missed ground-truth box the stage of Faster R-CNN that lost it. --sweep "
-                    "re-evaluates inference knobs from the cached RPN stages (the backbone never reruns). "
-                    "Same model choice and class matching by name as evaluate.",
-    )
-    add_model_source(p)
-    add_dataset_split(p)
+    p = model_command(subparsers, "diagnose", "per-class AP, confusion, TIDE error types, where missed objects are "
+                      "lost, tuner", run, dataset=True)
     p.add_argument("--iou", type=float, default=0.5, help="IoU of a match (0.5)")
     p.add_argument("--score-threshold", type=float, default=0.5, help="detections kept at the operating point (0.5)")
     p.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",
@@ -34,14 +26,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--save-checkpoint", metavar="FILE",
                    help="write the model with the --knob values (and, with --sweep, the best setting's) in its "
                         "model_kwargs: same weights, usable as --checkpoint anywhere")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--batch-size", type=int, default=2)
+    add_run_options(p, batch_size=2)
     p.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
     p.add_argument("--out", metavar="FILE", help="also write the JSON to FILE")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Diagnose a model on DATASET in one pass (one forward per image): per-class COCO AP, PR figures
+    and the best-F1 threshold, the confusion matrix, TIDE's error types (AP50 points), and for every
+    missed ground-truth box the stage of Faster R-CNN that lost it. --sweep re-evaluates inference
+    knobs from the cached RPN stages (the backbone never reruns). Same model choice and class
+    matching by name as evaluate.
+    """
     from detector import checkpoints, models, weights
     from detector.data import DatasetError
     from detector.diagnosis import collect_trails, diagnosis_report

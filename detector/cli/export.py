@@ -5,28 +5,26 @@ from __future__ import annotations
 import argparse
 import json
 
-from detector.cli import CliError, add_model_source
+from detector.cli import CliError, model_command
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "export", help="export a model to TorchScript or ONNX (checked when made)",
-        description="Export a model to TorchScript (torch.jit.script) or ONNX (fixed input size, opset 17). "
-                    "The export is run on a sample image (onnxruntime or torch.jit.load) and refused if its "
-                    "boxes, labels and scores differ from the PyTorch model's. Class names travel with it: "
-                    "ONNX metadata, or a JSON file beside the TorchScript file.",
-    )
-    add_model_source(p, default=False)
+    p = model_command(subparsers, "export", "export a model to TorchScript or ONNX (checked when made)", run,
+                      default=False)
     p.add_argument("--format", required=True, choices=("torchscript", "onnx"))
     p.add_argument("--out", required=True, metavar="FILE", help="the file to write")
     p.add_argument("--image-size", type=int, nargs=2, metavar=("W", "H"), default=None,
                    help="ONNX input size and check image size (default 640 480)")
     p.add_argument("--sample", metavar="IMAGE", help="check on this image (resized to W x H; default: a synthetic scene)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Export a model to TorchScript (torch.jit.script) or ONNX (fixed input size, opset 17). The
+    export is run on a sample image (onnxruntime or torch.jit.load) and refused if its boxes, labels
+    and scores differ from the PyTorch model's. Class names travel with it: ONNX metadata, or a JSON
+    file beside the TorchScript file.
+    """
     from detector import checkpoints, weights
     from detector.export import DEFAULT_IMAGE_SIZE, ExportError, export_model
     from detector.images import ImageError, load_image

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from detector.cli import CliError, add_dataset_split, add_model_source
+from detector.cli import CliError, add_run_options, model_command
 from detector.train_config import AUGMENTATIONS, BEST_METRICS
 
 
@@ -71,17 +71,9 @@ def register(subparsers: Any) -> None:
                         "starts runs with 10, so pages stay responsive while the CPU trains (default 0)")
     p.set_defaults(func=cmd_train)
 
-    e = subparsers.add_parser(
-        "evaluate", help="COCO mAP of a model on a dataset",
-        description="COCO mAP (0.5:0.95), mAP50, mAP75 and per-class AP of a model on DATASET (pycocotools). "
-                    "Classes are matched by name.",
-    )
-    add_model_source(e)
-    add_dataset_split(e)
-    e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    e.add_argument("--batch-size", type=int, default=2)
+    e = model_command(subparsers, "evaluate", "COCO mAP of a model on a dataset", cmd_evaluate, dataset=True)
+    add_run_options(e, batch_size=2)
     e.add_argument("--json", action="store_true", help="print the result as JSON")
-    e.set_defaults(func=cmd_evaluate)
 
 
 # ---------------------------------------------------------------- train
@@ -185,6 +177,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """COCO mAP (0.5:0.95), mAP50, mAP75 and per-class AP of a model on DATASET (pycocotools).
+    Classes are matched by name.
+    """
     import torch
 
     from detector.data import DatasetError, DetectionDataset, collate
