@@ -3,11 +3,13 @@
 
 Coordinates: the VOC devkit stores 1-based inclusive pixel indices, so [xmin - 1, ymin - 1, xmax,
 ymax] are the pixel edges. Other writers store zero-based or fractional edges (CVAT/Datumaro write
-`str(float)`: `<xmin>0.0</xmin>`; Label Studio writes `int()` of its zero-based pixels), which are
-the edges as they stand. The convention is decided once per dataset (`decide_coordinates`): any
-coordinate that cannot be a 1-based index (below 1, or a fraction), or Label Studio's signature,
-means zero-based; otherwise the devkit's one-based. It can be forced, and the report says which
-was used and why.
+`str(float)`: `<xmin>0.0</xmin>`; Label Studio writes `int()` of its zero-based pixels; LabelImg
+writes `int()` of its zero-based canvas points, xmin and ymin first raised to 1 so that a devkit
+reader's - 1 stays >= 0: whole numbers >= 1 that are not 1-based), which are the edges as they
+stand. The convention is decided once per dataset (`decide_coordinates`): Label Studio's or
+LabelImg's signature (`writer`), or any coordinate that cannot be a 1-based index (below 1, or a
+fraction), means zero-based; otherwise the devkit's one-based. It can be forced, and the report
+says which was used and why.
 
 Negatives: an image with no objects often has no XML at all. An image listed in ImageSets/Main (or,
 without ImageSets, present in JPEGImages/) that has no XML is kept as a negative, and counted.
@@ -19,6 +21,7 @@ XML is parsed with defusedxml: no DTD entity expansion, no external entities.
 from __future__ import annotations
 
 import posixpath
+import re
 import xml.etree.ElementTree as ET
 
 from defusedxml import DefusedXmlException
@@ -152,17 +155,37 @@ def _parse_one(tree: FileTree, rel: str, problems: list[Problem]):
             problems.append(Problem("warning", rel, line, stem, f"{name}: bndbox is not four finite numbers: {raw}", "box left out"))
             continue
         objects.append((tuple(values), name, line))  # as written; the convention is decided per dataset
-    signature = _text(root.find("owner"), "name")
-    return found, header.width, header.height, objects, signature
+    return found, header.width, header.height, objects, writer(root)
+
+
+# the writers whose whole-number coordinates are zero-based, as `writer` names them
+ZERO_BASED_WRITERS = {
+    "Label Studio": "which stores int() of its zero-based pixels",
+    "LabelImg": "which stores int() of its zero-based canvas points, xmin and ymin raised to at least 1",
+}
+
+
+def writer(root: ET.Element) -> str | None:
+    """The tool that wrote an annotation, where its layout says so: "Label Studio" (`<owner><name>`),
+    "LabelImg" (libs/pascal_voc_io.py's layout: an absolute `<path>` to the image on the annotator's
+    machine and a `<source>` holding only `<database>Unknown</database>`, no `<owner>`), else None."""
+    if _text(root.find("owner"), "name") == "Label Studio":
+        return "Label Studio"
+    source, path = root.find("source"), _text(root, "path") or ""
+    absolute = path.startswith("/") or re.match(r"[A-Za-z]:[\\/]|\\\\", path) is not None
+    if (absolute and root.find("owner") is None and source is not None
+            and [child.tag for child in source] == ["database"] and _text(source, "database") == "Unknown"):
+        return "LabelImg"
+    return None
 
 
 def decide_coordinates(parsed: list, forced: str = "auto") -> tuple[str, str]:
     """(convention, why) for a whole dataset: 'one-based' (the devkit's) or 'zero-based'."""
     if forced != "auto":
         return forced, f"{forced}, as asked (--voc-coordinates {forced})"
-    for rel, (_, _, _, objects, signature) in parsed:
-        if signature == "Label Studio":
-            return "zero-based", f"zero-based: {rel} was written by Label Studio, which stores zero-based pixels"
+    for rel, (_, _, _, objects, tool) in parsed:
+        if tool in ZERO_BASED_WRITERS:
+            return "zero-based", f"zero-based: {rel} was written by {tool}, {ZERO_BASED_WRITERS[tool]}"
     for rel, (_, _, _, objects, _) in parsed:
         for values, name, line in objects:
             for tag, v in zip(("xmin", "ymin", "xmax", "ymax"), values):

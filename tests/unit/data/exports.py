@@ -23,6 +23,16 @@ The layouts follow the tools' own writers:
   an XML with no object for a negative, empty SegmentationClass/ SegmentationObject/.
 - Label Studio's VOC: `Annotations/` + `images/`, `int(x)` zero-based pixel coordinates, filename
   without extension, `<owner><name>Label Studio</name></owner>`.
+- LabelImg's Pascal VOC (libs/pascal_voc_io.py PascalVocWriter, through label_file.py
+  save_pascal_voc_format): each XML beside its image (LabelImg's default save folder), `<folder>` the
+  image folder's name, `<filename>` with its extension, `<path>` the image's absolute path on the
+  annotator's machine, `<source><database>Unknown</database></source>`, depth 3, `<segmented>0`,
+  objects with `<pose>Unspecified</pose>`, `<truncated>` by its own rule (1 when ymax == height or
+  ymin == 1, or xmax == width or xmin == 1) and `<difficult>`; `<annotation verified="yes">` for a
+  verified image; lxml's pretty print with tabs, no XML declaration. Coordinates are `int()` of its
+  canvas points, which are zero-based and kept within 0..width - 1 and 0..height - 1, xmin and ymin
+  first raised to 1 (convert_points_to_bnd_box: "0-valued coordinates ... caused an error while
+  training faster-rcnn"): zero-based whole numbers that are all >= 1.
 - Ultralytics YOLO: `data.yaml` with `path:`, `train: images/train`, `val: images/val`, `test:`
   empty, names as a dict; an image without a label file and one with an empty label file (negatives).
 - Roboflow's YOLOv8: `train/images`, `train/labels`, `valid/...`, `test/...`, data.yaml with
@@ -320,6 +330,43 @@ def label_studio_voc(root: Path) -> Export:
     return Export(root, "voc", ("car", "sign"), boxes, {})
 
 
+def labelimg_bndbox(points) -> tuple[int, int, int, int]:
+    """LabelImg's LabelFile.convert_points_to_bnd_box: min and max of the canvas points, xmin and ymin
+    raised to 1, then int() (truncation) of each."""
+    x_min, y_min = max(min(x for x, _ in points), 1), max(min(y for _, y in points), 1)
+    return int(x_min), int(y_min), int(max(x for x, _ in points)), int(max(y for _, y in points))
+
+
+def labelimg_voc(root: Path) -> Export:
+    """LabelImg's Pascal VOC: XML beside each image, absolute <path>, int() of zero-based canvas points, min 1."""
+    folder, home = root / "photos", "/home/annotator/datasets/photos"
+    items = [  # image, size, [(class, the rectangle's canvas points as drawn, difficult)], verified
+        ("cat_001.jpg", (96, 72), [("cat", [(0.4, 0.0), (40.7, 0.0), (40.7, 33.2), (0.4, 33.2)], 0),
+                                   ("dog", [(50.5, 20.25), (95.0, 20.25), (95.0, 71.0), (50.5, 71.0)], 1)], False),
+        ("cat_002.jpg", (96, 72), [("cat", [(10.0, 12.9), (60.6, 12.9), (60.6, 50.0), (10.0, 50.0)], 0)], True),
+    ]
+    boxes = {}
+    for name, (w, h), objs, verified in items:
+        image(folder / name, (w, h))
+        # what LabelImg's own reader (PascalVocReader) draws back: the written numbers as they stand
+        boxes[name] = [(cls, tuple(float(v) for v in labelimg_bndbox(points))) for cls, points, _ in objs]
+        objects = ""
+        for cls, points, difficult in objs:
+            x1, y1, x2, y2 = labelimg_bndbox(points)
+            truncated = int(y2 == h or y1 == 1 or x2 == w or x1 == 1)
+            objects += (f"\t<object>\n\t\t<name>{cls}</name>\n\t\t<pose>Unspecified</pose>\n"
+                        f"\t\t<truncated>{truncated}</truncated>\n\t\t<difficult>{int(bool(difficult))}</difficult>\n"
+                        f"\t\t<bndbox>\n\t\t\t<xmin>{x1}</xmin>\n\t\t\t<ymin>{y1}</ymin>\n\t\t\t<xmax>{x2}</xmax>\n"
+                        f"\t\t\t<ymax>{y2}</ymax>\n\t\t</bndbox>\n\t</object>\n")
+        top = '<annotation verified="yes">' if verified else "<annotation>"
+        xml = (f"{top}\n\t<folder>photos</folder>\n\t<filename>{name}</filename>\n\t<path>{home}/{name}</path>\n"
+               f"\t<source>\n\t\t<database>Unknown</database>\n\t</source>\n"
+               f"\t<size>\n\t\t<width>{w}</width>\n\t\t<height>{h}</height>\n\t\t<depth>3</depth>\n\t</size>\n"
+               f"\t<segmented>0</segmented>\n{objects}</annotation>\n")
+        (folder / f"{name[:-4]}.xml").write_text(xml, encoding="utf-8")
+    return Export(root, "voc", ("cat", "dog"), boxes, {}, base="photos")  # the one folder is the dataset
+
+
 # ------------------------------------------------------------------------------------------- YOLO
 
 def _yolo_line(cls_id: int, box: Box, size) -> str:
@@ -377,7 +424,8 @@ def roboflow_yolo(root: Path) -> Export:
 BUILDERS = {
     "coco_all_tasks": coco_all_tasks, "cvat_coco": cvat_coco, "roboflow_coco": roboflow_coco,
     "label_studio_coco": label_studio_coco, "voc_devkit_negatives": voc_devkit_negatives, "cvat_voc": cvat_voc,
-    "label_studio_voc": label_studio_voc, "ultralytics_yolo": ultralytics_yolo, "roboflow_yolo": roboflow_yolo,
+    "label_studio_voc": label_studio_voc, "labelimg_voc": labelimg_voc, "ultralytics_yolo": ultralytics_yolo,
+    "roboflow_yolo": roboflow_yolo,
 }
 
 

@@ -4,6 +4,8 @@ records (images, negatives, every box within 0.01 px, class names in order, spli
 from __future__ import annotations
 
 import json
+import shutil
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ from PIL import Image
 from detector.cli import main as cli_main
 from detector.data import load_dataset, prepare_for_training
 from detector.data.synthetic import write_synthetic
-from tests.unit.data.exports import BUILDERS, cvat_voc, voc_devkit_negatives, zip_folder
+from tests.unit.data.exports import BUILDERS, cvat_voc, labelimg_bndbox, voc_devkit_negatives, zip_folder
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +127,37 @@ def test_cvat_voc_forced_zero_based_on_whole_numbers(tmp_path):
     assert ds.voc_coordinates[0] == "one-based" and ds.records[0].boxes[0] == (11.0, 12.0, 50.0, 60.0)
     ds = load_dataset(tmp_path / "c", voc_coordinates="zero-based")
     assert ds.records[0].boxes[0] == export.boxes["JPEGImages/img_1.jpg"][0][1]
+
+
+def test_labelimg_voc_is_read_zero_based_though_every_coordinate_is_a_whole_number_from_1(exports, tmp_path):
+    """LabelImg (libs/label_file.py convert_points_to_bnd_box) writes int() of its zero-based canvas
+    points and raises xmin and ymin to 1 first: every coordinate is a whole number >= 1, which the
+    devkit rule alone reads as one-based. Its layout (an absolute <path>, <source> holding only
+    <database>Unknown</database>) names it, so it is read zero-based, as LabelImg's own reader draws
+    its boxes back."""
+    export = exports["labelimg_voc"]
+    written = [float(e.text) for xml in sorted((export.root / "photos").glob("*.xml"))
+               for e in ET.parse(xml).getroot().iter() if e.tag in ("xmin", "ymin", "xmax", "ymax")]
+    assert len(written) == 12 and all(v >= 1 and v == int(v) for v in written)
+    ds = load_dataset(export.root)
+    convention, why = ds.voc_coordinates
+    assert convention == "zero-based" and "cat_001.xml was written by LabelImg" in why
+    cat_001 = next(r for r in ds.records if r.file == "cat_001.jpg")
+    # the cat was drawn from canvas (0.4, 0.0) to (40.7, 33.2): raised to 1, truncated, not shifted
+    assert cat_001.boxes[0] == (1.0, 1.0, 40.0, 33.0) and cat_001.boxes[1] == (50.0, 20.0, 95.0, 71.0)
+    assert labelimg_bndbox([(0.4, 0.0), (40.7, 33.2)]) == (1, 1, 40, 33)
+    # forced one-based, every box moves a pixel up and left
+    devkit = load_dataset(export.root, voc_coordinates="one-based")
+    assert next(r for r in devkit.records if r.file == "cat_001.jpg").boxes[0] == (0.0, 0.0, 40.0, 33.0)
+    # without its <path> (say, re-saved by another tool) the layout no longer names LabelImg: the
+    # devkit rule decides, one-based, and only forcing reads it right
+    copy = tmp_path / "edited"
+    shutil.copytree(export.root, copy)
+    for xml in (copy / "photos").glob("*.xml"):
+        xml.write_text("".join(line for line in xml.read_text().splitlines(keepends=True) if "<path>" not in line))
+    edited = load_dataset(copy)
+    assert edited.voc_coordinates[0] == "one-based" and "whole number of at least 1" in edited.voc_coordinates[1]
+    assert load_dataset(copy, voc_coordinates="zero-based").records == ds.records
 
 
 def tiny_image(path: Path, size=(64, 48), color=(200, 40, 40)) -> None:
