@@ -25,7 +25,7 @@ def add_dataset_form() -> str | None:
                            help="auto: detected from the files (COCO JSON, then VOC XML, then YOLO labels).")
         voc = f2.selectbox("VOC coordinates", VOC_COORDINATES, key="data_voc_coordinates",
                            help="Pascal VOC only. one-based: the devkit's pixel indices (xmin - 1 is the edge); "
-                                "zero-based: edges as written (CVAT, Label Studio). auto decides from the files and "
+                                "zero-based: edges as written (CVAT, Label Studio, LabelImg). auto decides from the files and "
                                 "the report says why.")
         tab_zip, tab_folder, tab_path, tab_synth = st.tabs(["Zip archive", "Folder", "Path on this machine",
                                                             "Synthetic"])

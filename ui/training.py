@@ -196,9 +196,14 @@ def steps_per_epoch_hint(config: dict[str, Any]) -> int | None:
 def runs_table(all_runs: list[runs.RunSummary]) -> pd.DataFrame:
     return pd.DataFrame([{
         "run": r.name, "state": r.state, "dataset": r.dataset, "model": r.model,
-        "epoch": f"{r.epoch}/{r.epochs}" if r.epochs else str(r.epoch), "step": r.step,
-        "best mAP": r.best_map, "error": r.error or "",
-    } for r in all_runs], columns=["run", "state", "dataset", "model", "epoch", "step", "best mAP", "error"])
+        "epochs done": _epochs_done(r), "step": r.step, "best mAP": r.best_map, "error": r.error or "",
+    } for r in all_runs], columns=["run", "state", "dataset", "model", "epochs done", "step", "best mAP", "error"])
+
+
+def _epochs_done(r: runs.RunSummary) -> str:
+    """Completed epochs of a run, "3/5" (status files older than `epochs_done` give the epoch field)."""
+    done = r.epoch if r.epochs_done is None else r.epochs_done
+    return f"{done}/{r.epochs}" if r.epochs else str(done)
 
 
 # ---------------------------------------------------------------- images and scoring, cached
