@@ -15,8 +15,10 @@ import pytest
 from detector import runs
 from detector.scenes import make_scene
 from detector.workspace import runs_dir
-from tests.browser.conftest import ROOT, assert_no_exception, upload_dataset, wait_for_app, zip_folder
-from tests.browser.test_train_flow import POINTS_JS, _set_number, _step, _wait, stop_everything  # noqa: F401 (fixture)
+from tests.browser.conftest import (
+    POINTS_JS, ROOT, assert_no_exception, fill_short_run, new_page, run_header, train_step, upload_dataset,
+    wait_for_app, wait_until, zip_folder,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -68,10 +70,15 @@ def _metric(page, label: str) -> str:
     return box.locator("[data-testid='stMetricValue']").inner_text().strip()
 
 
+# every plotly chart on the page drawn (its SVG there), checked after two animation frames
+CHARTS_DRAWN_JS = """() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(() => done(
+  [...document.querySelectorAll("[data-testid='stPlotlyChart']")].every((c) => c.querySelector(".main-svg"))))))"""
+
+
 def _shot(page, name: str) -> None:
     SHOTS.mkdir(exist_ok=True)
     page.set_viewport_size({"width": 1400, "height": 3000})  # Streamlit scrolls inside its main block
-    page.wait_for_timeout(2000)  # let plotly draw the charts a rerun replaced
+    page.wait_for_function(CHARTS_DRAWN_JS)  # let plotly draw the charts a rerun replaced
     page.screenshot(path=str(SHOTS / name))
     page.set_viewport_size({"width": 1400, "height": 1100})
 
@@ -84,14 +91,12 @@ def _snapshot_epoch(page) -> int:
     return max((int(m.group(1)) for m in found if m), default=-1)
 
 
-def test_newcomer_path(app_url, browser, tmp_path, stop_everything):  # noqa: F811
-    context = browser.new_context(viewport={"width": 1400, "height": 1100})
-    page = context.new_page()
-    page.set_default_timeout(60_000)
+def test_newcomer_path(app_url, browser, tmp_path, stop_everything):
+    page = new_page(browser, 1400, 1100)
     try:
         _walk(page, app_url, tmp_path)
     finally:
-        context.close()
+        page.context.close()
 
 
 def _walk(page, app_url: str, tmp_path: Path) -> None:
@@ -116,12 +121,7 @@ def _walk(page, app_url: str, tmp_path: Path) -> None:
     assert page.get_by_role("radio", name="The demo model (fine-tune it)").is_checked()
     body = page.inner_text("body")
     assert "No COCO weights are cached here" in body and "its box predictor is replaced" in body
-    _set_number(page, "Epochs", 5)
-    _set_number(page, "Batch size", 2)
-    _set_number(page, "Short side (px, 0 = model's)", 128)
-    _set_number(page, "Long side max (px, 0 = model's)", 160)
-    page.get_by_text("More settings").click()
-    _set_number(page, "Data workers", 0)
+    fill_short_run(page, epochs=5, batch=2, short_side=128, long_side=160)
     name_box = page.get_by_role("textbox", name="Run name (optional)")
     name_box.fill(RUN)
     name_box.press("Enter")
@@ -130,32 +130,32 @@ def _walk(page, app_url: str, tmp_path: Path) -> None:
     _shot(page, "02-train-form.png")
     page.get_by_role("button", name="Start training").click()
     wait_for_app(page)
-    _wait(lambda: f"run={RUN}" in page.url, 30, "the named run in the URL")
+    wait_until(lambda: f"run={RUN}" in page.url, 30, "the named run in the URL")
     run_dir = runs_dir() / RUN
     config = runs.read_config(run_dir)
     assert config["init"] == "demo" and config["data"] == dataset and config["weights"] == "none"
 
     # ---- live: curves grow and RPN snapshots appear without a reload, the slider on the latest
-    _wait(lambda: _step(page) >= 2 and page.evaluate(POINTS_JS) >= 2, 180, "the first training steps")
+    wait_until(lambda: train_step(page) >= 2 and page.evaluate(POINTS_JS) >= 2, 180, "the first training steps")
     page.get_by_role("tab", name="Watch the RPN learn").click()
-    _wait(lambda: _snapshot_epoch(page) >= 0, 120, "the epoch-0 RPN snapshot")
-    _wait(lambda: _snapshot_epoch(page) >= 1, 240, "the epoch-1 snapshot, picked up live")
-    assert "· running" in page.locator("h3").filter(has_text=" · ").first.inner_text()
+    wait_until(lambda: _snapshot_epoch(page) >= 0, 120, "the epoch-0 RPN snapshot")
+    wait_until(lambda: _snapshot_epoch(page) >= 1, 240, "the epoch-1 snapshot, picked up live")
+    assert "· running" in run_header(page)
     _shot(page, "03-train-live-snapshots.png")
 
     # ---- Stop: the page and the log count the same epoch
     page.get_by_role("button", name="Stop").click(force=True)  # the live page reflows as charts redraw
-    _wait(lambda: "· stopped" in page.locator("h3").filter(has_text=" · ").first.inner_text(), 120, "the stop")
+    wait_until(lambda: "· stopped" in run_header(page), 120, "the stop")
     epoch_shown = _metric(page, "Epoch").split("/")[0]
     line = next(x for x in reversed(runs.log_tail(run_dir, 400)) if "stopped at epoch" in x)
     assert f"stopped at epoch {epoch_shown}," in line, (epoch_shown, line)
     _shot(page, "04-train-stopped.png")
     page.get_by_role("button", name="Resume").click()
-    _wait(lambda: runs.read_status(run_dir).state == "done", 300, "the resumed run to finish")
-    _wait(lambda: "· done" in page.locator("h3").filter(has_text=" · ").first.inner_text(), 60, "the page to see done")
+    wait_until(lambda: runs.read_status(run_dir).state == "done", 300, "the resumed run to finish")
+    wait_until(lambda: "· done" in run_header(page), 60, "the page to see done")
     wait_for_app(page)
     assert _metric(page, "Epoch") == "5/5"
-    _wait(lambda: _snapshot_epoch(page) == 5, 60, "the slider on the last epoch")
+    wait_until(lambda: _snapshot_epoch(page) == 5, 60, "the slider on the last epoch")
     assert_no_exception(page)
     _shot(page, "05-train-done.png")
 
