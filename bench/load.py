@@ -7,8 +7,9 @@
 What it does, all on loopback, in a temporary workspace (DETECTOR_WORKSPACE), bounded by --timeout:
 1. starts the app on a free 127.0.0.1 port and waits for its health check;
 2. lone visits, one browser, one page at a time: each page of --lone-pages cold (first visit of
-   the server) then warm (a fresh browser context, the server's caches filled), with the page's
-   wall seconds, the server's CPU seconds and the browser's CPU seconds for that visit;
+   the server) then warm (a fresh browser context, the server's caches filled), then nav (from /
+   by the sidebar's link, no page load), with the page's wall seconds, the server's CPU seconds
+   and the browser's CPU seconds for that visit;
 3. (unless --no-training) a CPU training started the way the Train page starts one
    (detector.runs.start_training) alone, timed to its first step, then stopped;
 4. the load: a CPU training started again, one session that opens /train and stays on it, and
@@ -338,12 +339,48 @@ async def lone_visits(pw, url: str, pages: list[str], server_pid: int, cpu: Brow
                 v.server_cpu_s, v.browser_cpu_s = cpu_seconds(server_pid) - s0, cpu.total() - b0
                 await context.close()
                 out.setdefault(path, {})[kind] = asdict(v)
-                print(f"  lone {kind:4s} /{path}: {v.seconds if v.seconds is None else round(v.seconds, 2)} s, "
-                      f"server {v.server_cpu_s:.2f} s CPU, browser {v.browser_cpu_s:.2f} s CPU"
-                      + (f"  ERROR {v.error}" if v.error else ""), flush=True)
+                _print_lone(kind, path, v)
+            if path:  # in-app: from / by the sidebar's link, the way a user moves between pages
+                context = await browser.new_context(viewport={"width": 1400, "height": 1000})
+                v = await navigate(context, url, path, server_pid, cpu, timeout_s)
+                await context.close()
+                out[path]["nav"] = asdict(v)
+                _print_lone("nav", path, v)
     finally:
         await browser.close()
     return out
+
+
+def _print_lone(kind: str, path: str, v: Visit) -> None:
+    print(f"  lone {kind:4s} /{path}: {v.seconds if v.seconds is None else round(v.seconds, 2)} s, "
+          f"server {v.server_cpu_s or float('nan'):.2f} s CPU, browser {v.browser_cpu_s or float('nan'):.2f} s CPU"
+          + (f"  ERROR {v.error}" if v.error else ""), flush=True)
+
+
+async def navigate(context, url: str, path: str, server_pid: int, cpu: BrowserCPU, timeout_s: float) -> Visit:
+    """Open / (not counted), then click the sidebar's link to `path`: the visit Streamlit makes without
+    reloading its JavaScript (what a user moving between pages costs; plotly.js loads on the first chart)."""
+    page = await context.new_page()
+    s0 = b0 = None
+    try:
+        await page.goto(f"{url}/", timeout=timeout_s * 1000)
+        await wait_done(page, timeout_s)
+        await asyncio.sleep(2.0)
+        s0, b0, start = cpu_seconds(server_pid), cpu.total(), time.monotonic()
+        await page.locator(f"[data-testid='stSidebarNav'] a[href$='/{path}']").first.click()
+        await asyncio.sleep(0.5)  # the click's rerun starts
+        await wait_done(page, timeout_s)
+        v = Visit(path, time.monotonic() - start)
+        if await page.locator("[data-testid='stException']").count():
+            v = Visit(path, None, "exception on the page")
+    except Exception as exc:
+        v = Visit(path, None, f"{type(exc).__name__}: {str(exc)[:300]}")
+    finally:
+        await asyncio.sleep(2.0)  # let the browser finish drawing before reading its CPU
+        await page.close()
+    if s0 is not None:
+        v.server_cpu_s, v.browser_cpu_s = cpu_seconds(server_pid) - s0, cpu.total() - b0
+    return v
 
 
 async def one_session(pw, index: int, url: str, pages: list[str], timeout_s: float) -> Session:
