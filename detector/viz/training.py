@@ -235,7 +235,7 @@ def snapshot_objectness_figure(image: Image.Image | None, snap: Any, level: int,
     # the colour bar sits in the right margin, beside the plot (the image never reaches past the
     # plot's right edge): inside the plot it covered a wide image's right side
     add_objectness(fig, snap.objectness[level], snap.cell_placement(level), opacity,
-                   colorbar=dict(title=dict(text="objectness", side="right"), thickness=8, len=0.6, x=1.0,
+                   colorbar=dict(title=dict(text="objectness (sigmoid)", side="right"), thickness=8, len=0.6, x=1.0,
                                  xanchor="left", xref="paper", xpad=4, ypad=0))
     add_boxes(fig, snap.gt_boxes, "ground_truth", show_labels=False)
     fig.update_layout(showlegend=False)
