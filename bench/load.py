@@ -618,8 +618,11 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-load-"))
     if args.browser_nice:
-        wrapper = tmp / "chromium"  # exec keeps the name: BrowserCPU still finds the processes
-        wrapper.write_text(f'#!/bin/sh\nexec nice -n {args.browser_nice} {CHROMIUM} "$@"\n')
+        # exec keeps the name (BrowserCPU still finds the processes); as root Chromium raises its browser and
+        # GPU processes to nice -8 itself, so setpriv drops CAP_SYS_NICE: every process stays at the level
+        wrapper = tmp / "chromium"
+        drop = "setpriv --bounding-set -sys_nice --inh-caps -sys_nice " if shutil.which("setpriv") else ""
+        wrapper.write_text(f'#!/bin/sh\nexec {drop}nice -n {args.browser_nice} {CHROMIUM} "$@"\n')
         wrapper.chmod(0o755)
         CHROMIUM = str(wrapper)
     workspace = tmp / "workspace"
