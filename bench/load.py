@@ -225,16 +225,21 @@ def start_training(workspace: Path, dataset: Path, name: str) -> tuple[Path, int
     return run_dir, pid, t0
 
 
-def first_step_s(run_dir: Path, pid: int, t0: float, timeout_s: float) -> float | None:
-    """Seconds from start until the first train line in metrics.jsonl (None: not within timeout)."""
+def first_step_s(run_dir: Path, pid: int, t0: float, timeout_s: float, info: dict | None = None) -> float | None:
+    """Seconds from start until the first train line in metrics.jsonl (None: not within timeout).
+
+    info: gets `cpu_s`, the training process's CPU seconds by then (wall >> CPU: it waited for a core)."""
     from detector import runs
 
     metrics = run_dir / runs.METRICS
     deadline = t0 + timeout_s
     while time.monotonic() < deadline:
+        used = cpu_seconds(pid)
+        if used is not None and info is not None:
+            info["cpu_s"] = used
         if metrics.exists() and '"train"' in metrics.read_text(errors="replace"):
             return time.monotonic() - t0
-        if cpu_seconds(pid) is None or _ended(run_dir):
+        if used is None or _ended(run_dir):
             return None
         time.sleep(0.25)
     return None
@@ -674,15 +679,18 @@ def main(argv: list[str] | None = None) -> int:
 
         if not args.no_training:
             run_dir, train_pid, t0 = start_training(workspace, dataset, "bench-lone")
-            lone_first = first_step_s(run_dir, train_pid, t0, 300)
+            lone_info: dict = {}
+            lone_first = first_step_s(run_dir, train_pid, t0, 300, lone_info)
             stop_training(train_pid)
             train_pid = None
             print(f"  training alone: first step after {lone_first} s", flush=True)
             run_dir, train_pid, t0 = start_training(workspace, dataset, "bench-load")
-            result["training"] = {"first_step_alone_s": lone_first, "args": TRAIN_ARGS}
+            result["training"] = {"first_step_alone_s": lone_first, "first_step_cpu_alone_s": lone_info.get("cpu_s"),
+                                  "args": TRAIN_ARGS}
             under_load: list[float | None] = []
+            load_info: dict = {}
             watcher = threading.Thread(target=lambda: under_load.append(
-                first_step_s(run_dir, train_pid, t0, args.timeout)), daemon=True)
+                first_step_s(run_dir, train_pid, t0, args.timeout, load_info)), daemon=True)
             watcher.start()
 
         print(f"  {args.sessions} sessions over {pages} ...", flush=True)
@@ -698,6 +706,7 @@ def main(argv: list[str] | None = None) -> int:
             watcher.join(max(1.0, 4 * (lone_first or 60)))  # a first step not reached under load: wait, alone
             first = under_load[0] if under_load else None
             result["training"]["first_step_under_load_s"] = first
+            result["training"]["first_step_cpu_under_load_s"] = load_info.get("cpu_s")
             result["training"]["load_ended_after_s"] = load_end_s
             # a first step after the sessions ended was not taken under load all the way: the ratio is then
             # a lower bound of what load costs the training (the report says so)
