@@ -623,11 +623,15 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-load-"))
     if args.browser_nice:
-        # exec keeps the name (BrowserCPU still finds the processes); as root Chromium raises its browser and
-        # GPU processes to nice -8 itself, so setpriv drops CAP_SYS_NICE: every process stays at the level
+        # Playwright starts each browser in its own session, so with autogroup scheduling on (sched(7)) each
+        # browser is a group that shares the CPU with the server's and the training's as an equal whatever
+        # its nice: the wrapper sets its autogroup's nice too. exec keeps the name (BrowserCPU finds the
+        # processes); as root Chromium raises its browser and GPU processes to nice -8 itself, so setpriv
+        # drops CAP_SYS_NICE: every process stays at the level
         wrapper = tmp / "chromium"
         drop = "setpriv --bounding-set -sys_nice --inh-caps -sys_nice " if shutil.which("setpriv") else ""
-        wrapper.write_text(f'#!/bin/sh\nexec {drop}nice -n {args.browser_nice} {CHROMIUM} "$@"\n')
+        wrapper.write_text(f'#!/bin/sh\n[ -w /proc/self/autogroup ] && echo {args.browser_nice} > /proc/self/autogroup\n'
+                           f'exec {drop}nice -n {args.browser_nice} {CHROMIUM} "$@"\n')
         wrapper.chmod(0o755)
         CHROMIUM = str(wrapper)
     workspace = tmp / "workspace"

@@ -716,6 +716,30 @@ def list_runs(root: Path | None = None) -> list[RunSummary]:
 
 
 TRAINING_NICE = 10  # how much lower than the server a training started from a page runs (os.nice)
+AUTOGROUP = Path("/proc/self/autogroup")
+
+
+def autogroup_nice(pid: int | str = "self") -> int | None:
+    """The nice value of a process's scheduling autogroup (sched(7)); None where the kernel has none."""
+    try:
+        return int(Path(f"/proc/{pid}/autogroup").read_text().split("nice")[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def lower_cpu_priority(steps: int) -> None:
+    """This process `steps` nice levels lower, and its session's autogroup too when it leads the session.
+
+    With the kernel's autogroup scheduling on (sched(7); the default on most distributions) the CPU is
+    shared between sessions first and nice only orders processes inside one: a training in its own
+    session (as the Train page starts it) at nice 10 still took a full share against the server's.
+    A process that does not lead its session (a command typed in a terminal) leaves the terminal's
+    autogroup alone."""
+    os.nice(steps)
+    current = autogroup_nice()
+    if current is not None and os.getsid(0) == os.getpid():
+        with contextlib.suppress(OSError):
+            AUTOGROUP.write_text(str(min(19, current + steps)))
 
 
 def start_training(run_dir: Path, extra_args: list[str] | None = None, resume: bool = False,

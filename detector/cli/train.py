@@ -67,8 +67,9 @@ def register(subparsers: Any) -> None:
                    help="any config field, e.g. --set model_kwargs='{\"min_size\": 128}' (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue RUN_DIR from checkpoints/last.pt")
     p.add_argument("--nice", type=int, default=0, metavar="N",
-                   help="lower this process's CPU priority by N (os.nice) before training; the Train page "
-                        "starts runs with 10, so pages stay responsive while the CPU trains (default 0)")
+                   help="lower this process's CPU priority by N (os.nice, and its session's autogroup when it "
+                        "leads one) before training; the Train page starts runs with 10, so pages stay responsive "
+                        "while the CPU trains (default 0)")
     p.set_defaults(func=cmd_train)
 
     e = model_command(subparsers, "evaluate", "COCO mAP of a model on a dataset", cmd_evaluate, dataset=True)
@@ -140,8 +141,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from detector.models import MODEL_NAMES
     from detector.weights import WeightsUnavailable
 
-    if args.nice > 0:
-        os.nice(args.nice)  # before torch starts its threads and the DataLoader its workers: they inherit it
+    if args.nice > 0:  # before torch starts its threads and the DataLoader its workers: they inherit it
+        runs.lower_cpu_priority(args.nice)
     run_dir = Path(args.out)
     if run_dir.exists() and not run_dir.is_dir():
         raise CliError(f"{run_dir}: not a folder")
