@@ -704,7 +704,7 @@ def main(argv: list[str] | None = None) -> int:
             from detector import runs
 
             load_end_s = time.monotonic() - t0  # seconds from the training's start to the sessions' end
-            result["training"]["cpu_at_load_end_s"] = load_info.get("cpu_s")
+            result["training"]["cpu_at_load_end_s"] = cpu_seconds(train_pid)
             status = runs.read_status(run_dir)
             result["training"]["status_after_load"] = {"state": status.state, "step": status.step,
                                                        "error": status.error}
