@@ -162,7 +162,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_app(workspace: Path | None, log: Path, timeout_s: float = 120) -> tuple[subprocess.Popen, str]:
+def start_app(workspace: Path | None, log: Path, timeout_s: float = 120,
+              script: str = "app.py") -> tuple[subprocess.Popen, str]:
     """`streamlit run app.py` on a free loopback port, in its own session; (process, URL) once healthy.
 
     workspace: its DETECTOR_WORKSPACE (None: this process's). The browser tests start it this way too."""
@@ -171,7 +172,7 @@ def start_app(workspace: Path | None, log: Path, timeout_s: float = 120) -> tupl
     if workspace is not None:
         env["DETECTOR_WORKSPACE"] = str(workspace)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
+        [sys.executable, "-m", "streamlit", "run", script, "--server.port", str(port), "--server.address",
          "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
         cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
     )
@@ -330,7 +331,7 @@ async def visit(context, url: str, path: str, timeout_s: float, t_ref: float) ->
 
 
 async def lone_visits(pw, url: str, pages: list[str], server_pid: int, cpu: BrowserCPU,
-                      timeout_s: float) -> dict:
+                      timeout_s: float, navigate_too: bool = True) -> dict:
     """Each page cold then warm, one at a time, with server and browser CPU for the visit."""
     browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
     out: dict[str, dict] = {}
@@ -345,7 +346,7 @@ async def lone_visits(pw, url: str, pages: list[str], server_pid: int, cpu: Brow
                 await context.close()
                 out.setdefault(path, {})[kind] = asdict(v)
                 _print_lone(kind, path, v)
-            if path:  # in-app: from / by the sidebar's link, the way a user moves between pages
+            if path and navigate_too:  # in-app: from / by the sidebar's link, the way a user moves between pages
                 context = await browser.new_context(viewport={"width": 1400, "height": 1000})
                 v = await navigate(context, url, path, server_pid, cpu, timeout_s)
                 await context.close()
@@ -386,6 +387,23 @@ async def navigate(context, url: str, path: str, server_pid: int, cpu: BrowserCP
     if s0 is not None:
         v.server_cpu_s, v.browser_cpu_s = cpu_seconds(server_pid) - s0, cpu.total() - b0
     return v
+
+
+def baselines(tmp: Path, cpu: BrowserCPU, timeout_s: float) -> dict:
+    """Lone cold / warm visits of bench/blank_page.py (?w=text, ?w=chart) on a server of its own."""
+    from playwright.async_api import async_playwright
+
+    blank, blank_url = start_app(None, tmp / "blank.log", script="bench/blank_page.py")
+
+    async def run() -> dict:
+        async with async_playwright() as pw:
+            return await lone_visits(pw, blank_url, ["?w=text", "?w=chart"], blank.pid, cpu, timeout_s,
+                                     navigate_too=False)
+
+    try:
+        return asyncio.run(run())
+    finally:
+        stop_process(blank)
 
 
 async def one_session(pw, index: int, url: str, pages: list[str], timeout_s: float) -> Session:
@@ -598,6 +616,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--watch-train", type=float, default=0.0, metavar="S",
                     help="instead of sessions: one browser on /train for S seconds while a CPU training runs; "
                          "the live refresh's server and browser CPU per second and websocket bytes")
+    ap.add_argument("--baselines", action="store_true",
+                    help="also visit bench/blank_page.py (a line of text; the same with one tiny plotly chart), "
+                         "served alone with the app's config, cold then warm: what Streamlit itself costs")
     ap.add_argument("--browser-nice", type=int, default=0, metavar="N",
                     help="run every Chromium at this nice level (e.g. 19): the browsers stand in for the users' "
                          "own machines, so on this shared machine they take only the CPU the server and the "
@@ -671,6 +692,8 @@ def main(argv: list[str] | None = None) -> int:
                 return await lone_visits(pw, url, lone, app.pid, cpu, args.page_timeout)
 
         result["lone"] = asyncio.run(_lone())
+        if args.baselines:
+            result["baselines"] = baselines(tmp, cpu, args.page_timeout)
         rss["before_mb"] = rss_mb(app.pid)
         if args.sessions == 0:  # lone visits only: page latency against model(images), same threads
             result["model_images_ms"] = model_images_ms()

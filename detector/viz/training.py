@@ -209,7 +209,7 @@ def comparison_figure(series: Mapping[str, Sequence[Mapping[str, Any]]], metric:
 # ---------------------------------------------------------------- watching the RPN learn
 
 
-SNAPSHOT_BAR_ROOM = 64  # screen pixels right of every snapshot panel's plot, where the objectness bar sits
+SNAPSHOT_BAR_ROOM = 72  # screen pixels right of every snapshot panel's plot, where the objectness bar sits
 
 
 def _canvas(image: Image.Image | None, width: int, height: int) -> Image.Image:
