@@ -28,6 +28,9 @@ def test_add_a_references_checkpoint_in_the_sidebar_and_detect_with_it(app_url, 
     sidebar = page.locator("[data-testid='stSidebar']")
     sidebar.get_by_text("Add a model file").click()
     sidebar.locator("[data-testid='stFileUploader'] input[type='file']").set_input_files(str(path))
+    # the upload is the widget's value once the uploader lists it and the rerun it sends has finished:
+    # a click before then finds no file ("Choose a file first.")
+    sidebar.get_by_text("model_7.pth", exact=True).wait_for(timeout=120_000)
     wait_for_app(page, 180)
     sidebar.get_by_role("button", name="Add checkpoint").click()
     sidebar.get_by_text("Stored as model_7.pt and chosen").wait_for(timeout=120_000)
