@@ -63,6 +63,9 @@ def test_a_signal_stops_the_run_and_status_says_why(dataset, sig):
     # wait until it trains (status running, a first step logged), then signal its process group
     assert runs.wait_for(lambda: (run_dir / runs.METRICS).exists(), 300), (run_dir / runs.CONSOLE).read_text()
     assert _nice(pid) == min(19, os.nice(0) + runs.TRAINING_NICE)  # the page's training yields the CPU
+    environ = dict(v.split("=", 1) for v in open(f"/proc/{pid}/environ").read().split("\0") if "=" in v)
+    assert environ.get("GOMP_SPINCOUNT") == os.environ.get("GOMP_SPINCOUNT", runs.TRAINING_SPINCOUNT) \
+        or "OMP_WAIT_POLICY" in os.environ  # short OpenMP spins: it shares the cores
     if runs.autogroup_nice() is not None:  # and its session's autogroup (a new one starts at 0, sched(7)), or
         assert os.getsid(pid) == pid != os.getsid(0)  # nice would not count against the server's session
         assert runs.autogroup_nice(pid) == min(19, runs.TRAINING_NICE)
