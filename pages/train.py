@@ -7,15 +7,15 @@ import streamlit as st
 
 from detector import runs
 from ui.hard_examples import render_hard_examples
-from ui.links import model_param, page_url
+from ui.links import page_url
 from ui.live_curves import render_curves
 from ui.model import current_device
-from ui.model_export import render_export
 from ui.router import ensure_router
+from ui.run_files import render_run_files
 from ui.snapshots import render_rpn_snapshots
 from ui.train_form import new_run_form
 from ui.training import (
-    checkpoint_bytes, config_summary, describe_device, epoch_marks, list_runs, metrics_csv_of, metrics_tail, render_comparison,
+    config_summary, describe_device, epoch_marks, list_runs, metrics_tail, render_comparison,
     render_state_note, run_label, runs_table, select_run, selected_run, start_new_run, steps_per_epoch_hint,
     train_split_size,
 )
@@ -23,7 +23,6 @@ from ui.training import (
 ensure_router()
 
 REFRESH_S = 2.0  # the curves
-LOG_REFRESH_S = 5.0  # the log tail
 
 st.title("Train")
 st.markdown(
@@ -113,13 +112,6 @@ def live_view() -> None:
     render_curves(tail, now, current.name, run_config, active, live, REFRESH_S, steps_per_epoch_hint(run_config))
 
 
-@st.fragment(run_every=LOG_REFRESH_S if active and live else None)
-def log_view() -> None:
-    st.code("\n".join(runs.log_tail(run_dir, lines=40)) or "(the log is empty)", language=None, height=320)
-    st.caption(f"The last lines of {runs.log_path(run_dir)}"
-               + (f", re-read every {LOG_REFRESH_S:g} s." if active and live else "."))
-
-
 live_view()
 tab_rpn, tab_hard, tab_compare, tab_runs, tab_files = st.tabs(
     ["Watch the RPN learn", "Hardest validation images", "Compare runs", "All runs", "Log and downloads"])
@@ -135,20 +127,4 @@ with tab_runs:
     st.caption("Every run folder in the workspace's runs/, newest first, as of the last epoch. A run whose process "
                "is gone while it said it was training shows as interrupted and can be resumed.")
 with tab_files:
-    d1, d2, d3 = st.columns(3)
-    d1.download_button("Metrics as CSV", partial(metrics_csv_of, run_dir), f"{current.name}_metrics.csv",
-                       "text/csv", key="train_dl_csv", disabled=not drawn.steps,
-                       help="Every step and epoch recorded so far, read when you click.")
-    for col, which in ((d2, "best"), (d3, "last")):
-        path = runs.checkpoint_path(run_dir, which)
-        if path.is_file():
-            col.download_button(f"Checkpoint {which}.pt ({path.stat().st_size / 1e6:.1f} MB)",
-                                partial(checkpoint_bytes, path), f"{current.name}_{which}.pt",
-                                "application/octet-stream", key=f"train_dl_{which}",
-                                help="torch.load(weights_only=True) loads it; `--checkpoint FILE` uses it.")
-        else:
-            col.caption(f"No {which}.pt yet.")
-    if state == "done" and runs.best_checkpoint(run_dir) is not None:
-        st.markdown("**Export the trained model**")
-        render_export(model_param(run_dir), current.name, "train_export")
-    log_view()
+    render_run_files(run_dir, current.name, state, drawn.steps, active and live)
