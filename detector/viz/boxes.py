@@ -179,7 +179,12 @@ def draw_boxes_on_image(
     scores: Sequence[float] | None = None,
     style: str = "prediction",
 ) -> Image.Image:
-    """A PNG-ready copy of `image` with boxes drawn in the same colours as `add_boxes` (for downloads)."""
+    """A PNG-ready copy of `image` with [x1, y1, x2, y2] boxes (original-image pixels) drawn in the
+    same colours as `add_boxes` (for downloads).
+
+    Takes any box the model can return: torchvision drops only boxes under 0.01 px
+    (`remove_small_boxes`), so a box narrower than a pixel is drawn as a one-pixel-wide outline.
+    """
     from PIL import ImageDraw
 
     out = image.convert("RGB").copy()
@@ -190,7 +195,9 @@ def draw_boxes_on_image(
     for i, (x1, y1, x2, y2) in enumerate(arr.tolist()):
         label = labels[i] if labels is not None else None
         colour = spec["color"] or class_color(label or "object")
-        draw.rectangle([x1, y1, x2 - 1, y2 - 1], outline=colour, width=width)
+        # x2, y2 are pixel edges, PIL's corners are pixels (inclusive): a box under a pixel wide
+        # (x2 - 1 < x1) would make PIL raise "x1 must be greater than or equal to x0"
+        draw.rectangle([x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)], outline=colour, width=width)
         caption = " ".join(p for p in (label or "", f"{scores[i]:.2f}" if scores is not None else "") if p)
         if caption:
             tx, ty = x1, max(0.0, y1 - 12)

@@ -28,3 +28,28 @@ def test_room_above_scales_with_the_image_frame():
     fig = image_figure(Image.new("RGB", (400, 4000)), height=400)
     add_boxes(fig, [[0, 100, 50, 200], [0, 1000, 50, 1100]], "ground_truth", labels=["a", "b"])
     assert _caption_positions(fig) == ["bottom right", "top right"]
+
+
+def test_png_drawing_takes_every_box_torchvision_keeps():
+    # boxes as the model returns them: decoded, clipped to the image and filtered by torchvision's own
+    # remove_small_boxes (1e-2 px), so widths and heights from 0.01 px up, at the edges too
+    import numpy as np
+    import torch
+    from torchvision.ops import boxes as box_ops
+
+    from detector.viz.boxes import draw_boxes_on_image
+
+    image = Image.new("RGB", (64, 48), "black")
+    rng = torch.Generator().manual_seed(0)
+    x1y1 = torch.rand(400, 2, generator=rng) * torch.tensor([70.0, 54.0]) - 3
+    wh = torch.cat([torch.full((100, 2), 0.011), torch.rand(300, 2, generator=rng) * 3])
+    raw = torch.cat([x1y1, x1y1 + wh], dim=1)
+    boxes = box_ops.clip_boxes_to_image(raw, (48, 64))
+    boxes = boxes[box_ops.remove_small_boxes(boxes, 1e-2)]
+    assert ((boxes[:, 2] - boxes[:, 0]) < 1).sum() > 50 and ((boxes[:, 3] - boxes[:, 1]) < 1).sum() > 50
+    out = draw_boxes_on_image(image, boxes.numpy(), ["cat"] * len(boxes), [0.5] * len(boxes))
+    assert out.size == image.size
+    # every box leaves its colour at its top-left pixel
+    pixels = np.asarray(out)
+    for x1, y1 in boxes[:, :2].floor().long().tolist():
+        assert pixels[min(y1, 47), min(x1, 63)].any()
