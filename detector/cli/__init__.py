@@ -18,7 +18,7 @@ from typing import Callable
 
 # Imported lazily by name so `--help` and light commands (validate) start fast.
 COMMAND_MODULES = ("detector.cli.anchors", "detector.cli.data", "detector.cli.train", "detector.cli.detect",
-                   "detector.cli.export", "detector.cli.diagnose", "detector.cli.weights")
+                   "detector.cli.explain", "detector.cli.export", "detector.cli.diagnose", "detector.cli.weights")
 
 
 class CliError(Exception):
@@ -71,6 +71,17 @@ def add_run_options(p: argparse.ArgumentParser, batch_size: int) -> None:
     """--device auto|cpu|cuda (default auto) and --batch-size (images per forward)."""
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--batch-size", type=int, default=batch_size)
+
+
+def load_model_source(args: argparse.Namespace):
+    """The LoadedModel that --checkpoint / --model / --classes and --device name; a bad source is a CliError (exit 2)."""
+    from detector import checkpoints, models, weights
+
+    try:
+        device = models.resolve_device(args.device)
+        return checkpoints.load_chosen(args.checkpoint, args.model, args.classes, device)
+    except (ValueError, checkpoints.CheckpointError, weights.WeightsUnavailable) as exc:
+        raise CliError(str(exc), 2) from None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from detector.cli import CliError, add_run_options, model_command
+from detector.cli import CliError, add_run_options, load_model_source, model_command
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,17 +21,12 @@ def run(args: argparse.Namespace) -> int:
     """Run a detector on images. Default model: COCO weights if cached, else the demo model. A file
     that cannot be read gets its error; the others still run (exit 1 if any failed).
     """
-    from detector import checkpoints, models, weights
     from detector.detection import detect
     from detector.images import ImageError, load_image
 
     if not 0.0 <= args.score_threshold <= 1.0:
         raise CliError("--score-threshold must be between 0 and 1", 2)
-    try:
-        device = models.resolve_device(args.device)
-        loaded = checkpoints.load_chosen(args.checkpoint, args.model, args.classes, device)
-    except (ValueError, checkpoints.CheckpointError, weights.WeightsUnavailable) as exc:
-        raise CliError(str(exc), 2) from None
+    loaded = load_model_source(args)
 
     entries: list[dict] = []
     images, names, slots = [], [], []
