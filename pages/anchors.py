@@ -1,5 +1,5 @@
 """Anchor explorer: the anchors at every feature-map location, their RPN labels, and their fitness
-for a dataset. Widgets and layout only: caches, parsers and tables live in ui.anchors, the anchors in
+for a dataset. Widgets and layout only: caches, parsers and tables live in ui.anchors.glue, the anchors in
 detector.anchor_grids / anchor_matching / anchor_fitness, figures in detector.viz.anchors."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import streamlit as st
 
 from detector import anchor_grids, anchor_matching
 from detector.viz import anchors as V
-from ui import anchors as U
+from ui.anchors import glue as U
 from ui.inputs import image_input
 from ui.router import ensure_router
 

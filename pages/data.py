@@ -5,10 +5,10 @@ import streamlit as st
 
 from detector.data import DatasetError, list_datasets
 from detector.viz.data import aspect_ratio_figure, box_size_figure, class_balance_figure, size_bucket_figure
-from ui.data import statistics, stored
-from ui.data_report import render_report
-from ui.dataset_intake import add_dataset_form
-from ui.image_browser import render_browser
+from ui.data.browser import render_browser
+from ui.data.intake import add_dataset_form
+from ui.data.report import render_report
+from ui.data.stored import statistics, stored
 from ui.inputs import default_dataset, remember_dataset
 from ui.router import ensure_router
 

@@ -6,7 +6,7 @@ import streamlit as st
 
 from detector.detection import coco_results_json, detections_csv
 from detector.viz.rpn import detections_figure
-from ui.detection import annotated_png, cached_detections, class_filter, decode_uploads, detection_tables, result_heading
+from ui.detect.detections import annotated_png, cached_detections, class_filter, decode_uploads, detection_tables, result_heading
 from ui.links import page_url
 from ui.inputs import SAMPLE_SEEDS, sample_image
 from ui.model_export import render_export

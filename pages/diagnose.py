@@ -5,7 +5,7 @@ import streamlit as st
 from detector.diagnosis.stage_blame import STAGE_LABELS, STAGES
 from detector.diagnosis.tuner import KNOBS
 from detector.viz import diagnosis as viz
-from ui import diagnosis as ui
+from ui.diagnose import glue as ui
 from ui.model import current_model
 from ui.router import ensure_router
 

@@ -6,12 +6,12 @@ from detector.frames import size_text
 from detector.proposals import FUNNEL_STAGES
 from detector.viz import rpn as viz
 from ui.inputs import image_input
-from ui.inspection import inspection, rpn_stage, shared_figure, timings_frame
+from ui.rpn.inspection import inspection, rpn_stage, shared_figure, timings_frame
 from ui.links import box_from_param
 from ui.model import current_device, current_model
-from ui.proposal_knobs import proposal_knobs
+from ui.rpn.knobs import proposal_knobs
 from ui.router import ensure_router
-from ui.rpn_views import VIEWS, InspectorState, follow_proposal_click, render_view
+from ui.rpn.views import VIEWS, InspectorState, follow_proposal_click, render_view
 
 ensure_router()
 

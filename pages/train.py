@@ -6,19 +6,18 @@ from functools import partial
 import streamlit as st
 
 from detector import runs
-from ui.hard_examples import render_hard_examples
 from ui.links import page_url
-from ui.live_curves import render_curves
 from ui.model import current_device
 from ui.router import ensure_router
-from ui.run_files import render_run_files
-from ui.snapshots import render_rpn_snapshots
-from ui.train_form import new_run_form
-from ui.training import (
-    config_summary, describe_device, epoch_marks, list_runs, metrics_tail, render_comparison,
-    render_state_note, run_label, runs_table, select_run, selected_run, start_new_run, steps_per_epoch_hint,
-    train_split_size,
-)
+from ui.train.compare import render_comparison
+from ui.train.curves import render_curves
+from ui.train.files import render_run_files
+from ui.train.form import describe_device, new_run_form
+from ui.train.hard_examples import render_hard_examples
+from ui.train.header import config_summary, render_state_note
+from ui.train.metrics import epoch_marks, metrics_tail, steps_per_epoch_hint, train_split_size
+from ui.train.run_list import list_runs, run_label, runs_table, select_run, selected_run, start_new_run
+from ui.train.snapshots import render_rpn_snapshots
 
 ensure_router()
 

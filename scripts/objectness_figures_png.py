@@ -5,8 +5,8 @@ and as /train's RPN snapshot draws it, side by side, rendered by plotly.js in he
     python scripts/objectness_figures_png.py --level 0 --seed 11 --out /tmp/level0.png
 
 Both figures come from the pages' own code paths on one synthetic scene (detector.scenes):
-/rpn's is `viz.rpn.objectness_figure` over `inspect.run_rpn_stage` (as ui/inspection.py and
-ui/rpn_views.py's Objectness view run it: best anchor shape per cell); /train's is
+/rpn's is `viz.rpn.objectness_figure` over `inspect.run_rpn_stage` (as ui/rpn/inspection.py and
+ui/rpn/views.py's Objectness view run it: best anchor shape per cell); /train's is
 `viz.training.snapshot_objectness_figure` over the snapshot that `snapshots.rpn_snapshot` builds from
 the same image (saved as PNG, read back through the project's DetectionDataset, as training reads its
 validation images), written and read back with `runs.write_snapshot` / `runs.read_snapshot`.

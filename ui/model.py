@@ -142,8 +142,15 @@ def _load(source: str, mtime: float, device: str, overrides: tuple) -> checkpoin
 
 
 def model_key(source: str, device: torch.device | str = "cpu") -> str:
-    """A key naming exactly this model (source, checkpoint mtime, device): for caches of results."""
+    """A key naming exactly this model file version (source, checkpoint mtime, device): for caches of
+    results that stay right while the same file is loaded again (detections, exports)."""
     return f"{source}|{_mtime(source)}|{device}"
+
+
+def loaded_model_key(loaded: checkpoints.LoadedModel) -> str:
+    """A key naming one loaded model object (source and object identity): for caches that hold what
+    this very object computed (feature maps, figures); a reloaded checkpoint gets a new key."""
+    return f"{loaded.source}|{id(loaded.model)}"
 
 
 def get_model(source: str, device: torch.device | str = "cpu", **overrides) -> checkpoints.LoadedModel:

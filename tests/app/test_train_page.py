@@ -169,7 +169,7 @@ def test_form_starts_from_the_best_start_with_every_config_knob_explained(datase
     from dataclasses import fields
 
     from detector.train_config import TrainConfig
-    from ui.train_form import LABELS, OWN_WIDGETS
+    from ui.train.form import LABELS, OWN_WIDGETS
 
     at = app_test(PAGE).run()
     at.selectbox(key="train_data").set_value(dataset).run()

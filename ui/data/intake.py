@@ -3,16 +3,90 @@ set, each stored (or registered) once and checked; the name of the dataset it ad
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
+from pathlib import Path
+
 import streamlit as st
 
+from detector.data import DatasetError, store_upload
 from detector.data.loader import FORMATS as DATASET_FORMATS
 from detector.data.records import VOC_CONVENTIONS
-from ui.data import (
-    allowed_roots, content_key, folder_upload_key, register, store_once, store_synthetic, upload_limit_mb,
-)
+from detector.data.roots import data_roots
+from detector.data.store import register_path
+from detector.workspace import workspace_root
 
 FORMATS = ["auto", *DATASET_FORMATS]
 VOC_COORDINATES = ["auto", *VOC_CONVENTIONS]
+
+
+def store_once(key: str, name_hint: str, data, format: str, voc_coordinates: str = "auto"
+               ) -> tuple[str | None, str | None]:
+    """Store an upload once per (content, format, VOC convention) in this session: (dataset name, error)."""
+    done = st.session_state.setdefault("_data_stored", {})
+    key = f"{key}-{voc_coordinates}"
+    if key in done:
+        return done[key]
+    with st.spinner(f"Checking and storing {name_hint} ..."):
+        try:
+            result = (store_upload(name_hint, data, format=format, voc_coordinates=voc_coordinates).name, None)
+        except DatasetError as exc:
+            result = (None, str(exc))
+    done[key] = result
+    return result
+
+
+def register(path_text: str, format: str, voc_coordinates: str = "auto") -> tuple[str | None, str | None]:
+    """Register a folder or zip on this machine by path (no copy): (dataset name, error message)."""
+    with st.spinner("Checking and registering the dataset ..."):
+        try:
+            return register_path(path_text, format=format, voc_coordinates=voc_coordinates).name, None
+        except DatasetError as exc:
+            return None, str(exc)
+
+
+def upload_limit_mb() -> int:
+    """The browser upload limit in MB, as Streamlit's config sets it (server.maxUploadSize)."""
+    return int(st.get_option("server.maxUploadSize"))
+
+
+def allowed_roots() -> list[str]:
+    """The folders a dataset may be registered from (the workspace first), as shown to the user."""
+    return [str(r) for r in data_roots()]
+
+
+def content_key(*parts: bytes | str) -> str:
+    digest = hashlib.sha256()
+    for p in parts:
+        digest.update(p if isinstance(p, bytes) else p.encode())
+    return digest.hexdigest()[:16]
+
+
+def folder_upload_key(mapping: dict[str, bytes], format: str) -> tuple[str, str]:
+    """(content key, name hint) of a folder upload (file name -> bytes): the hint is its top folder."""
+    first = next(iter(mapping))
+    hint = first.split("/")[0] if "/" in first else "folder-upload"
+    return content_key(*sorted(mapping), *(mapping[k] for k in sorted(mapping)), format), hint
+
+
+def store_synthetic(images: int, seed: int, format: str) -> tuple[str | None, str | None]:
+    """Write a synthetic dataset in the workspace and store it (once per settings in this session)."""
+    from detector.data.synthetic import write_synthetic
+
+    key = f"synth-{images}-{seed}-{format}"
+    done = st.session_state.setdefault("_data_stored", {})
+    if key in done:
+        return done[key]
+    with st.spinner(f"Drawing {images} synthetic images ..."):
+        with tempfile.TemporaryDirectory(dir=workspace_root()) as tmp:
+            folder = write_synthetic(Path(tmp) / f"synthetic-{format}-seed{seed}", images=images, seed=seed,
+                                     format=format)
+            try:
+                result = (store_upload(folder.name, folder).name, None)
+            except DatasetError as exc:
+                result = (None, str(exc))
+    done[key] = result
+    return result
 
 
 def add_dataset_form() -> str | None:

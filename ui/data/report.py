@@ -10,9 +10,27 @@ import pandas as pd
 import streamlit as st
 
 from detector.data import StoredDataset
-from detector.data.records import VOC_CONVENTIONS
-from detector.data.validation import action_kind
-from ui.data import decoding_problems, filter_problems, problems_table, reread_voc
+from detector.data.records import VOC_CONVENTIONS, Problem
+from detector.data.validation import action_kind, kind_of_action
+from ui.data.stored import decoding_problems, reread_voc
+
+PROBLEM_COLUMNS = ["severity", "file", "line", "id", "message", "action"]
+
+
+def problems_table(problems: list[Problem]) -> pd.DataFrame:
+    """One row per problem, in the columns of the validation report."""
+    return pd.DataFrame([p.to_dict() for p in problems], columns=PROBLEM_COLUMNS)
+
+
+def filter_problems(table: pd.DataFrame, severities: list[str], kinds: list[str], search: str) -> pd.DataFrame:
+    """The rows of a problems_table with one of these severities and action kinds whose file or message
+    contains search (case-insensitive; empty: all), ready to show."""
+    shown = table[table["severity"].isin(severities)
+                  & table["action"].map(kind_of_action).isin(kinds)]
+    if search:
+        text = shown["file"].fillna("") + " " + shown["message"]
+        shown = shown[text.str.contains(search, case=False, regex=False)]
+    return shown.astype({"line": "Int64"}).astype({"id": "string"})
 
 
 def render_report(name: str, sd: StoredDataset) -> None:

@@ -20,9 +20,20 @@ from detector.viz.training import (
     snapshot_proposals_figure,
 )
 from ui.inputs import follow_default
-from ui.training import snapshot, snapshot_image
+from ui.train.val_images import snapshot_image
 
 EPOCH_KEY, IMAGE_KEY, LEVEL_KEY = "train_snap_epoch", "train_snap_image", "train_snap_level"
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _snapshot(run_dir: str, epoch: int, stamp: float) -> runs.RpnSnapshot:
+    del stamp
+    return runs.read_snapshot(Path(run_dir), epoch)
+
+
+def snapshot(run_dir: Path, epoch: int) -> runs.RpnSnapshot:
+    path = runs.snapshot_path(run_dir, epoch)
+    return _snapshot(str(run_dir), epoch, path.stat().st_mtime if path.exists() else 0.0)
 
 
 def first_with_ground_truth(snap: runs.RpnSnapshot) -> int:

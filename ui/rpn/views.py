@@ -1,6 +1,6 @@
 """The RPN inspector's views, one at a time: Objectness, Proposals, Trace, Recall, RoIAlign,
 Detections and Table 1. Each view reads the cached inspection of one image (InspectorState), its own
-widgets, and draws its figures (built once for every session, ui.inspection.shared_figure) with
+widgets, and draws its figures (built once for every session, ui.rpn.inspection.shared_figure) with
 their captions; boxes are drawn in the original image's pixels."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from detector.models import ARCHITECTURES
 from detector.proposals import ProposalFunnel, ProposalSettings, proposal_recall
 from detector.viz import rpn as viz
 from ui.inputs import PickedImage
-from ui.inspection import detections_frame, paper_table1_frame, shared_figure, table1, table1_frame, table1_sources
+from ui.rpn.inspection import detections_frame, paper_table1_frame, shared_figure, table1, table1_frame, table1_sources
 from ui.model import current_device
 
 PRE_NMS_DRAWN = 300  # pre-NMS boxes sent to the browser

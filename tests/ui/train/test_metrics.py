@@ -1,4 +1,4 @@
-"""ui.training's epoch marks: what tells the Train page's live fragment that an epoch ended, so the
+"""ui.train.metrics' epoch marks: what tells the Train page's live fragment that an epoch ended, so the
 tabs drawn once per epoch (snapshots, comparison, runs table) redraw then and not on every refresh."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from detector import runs
-from ui.training import epoch_marks
+from ui.train.metrics import epoch_marks
 
 
 def test_epoch_marks_change_with_a_snapshot_or_a_validation_not_with_a_step(tmp_path):
@@ -31,17 +31,3 @@ def test_epoch_marks_change_with_a_snapshot_or_a_validation_not_with_a_step(tmp_
     validated = epoch_marks(run_dir, tail)
     assert validated != snapped and validated.val_rows == 1
     assert epoch_marks(run_dir, tail) == validated  # nothing new: the same marks
-
-
-def test_runs_table_counts_completed_epochs(tmp_path):
-    from ui.training import runs_table
-
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    (run_dir / runs.CONFIG).write_text('{"epochs": 5, "data": "shapes", "model": "demo"}')
-    runs.write_status(run_dir, state="running", epoch=4, epochs_done=3, step=30)
-    runs.append_metrics(run_dir, {"kind": "train", "step": 30, "epoch": 4, "loss": 1.0})
-    table = runs_table([runs.summarize_run(run_dir)])
-    assert table.loc[0, "epochs done"] == "3/5"  # epoch 4 is in progress: the header's count, not the table's
-    runs.write_status(run_dir, epochs_done=None)  # a status.json from before the field: its epoch is shown
-    assert runs_table([runs.summarize_run(run_dir)]).loc[0, "epochs done"] == "4/5"

@@ -11,9 +11,13 @@ import streamlit as st
 from detector import runs
 from ui.links import model_param
 from ui.model_export import render_export
-from ui.training import checkpoint_bytes, metrics_csv_of
+from ui.train.metrics import metrics_csv_of
 
 LOG_REFRESH_S = 5.0  # the log tail, while the run trains
+
+
+def checkpoint_bytes(path: Path) -> bytes:
+    return Path(path).read_bytes()
 
 
 def render_run_files(run_dir: Path, run_name: str, state: str, has_steps: bool, live: bool) -> None:

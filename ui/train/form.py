@@ -20,7 +20,7 @@ import torch
 from detector import checkpoints, models, runs, weights
 from detector.train_config import TrainConfig
 from ui.inputs import dataset_select, follow_default
-from ui.training import list_runs
+from ui.train.run_list import list_runs
 
 START_ARCH, START_DEMO, START_RUN = "architecture", "demo", "run"
 START_LABELS = {
@@ -55,6 +55,13 @@ class Start:
     coco: bool  # START_ARCH with cached COCO weights
     why: str  # one or two sentences for the form
     warning: bool = False  # the best available start is random weights
+
+
+def describe_device() -> str:
+    """One line: which accelerator this machine has (training's `auto` device uses it)."""
+    if torch.cuda.is_available():
+        return f"This machine: CUDA ({torch.cuda.get_device_name(0)}); training uses it by default."
+    return "This machine: CPU only (no CUDA GPU found); training runs on the CPU."
 
 
 def best_start(classes: tuple[str, ...], device: torch.device | str = "cpu") -> Start:

@@ -1,4 +1,4 @@
-"""ui.rpn_views: the small computations the RPN inspector's views make from an inspection."""
+"""ui.rpn.views: the small computations the RPN inspector's views make from an inspection."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from PIL import Image
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 
 from detector.inspect import FeatureLevel
-from ui.rpn_views import RECALL_POINTS, VIEWS, anchor_shape_text, box_crop, recall_ks
+from ui.rpn.views import RECALL_POINTS, VIEWS, anchor_shape_text, box_crop, recall_ks
 
 
 def test_box_crop_is_the_region_the_box_covers_in_whole_pixels():

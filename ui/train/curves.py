@@ -1,5 +1,6 @@
 """The live part of the training page: progress figures and the per-step loss and per-epoch
-validation curves of a run, drawn from the metrics read so far (ui.training.metrics_tail)."""
+validation curves of a run, drawn from the metrics read so far (ui.train.metrics.metrics_tail), and
+the user's zoom on the loss chart."""
 
 from __future__ import annotations
 
@@ -10,9 +11,39 @@ import streamlit as st
 from detector import runs
 from detector.run_progress import estimate_progress, format_duration
 from detector.viz.training import loss_figure, validation_figure
-from ui.training import reset_zoom, step_zoom
-
 LOSS_CHART = "train_loss_chart"
+
+ZOOM_KEY = "train_zoom"  # session_state: run name -> (first step, last step)
+BOX_SEEN_KEY = "train_zoom_box_seen"
+
+
+def _selected_box(chart_key: str) -> tuple[float, float] | None:
+    event = st.session_state.get(chart_key)
+    try:
+        boxes = event["selection"]["box"]
+        xs = [float(v) for v in boxes[0]["x"]]
+    except (TypeError, KeyError, IndexError, ValueError):
+        return None
+    return (min(xs), max(xs)) if xs and max(xs) > min(xs) else None
+
+
+def step_zoom(run_name: str, chart_key: str) -> tuple[float, float] | None:
+    """The steps the user zoomed the loss chart to, kept in the session so refreshes keep it.
+
+    Streamlit remounts a plotly chart whenever its figure changes (its element id hashes the
+    spec), so plotly's own zoom (uirevision) does not survive new points; a box dragged on the
+    chart comes back as a selection event instead, and is kept here per run.
+    """
+    zooms: dict[str, tuple[float, float]] = st.session_state.setdefault(ZOOM_KEY, {})
+    box = _selected_box(chart_key)
+    if box is not None and box != st.session_state.get(BOX_SEEN_KEY):
+        zooms[run_name] = box
+        st.session_state[BOX_SEEN_KEY] = box
+    return zooms.get(run_name)
+
+
+def reset_zoom(run_name: str) -> None:
+    st.session_state.setdefault(ZOOM_KEY, {}).pop(run_name, None)
 
 
 # Process-wide: a live refresh with nothing new (and every session watching the same run) gets the

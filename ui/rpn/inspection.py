@@ -29,13 +29,9 @@ from detector.checkpoints import LoadedModel
 from detector.proposals import PAPER_TABLE1, ProposalSettings
 from ui.compute import forward_slot, gated
 from ui.inputs import SAMPLE_SEEDS, PickedImage, sample_image
+from ui.model import loaded_model_key
 
 TABLE1_IMAGES = 6  # images Table 1 averages over
-
-
-def model_key(loaded: LoadedModel) -> str:
-    """Identifies one loaded model object (source and identity)."""
-    return f"{loaded.source}|{id(loaded.model)}"
 
 
 @st.cache_resource(max_entries=8, ttl=3600, show_spinner=False)
@@ -52,7 +48,7 @@ def _heads(key: str, digest: str, settings: ProposalSettings, _loaded: LoadedMod
 
 def rpn_stage(loaded: LoadedModel, picked: PickedImage) -> RPNStage:
     """Transform + backbone + RPN head for this image (cached per model and image, for every session)."""
-    key = model_key(loaded)
+    key = loaded_model_key(loaded)
     return gated(("stage", key, picked.digest), "Backbone and RPN head",
                  lambda: _stage(key, picked.digest, loaded, picked.image))
 
@@ -60,7 +56,7 @@ def rpn_stage(loaded: LoadedModel, picked: PickedImage) -> RPNStage:
 def inspection(loaded: LoadedModel, picked: PickedImage, settings: ProposalSettings) -> Inspection:
     """Proposal filtering + RoI heads for these settings, from the cached stage (never the backbone)."""
     stage = rpn_stage(loaded, picked)
-    key = model_key(loaded)
+    key = loaded_model_key(loaded)
     return gated(("heads", key, picked.digest, settings), "Proposal filtering and RoI heads",
                  lambda: _heads(key, picked.digest, settings, loaded, stage))
 
@@ -73,7 +69,7 @@ def _figure(name: str, key: tuple, _build: Callable[[], Any]) -> Any:
 def shared_figure(name: str, loaded: LoadedModel, picked: PickedImage, params: tuple, build: Callable[[], Any]) -> Any:
     """The figure `name` of this model and image for `params` (every value it depends on besides
     the model and the image), built once by `build()` for every session; do not modify it."""
-    return _figure(name, (model_key(loaded), picked.digest, params), build)
+    return _figure(name, (loaded_model_key(loaded), picked.digest, params), build)
 
 
 def table1_sources() -> list[str]:
@@ -116,7 +112,7 @@ def _table1(
 
 def table1(loaded: LoadedModel, source: str, settings: ProposalSettings) -> tuple[list[ProposalSizeRow], int]:
     """(rows, number of images) of Table 1 for this model over the image set `source`."""
-    key = model_key(loaded)
+    key = loaded_model_key(loaded)
     return gated(("table1", key, source, settings), "Table 1 over the image set",
                  lambda: _table1(key, source, settings, loaded))
 

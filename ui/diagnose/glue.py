@@ -28,7 +28,7 @@ from detector.diagnosis.tuner import current_knobs, evaluate_setting, save_tuned
 from detector.evaluation import EvaluationUnavailable, evaluation_images
 from detector.images import ImageError, load_image
 from ui.links import model_param, models_dir, page_url
-from ui.model import checkpoint_source, model_key
+from ui.model import checkpoint_source, loaded_model_key, model_key
 
 MAX_IMAGES_DEFAULT = 100
 PASS_CACHE_ENTRIES = 2  # each holds the cached RPN stages of its images (see BENCHMARKS.md)
@@ -118,7 +118,7 @@ def _passes() -> "OrderedDict[tuple, tuple[TrailSet, ThresholdFree, int]]":
 def diagnosis_pass(loaded: checkpoints.LoadedModel, target: Target, max_images: int) -> tuple[TrailSet, ThresholdFree, int]:
     """The one pass over the target's first `max_images` images (cached), with a progress bar:
     (trails, threshold-free figures, images in the target)."""
-    key = (model_key(loaded.source, next(loaded.model.parameters()).device), id(loaded.model), target.spec,
+    key = (model_key(loaded.source, next(loaded.model.parameters()).device), loaded_model_key(loaded), target.spec,
            target.split, int(max_images))
     cache = _passes()
     if key in cache:

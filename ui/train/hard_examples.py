@@ -12,9 +12,19 @@ import torch
 from detector import runs
 from detector.hard_examples import RANKINGS, hardest
 from detector.viz.training import hard_example_figure
-from ui.training import hard_example_link, load_val_image, scored_run
+from detector.workspace import datasets_dir
+from ui.links import page_url
+from ui.train.val_images import load_val_image, scored_run
 
 RANKING_LABELS = {"loss": "highest loss (sum of the four)", "ap": "lowest AP of the image"}
+
+
+def hard_example_link(run_dir: Path, config: dict[str, Any], file: str) -> str:
+    """The /rpn link that opens a validation image of this run with the run's model (the
+    dataset is named only when the run trained on a stored dataset, not a folder path)."""
+    data = config.get("data")
+    stored = data if data and (datasets_dir() / str(data) / "dataset.json").is_file() else None
+    return page_url("rpn", model=run_dir, dataset=stored, image=file if stored else None)
 
 
 def describe(scored_image: Any, threshold: float) -> str:
