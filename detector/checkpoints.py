@@ -30,6 +30,7 @@ from detector import runs
 from detector.atomic_file import atomic_path
 from detector.models import (
     ARCHITECTURES, COCO_CLASS_NAMES, DEFAULT_ARCH, GPU_DEFAULT_ARCH, architecture, build_model, freeze_batchnorm,
+    set_anchors,
 )
 from detector.weights import cached_weights_path, weights_status
 
@@ -213,7 +214,13 @@ def read_checkpoint(path: str | Path, arch: str | None = None, class_names: Any 
 
 
 def model_from_checkpoint(ckpt: dict[str, Any], name: str = "checkpoint", **overrides: Any) -> FasterRCNN:
-    """Rebuild the model a checkpoint describes and load its weights (strictly)."""
+    """Rebuild the model a checkpoint describes and load its weights (strictly).
+
+    overrides: model kwargs that win over the checkpoint's. Other anchors (`anchor_sizes`,
+    `aspect_ratios`) are set after the weights are loaded (`models.set_anchors`): the checkpoint's
+    RPN head is kept, its last layers re-initialised when the anchors per location change.
+    """
+    anchors = {k: overrides.pop(k) for k in ("anchor_sizes", "aspect_ratios") if k in overrides}
     kwargs = {**ckpt.get("model_kwargs", {}), **overrides}
     try:
         model = build_model(ckpt["model"], tuple(ckpt["class_names"]), weights="none", **kwargs)
@@ -232,6 +239,10 @@ def model_from_checkpoint(ckpt: dict[str, Any], name: str = "checkpoint", **over
     frozen = set(ckpt.get("frozen_parameters", []))
     for pname, param in model.named_parameters():
         param.requires_grad_(pname not in frozen)
+    if anchors:
+        own = ckpt.get("model_kwargs", {})
+        set_anchors(model, anchors.get("anchor_sizes", own.get("anchor_sizes", model.rpn.anchor_generator.sizes)),
+                    anchors.get("aspect_ratios", own.get("aspect_ratios", model.rpn.anchor_generator.aspect_ratios)))
     return model
 
 

@@ -211,8 +211,8 @@ def build_model(
     architecture's own pretrained weights, which must be in torchvision's cache (else
     WeightsUnavailable). With COCO weights and other classes, the box predictor is replaced.
     model_kwargs: the MODEL_KNOBS, plus `anchor_sizes` (one list per level) and `aspect_ratios`
-    (height/width, one list per level or one for all); a change in anchors per location replaces
-    the RPN head with a fresh one; and `trainable_backbone_layers` (detector.backbone_stages: the
+    (height/width, one list per level or one for all); a change in anchors per location
+    re-initialises the RPN head's last layers (`set_anchors`); and `trainable_backbone_layers` (detector.backbone_stages: the
     top N backbone stages train, the others are frozen), so a checkpoint rebuilds the same tree.
     """
     arch = architecture(name)
@@ -244,22 +244,30 @@ def build_model(
 
 
 def set_anchors(model: FasterRCNN, sizes: Any, ratios: Any = None) -> bool:
-    """Give `model` a new AnchorGenerator; True if the RPN head had to be replaced (fresh weights).
+    """Give `model` a new AnchorGenerator; True if the RPN head's last layers were re-initialised.
 
-    A pretrained RPN head predicts a fixed number of anchors per location: a change of that number
-    means a new, untrained head.
+    The RPN head is a 3x3 conv over the features (kept: it does not depend on the anchors) and two
+    1x1 layers with one output (`cls_logits`) and four (`bbox_pred`) per anchor per location. When
+    the number of anchors per location changes, those two are replaced by fresh layers, initialised
+    as torchvision's RPNHead initialises its own (weights normal with std 0.01, biases 0).
     """
     generator = _anchor_generator(sizes, ratios)
     model.rpn.anchor_generator = generator
     new_a = generator.num_anchors_per_location()[0]
     head: RPNHead = model.rpn.head
-    old_a = head.cls_logits.out_channels
-    if new_a == old_a:
+    if new_a == head.cls_logits.out_channels:
         return False
-    in_channels = head.cls_logits.in_channels
-    conv_depth = len(head.conv)
-    model.rpn.head = RPNHead(in_channels, new_a, conv_depth=conv_depth)
+    channels = head.cls_logits.in_channels
+    head.cls_logits = nn.Conv2d(channels, new_a, kernel_size=1, stride=1)
+    head.bbox_pred = nn.Conv2d(channels, new_a * 4, kernel_size=1, stride=1)
+    for layer in (head.cls_logits, head.bbox_pred):
+        nn.init.normal_(layer.weight, std=0.01)
+        nn.init.constant_(layer.bias, 0)
     return True
+
+
+# the layers set_anchors re-initialises when the anchors per location change
+RPN_LAST_LAYERS = ("rpn.head.cls_logits", "rpn.head.bbox_pred")
 
 
 def replace_box_predictor(model: FasterRCNN, num_classes: int) -> None:

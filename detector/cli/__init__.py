@@ -18,7 +18,8 @@ from typing import Callable
 
 # Imported lazily by name so `--help` and light commands (validate) start fast.
 COMMAND_MODULES = ("detector.cli.anchors", "detector.cli.data", "detector.cli.train", "detector.cli.detect",
-                   "detector.cli.explain", "detector.cli.export", "detector.cli.diagnose", "detector.cli.weights")
+                   "detector.cli.explain", "detector.cli.export", "detector.cli.diagnose", "detector.cli.weights",
+                   "detector.cli.study")
 
 
 class CliError(Exception):

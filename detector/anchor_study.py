@@ -1,0 +1,596 @@
+"""The paper's anchor experiment on your own data: one ordinary training run per anchor set.
+
+Ren et al. (Faster R-CNN, arXiv 1506.01497v3, Table 8) trained the same detector with six anchor
+settings and compared mAP on PASCAL VOC 2007 test. A study does the same on a dataset: every run has
+the same data, split, seed, schedule, initial weights and knobs, and differs only in `model_kwargs`
+`anchor_sizes` / `aspect_ratios` (`AnchorSet.model_kwargs`). When a set's anchors per location differ
+from the initial weights', the run starts with the RPN head's last layers (`rpn.head.cls_logits`,
+`rpn.head.bbox_pred`) re-initialised (`models.set_anchors`); the backbone, the head's 3x3 conv and
+the box head keep their weights.
+
+Study folder (`STUDY_DIR`), written only by the study process:
+
+    study.json    {format_version, state, pid, heartbeat, error, current, spec, runs_in, dataset,
+                  paper_table8, sets: [AnchorSet.to_dict() + {run, run_state, reinitialised, figures}]},
+                  written atomically; `figures` (per set, once its run is done): anchors_per_location,
+                  anchors_median_image, anchor_recall {"0.5", "0.7"}, proposal_recall {k, iou: {"0.5",
+                  "0.7"}, at_k {iou: [recall per k]}, ks, by_iou {iou: recall at 300}, gt_boxes},
+                  mAP, mAP50, epoch, train_time_s
+    console.log   the study's stdout/stderr when a page started it
+    STOP          present: the study is asked to stop (its current run is asked too)
+
+Runs are ordinary run folders (`detector.runs`) named `<study>-<set key>` under `runs_in` (the
+study folder itself by default; the page uses the workspace's runs/, so /train lists them), each
+started with the one launcher (`runs.start_training`, `train --out RUN_DIR` reading config.json).
+A study run again continues: done runs are kept, a stopped or interrupted one resumes from its
+last.pt, the rest start.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from detector import runs
+from detector.train_config import TrainConfig
+
+STUDY = "study.json"
+STOP = "STOP"
+CONSOLE = "console.log"
+FORMAT_VERSION = 1
+STATES = ("running", "stopping", "done", "stopped", "failed")
+
+PROPOSALS = 300  # the paper's test-time proposals (Fig. 4, Table 8)
+RECALL_KS = (1, 2, 5, 10, 20, 50, 100, 200, 300)  # proposals per image for the recall curve
+RECALL_IOUS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))  # Fig. 4's IoU axis, 0.5 .. 0.95
+PRE_NMS_TOP_N = 1000  # proposals per level kept before NMS when measuring recall (torchvision's test default)
+ANCHOR_RECALL_IOUS = ("0.5", "0.7")
+THREE_RATIOS = (0.5, 1.0, 2.0)  # height / width: the paper's {1:2, 1:1, 2:1}
+OCTAVE_THIRDS = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))  # RetinaNet's three sizes per level
+POLL_S = 1.0
+HEARTBEAT_S = 5.0
+
+
+class StudyError(RuntimeError):
+    """A study that cannot start or go on: a one-line message naming the file or the setting."""
+
+
+# ---------------------------------------------------------------- the paper's Table 8
+
+
+@dataclass(frozen=True)
+class PaperRow:
+    """One row of Table 8: VOC 2007 test mAP (%) of Faster R-CNN (VGG-16, trained on VOC 2007 trainval)."""
+
+    key: str
+    settings: str
+    scales: str
+    ratios: str
+    mAP: float
+    scale_index: tuple[int, ...]  # which of the paper's three sizes (128, 256, 512) the row uses
+    ratios_used: tuple[float, ...]
+
+
+PAPER_SOURCE = ("Ren et al., Faster R-CNN (arXiv 1506.01497v3), Table 8: PASCAL VOC 2007 test mAP (%), "
+                "VGG-16 trained on VOC 2007 trainval, one feature level at stride 16, images 600 px")
+PAPER_TABLE8: tuple[PaperRow, ...] = (
+    PaperRow("1s1r-128", "1 scale, 1 ratio", "128²", "1:1", 65.8, (0,), (1.0,)),
+    PaperRow("1s1r-256", "1 scale, 1 ratio", "256²", "1:1", 66.7, (1,), (1.0,)),
+    PaperRow("1s3r-128", "1 scale, 3 ratios", "128²", "{2:1, 1:1, 1:2}", 68.8, (0,), THREE_RATIOS),
+    PaperRow("1s3r-256", "1 scale, 3 ratios", "256²", "{2:1, 1:1, 1:2}", 67.9, (1,), THREE_RATIOS),
+    PaperRow("3s1r", "3 scales, 1 ratio", "{128², 256², 512²}", "1:1", 69.8, (0, 1, 2), (1.0,)),
+    PaperRow("3s3r", "3 scales, 3 ratios", "{128², 256², 512²}", "{2:1, 1:1, 1:2}", 69.9, (0, 1, 2), THREE_RATIOS),
+)
+PAPER_KEYS = tuple(r.key for r in PAPER_TABLE8)
+FITTED = "fitted"
+
+
+# ---------------------------------------------------------------- anchor sets
+
+
+@dataclass(frozen=True)
+class AnchorSet:
+    """One anchor setting of a study: sizes per level (input pixels, sqrt of area) and aspect ratios
+    per level (height / width), in the model's AnchorGenerator form."""
+
+    key: str  # letters, digits, '.', '_', '-': part of the run's name
+    label: str
+    sizes: tuple[tuple[int, ...], ...]
+    ratios: tuple[tuple[float, ...], ...]
+    origin: str  # how the sizes were derived, one sentence
+    paper: PaperRow | None = None
+
+    @property
+    def anchors_per_location(self) -> tuple[int, ...]:
+        return tuple(len(s) * len(r) for s, r in zip(self.sizes, self.ratios))
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """What a run's TrainConfig.model_kwargs gets for this set (the only difference between runs)."""
+        return {"anchor_sizes": [list(s) for s in self.sizes], "aspect_ratios": [list(r) for r in self.ratios]}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "label": self.label, "sizes": [list(s) for s in self.sizes],
+                "ratios": [list(r) for r in self.ratios], "anchors_per_location": list(self.anchors_per_location),
+                "origin": self.origin, "paper": _paper_dict(self.paper)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "AnchorSet":
+        paper = next((r for r in PAPER_TABLE8 if d.get("paper") and r.key == d["paper"].get("key")), None)
+        return cls(str(d["key"]), str(d["label"]), tuple(tuple(int(s) for s in lv) for lv in d["sizes"]),
+                   tuple(tuple(float(r) for r in lv) for lv in d["ratios"]), str(d.get("origin", "")), paper)
+
+
+def _paper_dict(row: PaperRow | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    return {"key": row.key, "settings": row.settings, "scales": row.scales, "ratios": row.ratios, "mAP": row.mAP}
+
+
+def reference_sizes(sizes: Sequence[Sequence[int]]) -> tuple[tuple[float, float, float], ...]:
+    """The three sizes per level that stand for the paper's 128², 256², 512², from a model's own anchors.
+
+    - Every level holds the same list of sizes (torchvision's MobileNet FPN, 32..512; the demo,
+      16..256): that is the paper's own form (one list of sizes at every position), so the paper's
+      three octaves are the middle three of the model's sizes (the demo: 32, 64, 128), on every level.
+    - Otherwise (one base size b per level, as torchvision's ResNet-50 FPN: 32 at stride 4 .. 512 at
+      stride 64): the levels already span the octaves, so "1 scale" is b (the 256² row: 2b, one octave
+      up) and "3 scales" is b x 2^0, 2^(1/3), 2^(2/3) as RetinaNet puts three sizes on each level.
+    """
+    levels = [sorted(int(s) for s in lv) for lv in sizes]
+    if len(levels) > 1 and all(lv == levels[0] for lv in levels) and len(levels[0]) >= 3:
+        own = levels[0]
+        start = (len(own) - 3) // 2
+        trio = tuple(float(s) for s in own[start:start + 3])
+        return tuple(trio for _ in levels)  # type: ignore[return-value]
+    return tuple((float(lv[0]), float(lv[0]) * OCTAVE_THIRDS[1], float(lv[0]) * OCTAVE_THIRDS[2]) for lv in levels)
+
+
+def paper_sets(model_sizes: Sequence[Sequence[int]], keys: Sequence[str] = PAPER_KEYS) -> tuple[AnchorSet, ...]:
+    """Table 8's rows in the model's anchor form (`reference_sizes` says how)."""
+    refs = reference_sizes(model_sizes)
+    shared = len(model_sizes) > 1 and all(sorted(lv) == sorted(model_sizes[0]) for lv in model_sizes)
+    out = []
+    for row in PAPER_TABLE8:
+        if row.key not in keys:
+            continue
+        if shared or len(row.scale_index) == 3:
+            sizes = tuple(tuple(int(round(ref[i])) for i in row.scale_index) for ref in refs)
+        else:  # one base size per level: the 256² row is one octave above the base
+            sizes = tuple((int(round(ref[0] * (2 ** row.scale_index[0]))),) for ref in refs)
+        how = ("the middle three of the model's own sizes on every level" if shared else
+               "each level's base size" + (" x 2^0, 2^(1/3), 2^(2/3)" if len(row.scale_index) == 3 else
+                                          (" x 2" if row.scale_index[0] == 1 else "")))
+        out.append(AnchorSet(row.key, f"{row.settings} ({row.scales})", sizes, tuple(row.ratios_used for _ in sizes),
+                             f"Table 8 row '{row.settings}, {row.scales}': {how}", row))
+    return tuple(out)
+
+
+def fitted_set(fit: Any, source: Any) -> AnchorSet:
+    """The sizes and ratios `anchor_fitness` fits to the dataset (k-means, as the Anchors page and
+    `anchors --dataset` suggest), in the model's own form: as many per location as its own anchors."""
+    from detector.anchor_fitness import suggest_anchor_sets
+
+    sizes, ratios = suggest_anchor_sets(fit, source)
+    return AnchorSet(FITTED, "fitted to the dataset (k-means)", tuple(tuple(int(s) for s in lv) for lv in sizes),
+                     tuple(tuple(float(r) for r in ratios) for _ in sizes),
+                     "anchor_fitness.suggest_anchor_sets on the dataset's boxes, the model's own counts")
+
+
+def sets_from_file(path: Path, levels: int) -> tuple[AnchorSet, ...]:
+    """Anchor sets from a JSON file: a list (or {"sets": [...]}) of {key, label?, sizes, ratios}; sizes
+    one list per level or one list for every level, ratios one list (every level) or one per level."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise StudyError(f"{path}: not readable JSON ({exc})") from None
+    items = data.get("sets") if isinstance(data, dict) else data
+    if not isinstance(items, list) or not items:
+        raise StudyError(f"{path}: expected a list of anchor sets (or {{\"sets\": [...]}})")
+    out = []
+    for i, item in enumerate(items):
+        where = f"{path}: set {i + 1}"
+        if not isinstance(item, dict) or "key" not in item or "sizes" not in item:
+            raise StudyError(f"{where}: needs at least key and sizes")
+        key = str(item["key"])
+        if runs.run_name_problem(key, new=False):
+            raise StudyError(f"{where}: key {key!r}: letters, digits, '.', '_' and '-' only")
+        try:
+            sizes = [[int(s) for s in lv] for lv in (item["sizes"] if isinstance(item["sizes"][0], list) else [item["sizes"]])]
+            raw = item.get("ratios", [1.0])
+            ratios = [[float(r) for r in lv] for lv in (raw if isinstance(raw[0], list) else [raw])]
+        except (TypeError, ValueError, IndexError):
+            raise StudyError(f"{where}: sizes and ratios must be lists of numbers") from None
+        sizes = sizes * levels if len(sizes) == 1 else sizes
+        ratios = ratios * len(sizes) if len(ratios) == 1 else ratios
+        if len(sizes) != levels or len(ratios) != levels:
+            raise StudyError(f"{where}: {len(sizes)} levels of sizes, {len(ratios)} of ratios; the model has {levels}")
+        if any(s <= 0 for lv in sizes for s in lv) or any(not r > 0 for lv in ratios for r in lv):
+            raise StudyError(f"{where}: sizes and ratios must be positive")
+        out.append(AnchorSet(key, str(item.get("label", key)), tuple(map(tuple, sizes)), tuple(map(tuple, ratios)),
+                             f"from {Path(path).name}"))
+    return tuple(out)
+
+
+def choose_sets(spec: str, model_sizes: Sequence[Sequence[int]], fitted: Callable[[], AnchorSet]) -> tuple[AnchorSet, ...]:
+    """`--sets`: a comma list of paper (Table 8's six rows), row keys (1s1r-128, ..., 3s3r), fitted,
+    and FILE.json; in that order, each key once."""
+    out: list[AnchorSet] = []
+    for part in [p.strip() for p in spec.split(",") if p.strip()]:
+        if part == "paper":
+            out += paper_sets(model_sizes)
+        elif part in PAPER_KEYS:
+            out += paper_sets(model_sizes, (part,))
+        elif part == FITTED:
+            out.append(fitted())
+        elif part.endswith(".json"):
+            out += sets_from_file(Path(part), len(model_sizes))
+        else:
+            raise StudyError(f"--sets {part!r}: expected paper, {', '.join(PAPER_KEYS)}, fitted or a FILE.json")
+    keys = [s.key for s in out]
+    if not out:
+        raise StudyError("--sets: no anchor set chosen")
+    if len(set(keys)) != len(keys):
+        raise StudyError(f"--sets: a set key appears twice ({', '.join(k for k in keys if keys.count(k) > 1)})")
+    return tuple(out)
+
+
+# ---------------------------------------------------------------- the study's figures
+
+
+@dataclass(frozen=True)
+class ProposalRecall:
+    """Share of ground-truth boxes one of the top k RPN proposals covers (IoU >= t), over a split."""
+
+    ks: tuple[int, ...]
+    at_k: dict[str, list[float]]  # IoU "0.5" / "0.7" -> recall per k
+    by_iou: dict[str, float]  # IoU 0.5 .. 0.95 -> recall at PROPOSALS (the paper's Fig. 4)
+    gt_boxes: int
+    images: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"k": PROPOSALS, "iou": {t: self.at_k[t][-1] for t in ("0.5", "0.7")}, "ks": list(self.ks),
+                "at_k": self.at_k, "by_iou": self.by_iou, "gt_boxes": self.gt_boxes, "images": self.images}
+
+
+def proposal_recall_on(model: Any, dataset: Any, device: Any, batch_size: int = 2) -> ProposalRecall:
+    """Proposal recall of a model's RPN on a dataset (the paper's Fig. 4 measure): per image, the
+    proposals after NMS (PRE_NMS_TOP_N per level before it, the model's NMS IoU), the top PROPOSALS by
+    objectness; boxes compared in the model's input frame. Summed over every ground-truth box."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from detector.data import collate
+    from detector.inspect import run_rpn_stage
+    from detector.proposals import ProposalSettings, filter_proposals, proposal_recall
+
+    settings = ProposalSettings.from_rpn(model.rpn).with_(pre_nms_top_n=PRE_NMS_TOP_N, post_nms_top_n=PROPOSALS)
+    ious = tuple(sorted(set(RECALL_IOUS) | {0.5, 0.7}))
+    covered_k = {t: np.zeros(len(RECALL_KS)) for t in (0.5, 0.7)}
+    covered_iou = {t: 0.0 for t in ious}
+    total, images = 0, 0
+    model.eval()
+    with torch.no_grad():
+        for batch, targets in DataLoader(dataset, batch_size=batch_size, collate_fn=collate):
+            stage = run_rpn_stage(model, [img.to(device) for img in batch])
+            funnels = filter_proposals(stage.proposals, stage.objectness_flat, stage.image_sizes,
+                                       stage.num_anchors_per_level, settings)
+            for i, (funnel, target) in enumerate(zip(funnels, targets)):
+                images += 1
+                gt = target["boxes"]
+                if len(gt) == 0:
+                    continue
+                gt_input = stage.frames[i].to_input(gt)
+                proposals = funnel.post_nms.boxes
+                curve = proposal_recall(proposals, gt_input, list(RECALL_KS), (0.5, 0.7))
+                at_300 = proposal_recall(proposals, gt_input, [PROPOSALS], ious)
+                for t in (0.5, 0.7):
+                    covered_k[t] += np.asarray(curve[t]) * len(gt)
+                for t in ious:
+                    covered_iou[t] += at_300[t][0] * len(gt)
+                total += len(gt)
+    share = (lambda c: float(c) / total) if total else (lambda c: 0.0)
+    return ProposalRecall(RECALL_KS, {f"{t:g}": [share(c) for c in covered_k[t]] for t in (0.5, 0.7)},
+                          {f"{t:g}": share(covered_iou[t]) for t in RECALL_IOUS}, total, images)
+
+
+def anchor_figures(model: Any, images: Sequence[Any], median_size: tuple[int, int]) -> dict[str, Any]:
+    """What a set's anchors are before any training: anchors per location (the built model's own
+    AnchorGenerator), anchors for the dataset's median image (W x H), and anchor recall (share of
+    ground-truth boxes whose best anchor reaches IoU 0.5 / 0.7, after the model's resize)."""
+    from detector.anchor_fitness import fitness
+    from detector.anchor_grids import anchor_grid, model_source
+
+    source = model_source(model)
+    fit = fitness(source, images)
+    grid = anchor_grid(source, median_size, with_anchors=False)
+    return {"anchors_per_location": [int(a) for a in model.rpn.anchor_generator.num_anchors_per_location()],
+            "anchors_median_image": int(grid.total),
+            "anchor_recall": {t: fit.recall[t] for t in ANCHOR_RECALL_IOUS},
+            "anchor_boxes": int(fit.boxes)}
+
+
+def run_figures(run_dir: Path, val: Any, device: Any) -> dict[str, Any]:
+    """What a finished run achieved: mAP and mAP50 of the epoch best.pt holds (metrics.jsonl), its
+    training time (seconds, across resumes), and the proposal recall of that checkpoint on `val`."""
+    from detector.checkpoints import model_from_checkpoint, read_checkpoint
+
+    train, val_rows = runs.read_metrics(run_dir)
+    status = runs.read_status(run_dir)
+    best_epoch = (status.extra.get("best") or {}).get("epoch")
+    row = next((v for v in val_rows if v.get("epoch") == best_epoch), val_rows[-1] if val_rows else {})
+    times = [r["time"] for r in (*train, *val_rows) if isinstance(r.get("time"), (int, float))]
+    out: dict[str, Any] = {"mAP": _number(row.get("mAP")), "mAP50": _number(row.get("mAP50")),
+                           "epoch": row.get("epoch"), "train_time_s": max(times) if times else None,
+                           "proposal_recall": None}
+    checkpoint = runs.best_checkpoint(run_dir)
+    if checkpoint is not None and val is not None and len(val):
+        model = model_from_checkpoint(read_checkpoint(checkpoint), checkpoint.name).to(device)
+        out["proposal_recall"] = proposal_recall_on(model, val, device).to_dict()
+    return out
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+# ---------------------------------------------------------------- the study folder
+
+
+def study_path(study_dir: Path) -> Path:
+    return Path(study_dir) / STUDY
+
+
+def read_study(study_dir: Path) -> dict[str, Any] | None:
+    """study.json as a dict, with `shown_state` added ("interrupted" when it says running but its
+    process is gone); None when there is none. StudyError when unreadable."""
+    path = study_path(study_dir)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise StudyError(f"{path}: not readable JSON ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("sets"), list):
+        raise StudyError(f"{path}: not a study file")
+    state = data.get("state")
+    gone = state in ("running", "stopping") and not runs.pid_alive(data.get("pid"))
+    data["shown_state"] = "interrupted" if gone else state
+    return data
+
+
+def run_dir_of(study: dict[str, Any], key: str, study_dir: Path) -> Path:
+    """The run folder of set `key`: `<runs_in>/<study name>-<key>`."""
+    return Path(study.get("runs_in") or study_dir) / f"{Path(study_dir).name}-{key}"
+
+
+def request_stop(study_dir: Path) -> None:
+    """Ask a study to stop: its STOP file, and a STOP in the run it is training."""
+    study_dir = Path(study_dir)
+    (study_dir / STOP).touch()
+    study = read_study(study_dir)
+    if study and study.get("current"):
+        runs.request_stop(run_dir_of(study, study["current"], study_dir))
+
+
+@dataclass
+class _Writer:
+    """study.json in memory; written atomically on every change and at most every HEARTBEAT_S while waiting."""
+
+    study_dir: Path
+    data: dict[str, Any]
+    written: float = field(default=0.0)
+
+    def write(self, **changes: Any) -> None:
+        self.data.update(changes)
+        self.data["heartbeat"] = runs.now_iso()
+        self.data.pop("shown_state", None)
+        runs.write_json_atomic(study_path(self.study_dir), self.data)
+        self.written = time.monotonic()
+
+    def beat(self) -> None:
+        if time.monotonic() - self.written >= HEARTBEAT_S:
+            self.write()
+
+    def entry(self, key: str) -> dict[str, Any]:
+        return next(s for s in self.data["sets"] if s["key"] == key)
+
+
+# ---------------------------------------------------------------- running a study
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """What every run of a study shares: the base TrainConfig (no anchors) and how runs are started."""
+
+    base: TrainConfig
+    sets: str  # the --sets text
+    nice: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"base": self.base.to_dict(), "sets": self.sets, "nice": self.nice}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "StudySpec":
+        return cls(TrainConfig.from_dict(d["base"]), str(d["sets"]), int(d.get("nice", 0)))
+
+
+def run_config(base: TrainConfig, anchor_set: AnchorSet) -> TrainConfig:
+    """A run's config: the study's base with this set's anchors; nothing else differs between runs."""
+    return base.replace(model_kwargs={**base.model_kwargs, **anchor_set.model_kwargs()})
+
+
+def _architecture_of(base: TrainConfig) -> tuple[str, dict[str, Any]]:
+    """The architecture the runs train and its model kwargs (the --init checkpoint's, then the base's)."""
+    from detector.checkpoints import checkpoint_path_for, read_checkpoint
+    from detector.models import DEFAULT_ARCH
+
+    if base.init:
+        ckpt = read_checkpoint(checkpoint_path_for(base.init))
+        return str(ckpt["model"]), {**ckpt.get("model_kwargs", {}), **base.model_kwargs}
+    return base.model or DEFAULT_ARCH, dict(base.model_kwargs)
+
+
+def prepare(study_dir: Path, spec: StudySpec, runs_in: Path | None = None, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Create study.json for a new study (sets resolved, fitted sizes fixed) or check an existing one
+    against `spec`; returns the study dict. StudyError on a bad input or a changed spec."""
+    from detector.anchor_fitness import FitnessImage, fitness
+    from detector.anchor_grids import model_source
+    from detector.models import build_model
+    from detector.training_data import TrainingFailed, load_training_data
+
+    study_dir = Path(study_dir)
+    existing = read_study(study_dir)
+    if existing is not None:
+        if existing["shown_state"] in ("running", "stopping"):
+            raise StudyError(f"{study_dir}: this study is running (pid {existing.get('pid')}); stop it first")
+        stored = StudySpec.from_dict(existing["spec"])
+        if stored.base != spec.base or stored.sets != spec.sets:
+            diff = sorted(k for k, v in stored.base.to_dict().items() if spec.base.to_dict().get(k) != v)
+            raise StudyError(f"{study_dir}: holds a study with other settings ({', '.join(diff) or 'sets'}); "
+                             "run it again with the same settings to continue it, or use a new --out")
+        return existing
+    try:
+        data = load_training_data(spec.base)
+    except TrainingFailed as exc:
+        raise StudyError(str(exc)) from None
+    records = list(data.train.records) + (list(data.val.records) if data.val is not None else [])
+    images = [FitnessImage(r.width, r.height, np.asarray(r.boxes, dtype=float).reshape(-1, 4)) for r in records]
+    arch, kwargs = _architecture_of(spec.base)
+    own = build_model(arch, data.class_names, **kwargs)
+    own_sizes = [list(s) for s in own.rpn.anchor_generator.sizes]
+    sets = choose_sets(spec.sets, own_sizes, lambda: fitted_set(fitness(model_source(own), images), model_source(own)))
+    median = (int(np.median([r.width for r in records])), int(np.median([r.height for r in records])))
+    entries = []
+    for s in sets:
+        model = build_model(arch, data.class_names, **{**kwargs, **s.model_kwargs()})
+        figures = anchor_figures(model, images, median)
+        pretrained = spec.base.init or spec.base.weights == "coco"
+        reinit = list(_reinitialised(own, s)) if pretrained else ["all (random initial weights)"]
+        entries.append({**s.to_dict(), "run": None, "run_state": "pending", "reinitialised": reinit,
+                        "figures": figures})
+        say(f"  {s.key:<10} {s.label:<40} sizes {' / '.join(','.join(map(str, lv)) for lv in s.sizes)}  "
+            f"ratios {','.join(f'{r:g}' for r in s.ratios[0])}  {figures['anchors_per_location'][0]} per location")
+    study = {"format_version": FORMAT_VERSION, "state": "stopped", "pid": None, "error": None, "current": None,
+             "spec": spec.to_dict(), "runs_in": str(Path(runs_in).resolve()) if runs_in else None,
+             "dataset": {"data": spec.base.data, "images": len(records), "train_images": len(data.train),
+                         "val_images": len(data.val) if data.val is not None else 0,
+                         "median_image": list(median), "classes": list(data.class_names)},
+             "architecture": arch, "model_own_anchors": {"sizes": own_sizes,
+                                                         "ratios": [list(r) for r in own.rpn.anchor_generator.aspect_ratios]},
+             "paper_source": PAPER_SOURCE, "paper_table8": [_paper_dict(r) for r in PAPER_TABLE8], "sets": entries}
+    study_dir.mkdir(parents=True, exist_ok=True)
+    runs.write_json_atomic(study_path(study_dir), study)
+    return study
+
+
+def _reinitialised(own: Any, anchor_set: AnchorSet) -> tuple[str, ...]:
+    """The layers a run re-initialises: the RPN head's last layers when its anchors per location
+    differ from the initial weights' (models.set_anchors), else none."""
+    from detector.models import RPN_LAST_LAYERS
+
+    return RPN_LAST_LAYERS if anchor_set.anchors_per_location[0] != own.rpn.head.cls_logits.out_channels else ()
+
+
+def run(study_dir: Path, study: dict[str, Any], say: Callable[[str], None] = print) -> str:
+    """Train every set not done yet, in order, one run at a time, and fill in its figures; returns the
+    study's final state (done, stopped or failed). SIGTERM / SIGINT or a STOP file stop the current run
+    cleanly and end the study as stopped; run it again to continue."""
+    from detector.models import resolve_device
+    from detector.training_data import load_training_data
+
+    study_dir = Path(study_dir)
+    (study_dir / STOP).unlink(missing_ok=True)
+    spec = StudySpec.from_dict(study["spec"])
+    writer = _Writer(study_dir, study)
+    writer.write(state="running", pid=os.getpid(), error=None, current=None)
+    stop = {"asked": False}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stop["asked"] = True
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    val = None
+    try:
+        device = resolve_device(spec.base.device)
+        for entry in study["sets"]:
+            key = entry["key"]
+            run_dir = run_dir_of(study, key, study_dir)
+            if stop["asked"] or (study_dir / STOP).exists():
+                break
+            status = runs.read_status(run_dir)
+            if status.state != "done":
+                writer.write(current=key)
+                entry.update(run=str(run_dir), run_state="running")
+                ended = _train(run_dir, run_config(spec.base, AnchorSet.from_dict(entry)), spec.nice, status,
+                               lambda: stop["asked"] or (study_dir / STOP).exists(), writer, say)
+                entry["run_state"] = ended
+                writer.write(current=None)
+                if ended != "done":
+                    if ended == "failed":
+                        say(f"{key}: failed ({runs.read_status(run_dir).error}); going on with the next set")
+                        continue
+                    break
+            entry.update(run=str(run_dir), run_state="done")
+            if entry["figures"].get("mAP") is None or entry["figures"].get("proposal_recall") is None:
+                if val is None:
+                    val = load_training_data(spec.base).val
+                say(f"{key}: measuring proposal recall on the validation split")
+                entry["figures"].update(run_figures(run_dir, val, device))
+                writer.write()
+        states = [e["run_state"] for e in study["sets"]]
+        final = "done" if all(s == "done" for s in states) else "failed" if "failed" in states else "stopped"
+        writer.write(state=final, pid=None, current=None)
+        return final
+    except Exception as exc:
+        writer.write(state="failed", pid=None, error=str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
+        raise
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        (study_dir / STOP).unlink(missing_ok=True)
+
+
+def _train(run_dir: Path, config: TrainConfig, nice: int, status: runs.RunStatus, stop_asked: Callable[[], bool],
+           writer: _Writer, say: Callable[[str], None]) -> str:
+    """Start (or resume) one run with the one launcher and wait for it; returns its final state.
+    A run still training from an earlier study process (killed without stopping it) is waited for."""
+    if status.state in runs.ACTIVE_STATES and not status.interrupted and status.pid:
+        say(f"{run_dir.name}: still training (pid {status.pid}); waiting for it")
+        return _wait(run_dir, status.pid, stop_asked, writer, say)
+    resume = runs.checkpoint_path(run_dir, "last").is_file()
+    if not resume and runs.has_started(run_dir):  # killed before its first checkpoint: nothing to resume
+        runs.write_status(run_dir, state="failed", error="it was killed before its first checkpoint; delete "
+                          f"{run_dir.name} to train this set again")
+        return "failed"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    runs.write_config(run_dir, config.to_dict())
+    if not resume:
+        runs.write_status(run_dir, state="queued", pid=None, epoch=0, step=0, error=None)
+    say(f"{run_dir.name}: {'resuming' if resume else 'training'} ({config.epochs} epoch(s))")
+    return _wait(run_dir, runs.start_training(run_dir, resume=resume, nice=nice), stop_asked, writer, say)
+
+
+def _wait(run_dir: Path, pid: int, stop_asked: Callable[[], bool], writer: _Writer, say: Callable[[str], None]) -> str:
+    asked = False
+    while runs.pid_alive(pid):
+        if stop_asked() and not asked:
+            runs.request_stop(run_dir)
+            writer.write(state="stopping")
+            asked = True
+        writer.beat()
+        time.sleep(POLL_S)
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    state = runs.read_status(run_dir).shown_state
+    say(f"{run_dir.name}: {state}")
+    return state if state in ("done", "stopped", "failed") else "stopped"
