@@ -32,6 +32,7 @@ STYLES: dict[str, dict] = {
     "negative": dict(color="#ff1744", width=0.6, dash="solid", name="negative anchor"),
     "ignored": dict(color="#9e9e9e", width=0.8, dash="dot", name="ignored anchor"),
     "highlight": dict(color="#ff00ff", width=3.0, dash="solid", name="selected"),
+    "suppressed": dict(color="#ff6d00", width=1.2, dash="dash", name="suppressed by NMS"),
 }
 
 

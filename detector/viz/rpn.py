@@ -110,6 +110,7 @@ def trace_figure(
     proposal: np.ndarray,
     title: str | None = None,
     anchor_label: str = "anchor",
+    proposal_label: str = "proposal",
 ) -> go.Figure:
     """One proposal traced back to its anchor: the anchor, the box it was regressed to, the clipped proposal.
 
@@ -122,7 +123,7 @@ def trace_figure(
     if not np.allclose(regressed, proposal):
         add_boxes(fig, [regressed], style="pre_nms", name="regressed box (before clipping)", show_labels=False,
                   color="#90a4ae")
-    add_boxes(fig, [proposal], style="highlight", labels=["proposal"], name="proposal")
+    add_boxes(fig, [proposal], style="highlight", labels=[proposal_label], name=proposal_label)
     # the anchor on top, so it stays visible where the regression barely moved it
     add_boxes(fig, [anchor], style="anchor", labels=[anchor_label], name="source anchor")
     ac = ((anchor[0] + anchor[2]) / 2, (anchor[1] + anchor[3]) / 2)
