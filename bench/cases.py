@@ -443,21 +443,21 @@ def case_diagnose(opts: Options) -> dict:
 
     n = opts.n(2, 3)
     whole = alternate(diagnose, evaluate, n, warmup=1)
-    trails = collect_trails(loaded.model, chosen.records, chosen.root, loaded.class_names, keep_stages=True)
+    trails = collect_trails(loaded.model, chosen.records, chosen.root, loaded.class_names, keep_pool=True)
     box_knob = alternate(lambda: timed(lambda: evaluate_setting(loaded.model, trails, {"box_score_thresh": 0.3})),
                          evaluate, n, warmup=1)
     rpn_knob = alternate(lambda: timed(lambda: evaluate_setting(loaded.model, trails,
                                                                 {"rpn_post_nms_top_n_test": 50})),
                          evaluate, n, warmup=1)
-    stage = trails.stages[0].stage
+    pool = trails.pools[0]
     return {
         "images": n_images, "diagnose_ratio": whole.pair_ratio, "diagnose_ratio_medians": whole.ratio,
         "diagnose_s": statistics.median(whole.a),
         "evaluate_s": statistics.median(whole.b),
         "tuner_box_knob_ratio": box_knob.pair_ratio, "tuner_box_knob_s": statistics.median(box_knob.a),
         "tuner_rpn_knob_ratio": rpn_knob.pair_ratio, "tuner_rpn_knob_s": statistics.median(rpn_knob.a),
-        "cached_mb_per_image": trails.cached_bytes() / len(trails) / 2**20,
-        "input_size_wh": list(stage.frames[0].resized_size), "feature_grids": [list(lvl.grid) for lvl in stage.levels],
+        "cached_mb_per_image": (trails.held_bytes() + trails.pool_bytes()) / len(trails) / 2**20,
+        "input_size_wh": list(pool.image_sizes[0][::-1]), "level_anchors": list(pool.level_anchors),
     }
 
 

@@ -138,6 +138,22 @@ class ProposalFunnel:
         return out
 
 
+def top_k_per_level(objectness: Tensor, num_anchors_per_level: list[int], pre_nms_top_n: int) -> Tensor:
+    """Flat anchor indices (N, K) of the top `pre_nms_top_n` anchors of each level by objectness logit,
+    level blocks in level order, each in `topk`'s order (as RegionProposalNetwork._get_top_n_idx).
+
+    objectness (N, T) logits in flat (level, y, x, a) order; K = sum over levels of min(pre_nms_top_n, level count).
+    """
+    top_n_idx = []
+    offset = 0
+    for ob in objectness.split(num_anchors_per_level, 1):
+        k = det_utils._topk_min(ob, pre_nms_top_n, 1)
+        _, idx = ob.topk(k, dim=1)
+        top_n_idx.append(idx + offset)
+        offset += ob.shape[1]
+    return torch.cat(top_n_idx, dim=1)
+
+
 def filter_proposals(
     proposals: Tensor,
     objectness: Tensor,
@@ -160,27 +176,36 @@ def filter_proposals(
     )
     levels = levels.reshape(1, -1).expand_as(objectness)
 
-    # top-k per level, independently, by objectness logit (as RegionProposalNetwork._get_top_n_idx)
-    top_n_idx = []
-    offset = 0
-    for ob in objectness.split(num_anchors_per_level, 1):
-        k = det_utils._topk_min(ob, settings.pre_nms_top_n, 1)
-        _, idx = ob.topk(k, dim=1)
-        top_n_idx.append(idx + offset)
-        offset += ob.shape[1]
-    top_n_idx = torch.cat(top_n_idx, dim=1)
-
+    # top-k per level, independently, by objectness logit
+    top_n_idx = top_k_per_level(objectness, num_anchors_per_level, settings.pre_nms_top_n)
     batch_idx = torch.arange(num_images, device=device)[:, None]
-    objectness = objectness[batch_idx, top_n_idx]
-    levels = levels[batch_idx, top_n_idx]
-    proposals = proposals[batch_idx, top_n_idx]
-    objectness_prob = torch.sigmoid(objectness)
+    return funnels_from_top_k(proposals[batch_idx, top_n_idx], objectness[batch_idx, top_n_idx],
+                              levels[batch_idx, top_n_idx], top_n_idx, image_sizes,
+                              int(sum(num_anchors_per_level)), settings)
 
+
+def funnels_from_top_k(
+    boxes: Tensor,
+    logits: Tensor,
+    levels: Tensor,
+    anchor_index: Tensor,
+    image_sizes: list[tuple[int, int]],
+    num_anchors: int,
+    settings: ProposalSettings,
+) -> list[ProposalFunnel]:
+    """`filter_proposals` after its top-k: one ProposalFunnel per image.
+
+    boxes (N, K, 4) the decoded, unclipped top-k boxes in the input frame; logits (N, K) their
+    objectness logits; levels and anchor_index (N, K); rows as `top_k_per_level` orders them. Given
+    the same rows in the same order, the result is bit-identical to torchvision's (the sigmoid is
+    taken over the whole (N, K) tensor, as torchvision takes it: its value can depend on the position).
+    """
+    objectness_prob = torch.sigmoid(logits)
     funnels = []
-    for boxes, scores, lvl, anchor_idx, img_shape in zip(proposals, objectness_prob, levels, top_n_idx, image_sizes):
-        top_k = ProposalSet(boxes, scores, lvl, anchor_idx)
+    for boxes_i, scores, lvl, anchor_idx, img_shape in zip(boxes, objectness_prob, levels, anchor_index, image_sizes):
+        top_k = ProposalSet(boxes_i, scores, lvl, anchor_idx)
         # clip to the image
-        clipped = ProposalSet(box_ops.clip_boxes_to_image(boxes, img_shape), scores, lvl, anchor_idx)
+        clipped = ProposalSet(box_ops.clip_boxes_to_image(boxes_i, img_shape), scores, lvl, anchor_idx)
         # remove small boxes
         after_min_size = clipped.take(box_ops.remove_small_boxes(clipped.boxes, settings.min_size))
         # remove low-scoring boxes (>= as torchvision, for backwards compatibility)
@@ -191,8 +216,7 @@ def filter_proposals(
         # keep the post_nms_top_n best
         post_nms = after_score.take(keep[: settings.post_nms_top_n])
         funnels.append(ProposalFunnel(
-            num_anchors=int(sum(num_anchors_per_level)),
-            top_k=top_k, clipped=clipped, after_min_size=after_min_size,
+            num_anchors=num_anchors, top_k=top_k, clipped=clipped, after_min_size=after_min_size,
             after_score_thresh=after_score, after_nms=after_nms, post_nms=post_nms, settings=settings,
         ))
     return funnels

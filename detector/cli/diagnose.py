@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "rpn_post_nms_top_n_test, rpn_nms_thresh, rpn_score_thresh, box_score_thresh, "
                         "box_nms_thresh, box_detections_per_img")
     p.add_argument("--sweep", action="append", default=[], metavar="NAME=V1,V2,...",
-                   help="re-evaluate these values of a knob from the cached stages (repeatable: a grid)")
+                   help="re-evaluate these values of a knob from the RoI candidates the pass keeps (repeatable: a grid)")
     p.add_argument("--save-checkpoint", metavar="FILE",
                    help="write the model with the --knob values (and, with --sweep, the best setting's) in its "
                         "model_kwargs: same weights, usable as --checkpoint anywhere")
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     """Diagnose a model on DATASET in one pass (one forward per image): per-class COCO AP, PR figures
     and the best-F1 threshold, the confusion matrix, TIDE's error types (AP50 points), and for every
     missed ground-truth box the stage of Faster R-CNN that lost it. --sweep re-evaluates inference
-    knobs from the cached RPN stages (the backbone never reruns). Same model choice and class
+    knobs from the RoI candidates the pass keeps (neither the backbone nor the box head reruns). Same model choice and class
     matching by name as evaluate.
     """
     from detector import checkpoints, models, weights
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         trails = collect_trails(loaded.model, chosen.records, chosen.root, loaded.class_names,
-                                batch_size=args.batch_size, keep_stages=bool(sweeps), progress=progress)
+                                batch_size=args.batch_size, keep_pool=bool(sweeps), progress=progress)
         report = diagnosis_report(trails, args.iou, args.score_threshold)
         points = (run_sweep(loaded.model, trails, sweep_grid(sweeps), iou=args.iou,
                             score_threshold=args.score_threshold) if sweeps else [])
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
                   classes_not_in_model=list(chosen.classes_not_in_model))
     if sweeps:
         report["sweep"] = [p.as_dict() for p in points]
-        report["sweep_cached_bytes_per_image"] = trails.cached_bytes() // max(1, len(trails))
+        report["sweep_cached_bytes_per_image"] = (trails.held_bytes() + trails.pool_bytes()) // max(1, len(trails))
     if args.save_checkpoint:
         best = best_point(points)
         tuned = {**knobs, **(best.knobs if best else {})}
@@ -149,7 +149,7 @@ def print_report(r: dict[str, Any]) -> None:
     print(_table(["stage", "missed"], [[STAGE_LABELS[s], n] for s, n in m["by_stage"].items()]))
     if r.get("sweep"):
         names = list(r["sweep"][0]["knobs"])
-        print("\ntuner (cached RPN stages; recall at the IoU and score threshold above)")
+        print("\ntuner (from the RoI candidates; recall at the IoU and score threshold above)")
         print(_table(names + ["mAP", "mAP50", "recall"],
                      [[p["knobs"][n] for n in names] + [_f(p["mAP"], 4), _f(p["mAP50"], 4), _f(p["recall"])]
                       for p in r["sweep"]]))

@@ -6,7 +6,8 @@ One pass over the images (`trail.collect_trails`: one forward per image through
 without the model: per-class COCO AP (`report`, through `detector.evaluation`'s evaluator), PR
 curves and the best-F1 threshold (`matching`), the confusion matrix (`confusion`), TIDE's error
 types (`tide`), the stage that lost each missed box (`stage_blame`). The tuner (`tuner`) re-runs
-only the proposal filtering and the heads from the cached RPN stages. Boxes are [x1, y1, x2, y2]
+only the proposal filtering and the post-processing, on each batch's RoI candidates and the box
+head's outputs for them (`candidates`), kept by the pass instead of the FPN features. Boxes are [x1, y1, x2, y2]
 in original image pixels unless a field says otherwise.
 """
 

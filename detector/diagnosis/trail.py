@@ -4,8 +4,9 @@ ground-truth box, collected in one forward per image through `detector.inspect`'
 `collect_trails` runs `run_rpn_stage` (transform, backbone, RPN head, decoding) and `run_heads`
 (proposal filtering, RoIAlign, box head, post-processing) once per batch, exactly as the RPN page
 does, and keeps per image only what the diagnosis reads (a few numbers per ground-truth box and
-per RoI), plus, when asked, the RPN stage itself so the post-processing tuner can re-run the
-filtering and the heads without the backbone.
+per RoI), plus, when asked, the batch's RoI candidates with the box head's outputs for each
+(`detector.diagnosis.candidates`), so the tuner re-runs the proposal filtering and the
+post-processing without the backbone, its features or the head.
 
 Frames: ground truth, detections and every IoU in ORIGINAL image pixels, boxes [x1, y1, x2, y2];
 the best anchor IoU is measured in the model's INPUT frame, where anchors live.
@@ -13,8 +14,8 @@ the best anchor IoU is measured in the model's INPUT frame, where anchors live.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -22,7 +23,8 @@ from torchvision.models.detection.faster_rcnn import FasterRCNN
 from torchvision.ops import box_iou
 from torchvision.ops import boxes as box_ops
 
-from detector.inspect import Inspection, RPNStage, run_heads, run_rpn_stage
+from detector.diagnosis.candidates import CandidatePool, candidate_pool
+from detector.inspect import Inspection, run_heads, run_rpn_stage
 from detector.proposals import ProposalSettings
 
 
@@ -58,47 +60,19 @@ class TrailSet:
     class_names: tuple[str, ...]  # the model's (label id = index + 1)
     box_score_thresh: float  # the model's own: detections below it never come out
     settings: ProposalSettings  # the RPN's test-time settings used
-    stages: tuple["CachedBatch", ...] = ()  # for the tuner; empty unless collected with keep_stages
+    pools: Sequence[CandidatePool] = ()  # for the tuner, one per batch; empty unless collected with keep_pool
     seconds: float = 0.0
 
     def __len__(self) -> int:
         return len(self.trails)
 
-    def cached_bytes(self) -> int:
-        """Bytes held by the cached RPN stages (tensors only)."""
-        return sum(b.nbytes() for b in self.stages)
+    def held_bytes(self) -> int:
+        """Bytes of the trails' arrays (what the report needs, held in memory)."""
+        return sum(a.nbytes for t in self.trails for a in vars(t).values() if isinstance(a, np.ndarray))
 
-
-@dataclass(frozen=True)
-class CachedBatch:
-    """What the tuner needs to re-run proposal filtering and the heads for one batch: the RPN
-    stage without its per-level copies (objectness and deltas also live flattened), and the
-    images' ground truth."""
-
-    stage: RPNStage
-    images: tuple[int, ...]  # indices into TrailSet.trails
-    # the RoI heads' outputs under the pass's RPN settings: (RoIs per image, class_logits,
-    # box_regression), on the model's device; a setting that changes only the box knobs
-    # re-runs postprocess_detections on them alone (the RoIs, hence the head, are unchanged)
-    heads: tuple[list[torch.Tensor], torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
-
-    def nbytes(self) -> int:
-        s = self.stage
-        tensors = [*s.features.values(), s.proposals, s.objectness_flat, *s.anchors, *s._anchors_per_image]
-        if self.heads is not None:
-            tensors += [*self.heads[0], self.heads[1], self.heads[2]]
-        seen, total = set(), 0
-        for t in tensors:
-            key = (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
-            if key not in seen:
-                seen.add(key)
-                total += key[1]
-        return total
-
-
-def slim_stage(stage: RPNStage) -> RPNStage:
-    """The stage without what `run_heads` never reads (per-level objectness and deltas)."""
-    return replace(stage, objectness=(), bbox_deltas=())
+    def pool_bytes(self) -> int:
+        """Bytes of the candidate pools (tensors only), wherever they are kept."""
+        return sum(p.nbytes() for p in self.pools)
 
 
 def _best_iou(gt: torch.Tensor, boxes: torch.Tensor) -> np.ndarray:
@@ -163,14 +137,16 @@ def collect_trails(
     root: Any,
     class_names: tuple[str, ...],
     batch_size: int = 2,
-    keep_stages: bool = False,
+    keep_pool: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    pool_top_n: int | None = None,
 ) -> TrailSet:
     """One pass over `records` (labels already the model's ids): one forward per image, through
     `run_rpn_stage` and `run_heads` with the model's own settings (so the detections are
     bit-identical to `model(images)`, batched as `evaluate` batches them).
 
-    keep_stages: also keep each batch's RPN stage (slimmed) for the tuner.
+    keep_pool: also keep each batch's RoI candidates for the tuner (`candidates.candidate_pool`), the
+    top `pool_top_n` per level (default: the model's own pre_nms_top_n).
     """
     import time
 
@@ -183,8 +159,9 @@ def collect_trails(
     dataset = DetectionDataset(records, root, train=False)
     loader = torch.utils.data.DataLoader(dataset, batch_size=max(1, int(batch_size)), collate_fn=collate)
     trails: list[ImageTrail] = []
-    stages: list[CachedBatch] = []
+    pools: list[CandidatePool] = []
     settings = ProposalSettings.from_rpn(model.rpn)
+    top_n = int(pool_top_n or settings.pre_nms_top_n)
     for images, targets in loader:
         stage = run_rpn_stage(model, list(images))
         inspection = run_heads(model, stage, settings)
@@ -192,12 +169,10 @@ def collect_trails(
         for i, target in enumerate(targets):
             record = records[first + i]
             trails.append(trail_of(model, inspection, i, record.file, target["boxes"], target["labels"]))
-        if keep_stages:
-            device = stage.proposals.device
-            heads = ([f.post_nms.boxes.to(device) for f in inspection.funnels], inspection.class_logits.to(device),
-                     inspection.box_regression.to(device))
-            stages.append(CachedBatch(slim_stage(stage), tuple(range(first, len(trails))), heads))
+        if keep_pool:
+            pools.append(candidate_pool(model, stage, inspection, tuple(range(first, len(trails))), top_n))
+        del stage, inspection
         if progress is not None:
             progress(len(trails), len(records))
     return TrailSet(tuple(trails), tuple(class_names), float(model.roi_heads.score_thresh), settings,
-                    tuple(stages), time.perf_counter() - start)
+                    tuple(pools), time.perf_counter() - start)

@@ -1,10 +1,11 @@
-"""The post-processing tuner: the seven inference knobs re-evaluated from cached RPN stages.
+"""The post-processing tuner: the seven inference knobs re-evaluated from the pass's RoI candidates.
 
-Each setting re-runs only `detector.inspect.run_heads` (proposal filtering, RoIAlign, box head,
-post-processing) on the cached stage of every batch: the backbone never reruns. A setting that
-keeps the RPN's knobs keeps the RoIs, so only the box post-processing reruns, on the heads'
-cached outputs. The knobs are
-torchvision's `FasterRCNN` keyword names; a chosen setting is saved as a new checkpoint with the
+Each setting re-runs only the proposal filtering and the box post-processing on every batch's
+candidate pool (`detector.diagnosis.candidates`: the box head's outputs for every box a setting
+could keep, computed once in the pass): neither the backbone nor the head reruns. Exact (equal
+to a model rebuilt with the knobs) for every value of every knob, except rpn_pre_nms_top_n_test
+above the pool's top_n per level, which is refused with the reason; the module docstring of
+`candidates` states the two sub-bit limits. The knobs are torchvision's `FasterRCNN` keyword names; a chosen setting is saved as a new checkpoint with the
 same weights and the knobs in `model_kwargs`, so every page and the CLI can load it.
 """
 
@@ -21,9 +22,9 @@ import torch
 from torchvision.models.detection.faster_rcnn import FasterRCNN
 
 from detector.diagnosis.matching import greedy_match
-from detector.diagnosis.trail import CachedBatch, TrailSet
+from detector.diagnosis.candidates import setting_detections
+from detector.diagnosis.trail import TrailSet
 from detector.evaluation import CocoEvaluator
-from detector.inspect import run_heads
 from detector.proposals import ProposalSettings
 
 # FasterRCNN keyword -> (where it acts, attribute / ProposalSettings field, type)
@@ -118,18 +119,19 @@ class SweepPoint:
 
 def evaluate_setting(model: FasterRCNN, trails: TrailSet, knobs: dict[str, Any], iou: float = 0.5,
                      score_threshold: float = 0.5) -> SweepPoint:
-    """mAP, mAP50 and recall of one knob setting over the cached stages (never the backbone)."""
+    """mAP, mAP50 and recall of one knob setting over the candidate pools (never the backbone or the
+    head). ValueError with the reason when the setting is beyond the pools (see `candidates`)."""
     import time
 
-    if not trails.stages:
-        raise ValueError("the tuner needs the RPN stages: collect the trails with keep_stages=True")
+    if not trails.pools:
+        raise ValueError("the tuner needs the RoI candidates: collect the trails with keep_pool=True")
     start = time.perf_counter()
     view, settings = with_knobs(model, knobs)
     evaluator = CocoEvaluator(trails.class_names)
     hits = total = 0
     with torch.no_grad():
-        for batch in trails.stages:
-            for index, det in zip(batch.images, setting_detections(view, batch, settings, trails.settings)):
+        for pool in trails.pools:
+            for index, det in zip(pool.images, setting_detections(view, pool, settings)):
                 t = trails.trails[index]
                 boxes = det["boxes"].double().cpu().numpy()
                 scores, labels = det["scores"].double().cpu().numpy(), det["labels"].cpu().numpy()
@@ -140,20 +142,6 @@ def evaluate_setting(model: FasterRCNN, trails: TrailSet, knobs: dict[str, Any],
     result = evaluator.evaluate()
     return SweepPoint(dict(knobs), result.mAP, result.mAP50, hits / total if total else None,
                       time.perf_counter() - start)
-
-
-def setting_detections(view: FasterRCNN, batch: CachedBatch, settings: ProposalSettings,
-                pass_settings: ProposalSettings) -> list[dict[str, torch.Tensor]]:
-    """What `view(images)` returns for the batch: with the pass's RPN settings only the box
-    post-processing reruns, on the cached head outputs; else the proposal filtering and the heads."""
-    if batch.heads is None or settings != pass_settings:
-        return list(run_heads(view, batch.stage, settings).raw_detections)
-    proposals, class_logits, box_regression = batch.heads
-    sizes = batch.stage.image_sizes
-    boxes, scores, labels = view.roi_heads.postprocess_detections(class_logits, box_regression, proposals, sizes)
-    raw = [{"boxes": b, "labels": lab, "scores": s} for b, s, lab in zip(boxes, scores, labels)]
-    originals = [(f.original_size[1], f.original_size[0]) for f in batch.stage.frames]  # (height, width) for torchvision
-    return view.transform.postprocess(raw, sizes, originals)
 
 
 def sweep_grid(sweeps: Iterable[tuple[str, list[Any]]]) -> list[dict[str, Any]]:

@@ -141,7 +141,7 @@ def diagnosis_pass(loaded: checkpoints.LoadedModel, target: Target, max_images: 
         bar.progress(done / total, text=f"One forward per image: {done} of {total} (about {math.ceil(left)} s left)")
 
     try:
-        trails = collect_trails(loaded.model, records, chosen.root, loaded.class_names, keep_stages=True,
+        trails = collect_trails(loaded.model, records, chosen.root, loaded.class_names, keep_pool=True,
                                 progress=progress)
         bar.progress(1.0, text="COCO evaluation and TIDE ...")
         fixed = threshold_free(trails)

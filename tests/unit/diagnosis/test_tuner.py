@@ -1,4 +1,4 @@
-"""detector.diagnosis.tuner: a setting re-run from the cached RPN stages equals a full forward of a
+"""detector.diagnosis.tuner: a setting re-run from the candidate pools equals a full forward of a
 model built with that setting (torchvision's own post-processing is the oracle)."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def setup(tiny_checkpoint, tmp_path_factory):
     root = write_synthetic(tmp_path_factory.mktemp("tuner") / "synth", images=5, seed=4, format="coco")
     loaded = checkpoints.load_model(str(tiny_checkpoint), "cpu")
     chosen = evaluation_images(root, "all", loaded.class_names)
-    trails = collect_trails(loaded.model, chosen.records, chosen.root, loaded.class_names, keep_stages=True)
+    trails = collect_trails(loaded.model, chosen.records, chosen.root, loaded.class_names, keep_pool=True)
     return loaded, chosen, trails
 
 
@@ -61,7 +61,7 @@ def test_sweeps_make_a_grid():
 def test_the_tuner_needs_cached_stages(setup):
     loaded, chosen, _ = setup
     trails = collect_trails(loaded.model, chosen.records[:1], chosen.root, loaded.class_names)
-    with pytest.raises(ValueError, match="keep_stages"):
+    with pytest.raises(ValueError, match="keep_pool"):
         evaluate_setting(loaded.model, trails, {})
 
 
@@ -69,15 +69,15 @@ def test_the_tuner_needs_cached_stages(setup):
                                    {"rpn_post_nms_top_n_test": 7}])
 def test_detections_from_the_cache_are_the_rebuilt_models_own(setup, tiny_checkpoint, knobs):
     """Boxes, scores and labels bit-identical to model(images) of a model built with the knobs
-    (the box-knob path re-runs post-processing alone; the RPN-knob path the heads)."""
-    from detector.diagnosis.tuner import setting_detections
+    (the proposal filtering and the post-processing on the candidate pool, no head rerun)."""
+    from detector.diagnosis.candidates import setting_detections
 
     loaded, chosen, trails = setup
     rebuilt = checkpoints.load_model(str(tiny_checkpoint), "cpu", **knobs)
     dataset = DetectionDataset(list(chosen.records), chosen.root, train=False)
     view, settings = with_knobs(loaded.model, knobs)
-    for batch in trails.stages:
-        ours = setting_detections(view, batch, settings, trails.settings)
+    for batch in trails.pools:
+        ours = setting_detections(view, batch, settings)
         with torch.no_grad():
             expected = rebuilt.model([dataset[i][0] for i in batch.images])
         for a, b in zip(ours, expected):
