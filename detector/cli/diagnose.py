@@ -26,6 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--save-checkpoint", metavar="FILE",
                    help="write the model with the --knob values (and, with --sweep, the best setting's) in its "
                         "model_kwargs: same weights, usable as --checkpoint anywhere")
+    p.add_argument("--pool-top-n", type=int, metavar="N",
+                   help="with --sweep: RoI candidates the pass keeps per FPN level; rpn_pre_nms_top_n_test is exact "
+                        "up to N and refused above (default: the model's own pre_nms_top_n)")
     add_run_options(p, batch_size=2)
     p.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
     p.add_argument("--out", metavar="FILE", help="also write the JSON to FILE")
@@ -73,20 +76,23 @@ def run(args: argparse.Namespace) -> int:
             print(f"\r{done}/{total} images", end="" if done < total else "\n", file=sys.stderr, flush=True)
 
     try:
-        trails = collect_trails(loaded.model, chosen.records, chosen.root, loaded.class_names,
-                                batch_size=args.batch_size, keep_pool=bool(sweeps), progress=progress)
+        if sweeps:
+            trails = tuner_pass(args, loaded, chosen)
+        else:
+            trails = collect_trails(loaded.model, chosen.records, chosen.root, loaded.class_names,
+                                    batch_size=args.batch_size, progress=progress)
         report = diagnosis_report(trails, args.iou, args.score_threshold)
         points = (run_sweep(loaded.model, trails, sweep_grid(sweeps), iou=args.iou,
                             score_threshold=args.score_threshold) if sweeps else [])
-    except EvaluationUnavailable as exc:
-        raise CliError(str(exc)) from None
-    except ImageError as exc:
+    except (EvaluationUnavailable, ImageError, ValueError) as exc:
         raise CliError(str(exc)) from None
     report.update(model=loaded.description, data=str(args.data), split=args.split, knobs=knobs,
                   classes_not_in_model=list(chosen.classes_not_in_model))
     if sweeps:
         report["sweep"] = [p.as_dict() for p in points]
-        report["sweep_cached_bytes_per_image"] = (trails.held_bytes() + trails.pool_bytes()) // max(1, len(trails))
+        report["pass_folder"] = str(trails.pools.folder)
+        report["sweep_held_bytes_per_image"] = trails.held_bytes() // max(1, len(trails))
+        report["sweep_disk_bytes_per_image"] = trails.pool_bytes() // max(1, len(trails))
     if args.save_checkpoint:
         best = best_point(points)
         tuned = {**knobs, **(best.knobs if best else {})}
@@ -107,6 +113,49 @@ def run(args: argparse.Namespace) -> int:
         print_report(report)
     sys.stdout.flush()
     return 0
+
+
+def tuner_pass(args: argparse.Namespace, loaded: Any, chosen: Any) -> Any:
+    """The tuner-ready pass in its folder (detector.diagnosis.passes): planned on one image and
+    refused when the machine cannot hold it, resumed where a stopped one stopped, progress on stderr."""
+    from detector import checkpoints
+    from detector.diagnosis import passes
+
+    model = loaded.model
+    top_n = int(args.pool_top_n or model.rpn._pre_nms_top_n["testing"])
+    if top_n < 1:
+        raise CliError("--pool-top-n must be at least 1", 2)
+    try:
+        path = checkpoints.checkpoint_path_for(loaded.source)
+        model_id = f"{Path(path).resolve()}|{path.stat().st_mtime}"
+    except (checkpoints.CheckpointError, OSError):
+        model_id = str(loaded.source)
+    source = Path(str(args.checkpoint)) if args.checkpoint else None
+    run_dir = source if source is not None and source.is_dir() else None
+    identity = passes.pass_identity(model, model_id, str(args.data), args.split, chosen.records, args.batch_size,
+                                    top_n)
+    folder = passes.pass_folder(identity, run_dir)
+    if passes.read_status(folder)["state"] != "done":
+        plan = passes.plan_pass(model, chosen.records, chosen.root, loaded.class_names, folder, args.batch_size, top_n)
+        refusal = plan.refusal()
+        if refusal:
+            raise CliError(refusal)
+        if not args.json:
+            print(f"pass: {plan.summary()}; folder {folder}", file=sys.stderr)
+
+        def progress(done: int, total: int, left: float | None) -> None:
+            if not args.json and sys.stderr.isatty():
+                eta = "" if left is None else f", about {passes.duration(left)} left"
+                print(f"\r{done}/{total} images{eta}   ", end="" if done < total else "\n", file=sys.stderr, flush=True)
+
+        try:
+            trails = passes.run_pass(model, chosen.records, chosen.root, loaded.class_names, folder, identity, progress)
+        except passes.PassBusy as exc:
+            raise CliError(str(exc)) from None
+        if trails is None:
+            raise CliError(f"{folder}: the pass was stopped; run the same command again to resume it")
+        return trails
+    return passes.load_pass(folder)
 
 
 def _f(value: float | None, digits: int = 3) -> str:

@@ -15,7 +15,7 @@ the best anchor IoU is measured in the model's INPUT frame, where anchors live.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -71,8 +71,9 @@ class TrailSet:
         return sum(a.nbytes for t in self.trails for a in vars(t).values() if isinstance(a, np.ndarray))
 
     def pool_bytes(self) -> int:
-        """Bytes of the candidate pools (tensors only), wherever they are kept."""
-        return sum(p.nbytes() for p in self.pools)
+        """Bytes of the candidate pools: their tensors in memory, their files for a pass on disk."""
+        on_disk = getattr(self.pools, "disk_bytes", None)
+        return int(on_disk()) if on_disk is not None else sum(p.nbytes() for p in self.pools)
 
 
 def _best_iou(gt: torch.Tensor, boxes: torch.Tensor) -> np.ndarray:
@@ -130,7 +131,60 @@ def trail_of(model: FasterRCNN, inspection: Inspection, i: int, file: str, gt_bo
     )
 
 
+@dataclass(frozen=True)
+class TrailBatch:
+    """One batch of a pass: its index (batch_size images each, in record order), its trails, its
+    candidate pool (None unless asked), and the bytes its working set took (features, RoIAlign)."""
+
+    index: int
+    trails: tuple[ImageTrail, ...]
+    pool: CandidatePool | None
+    work_bytes: int
+
+
+def _stage_bytes(inspection: Inspection) -> int:
+    s = inspection.stage
+    tensors = [*s.features.values(), s.proposals, s.objectness_flat, inspection.pooled]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
 @torch.no_grad()
+def trail_batches(
+    model: FasterRCNN,
+    records: Any,
+    root: Any,
+    class_names: tuple[str, ...],
+    batch_size: int = 2,
+    keep_pool: bool = False,
+    pool_top_n: int | None = None,
+    first_batch: int = 0,
+) -> Iterator[TrailBatch]:
+    """The pass batch by batch, from batch `first_batch` on (see `collect_trails`): what a pass
+    writes as it goes. Batch b holds records[b * batch_size:(b + 1) * batch_size]."""
+    from detector.data import DetectionDataset, collate
+
+    del class_names  # the trails carry label ids; the names live in the TrailSet
+    if model.training:
+        raise ValueError("diagnosis needs the model in eval mode (call model.eval())")
+    records = list(records)
+    batch_size = max(1, int(batch_size))
+    offset = int(first_batch) * batch_size
+    dataset = DetectionDataset(records[offset:], root, train=False)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
+    settings = ProposalSettings.from_rpn(model.rpn)
+    top_n = int(pool_top_n or settings.pre_nms_top_n)
+    for b, (images, targets) in enumerate(loader):
+        stage = run_rpn_stage(model, list(images))
+        inspection = run_heads(model, stage, settings)
+        first = offset + b * batch_size
+        trails = tuple(trail_of(model, inspection, i, records[first + i].file, target["boxes"], target["labels"])
+                       for i, target in enumerate(targets))
+        images_of = tuple(range(first, first + len(trails)))
+        pool = candidate_pool(model, stage, inspection, images_of, top_n) if keep_pool else None
+        yield TrailBatch(int(first_batch) + b, trails, pool, _stage_bytes(inspection))
+        del stage, inspection
+
+
 def collect_trails(
     model: FasterRCNN,
     records: Any,
@@ -143,36 +197,23 @@ def collect_trails(
 ) -> TrailSet:
     """One pass over `records` (labels already the model's ids): one forward per image, through
     `run_rpn_stage` and `run_heads` with the model's own settings (so the detections are
-    bit-identical to `model(images)`, batched as `evaluate` batches them).
+    bit-identical to `model(images)`, batched as `evaluate` batches them), held in memory
+    (`detector.diagnosis.passes` writes a pass to a folder as it goes).
 
     keep_pool: also keep each batch's RoI candidates for the tuner (`candidates.candidate_pool`), the
     top `pool_top_n` per level (default: the model's own pre_nms_top_n).
     """
     import time
 
-    from detector.data import DetectionDataset, collate
-
-    if model.training:
-        raise ValueError("diagnosis needs the model in eval mode (call model.eval())")
     start = time.perf_counter()
     records = list(records)
-    dataset = DetectionDataset(records, root, train=False)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=max(1, int(batch_size)), collate_fn=collate)
     trails: list[ImageTrail] = []
     pools: list[CandidatePool] = []
-    settings = ProposalSettings.from_rpn(model.rpn)
-    top_n = int(pool_top_n or settings.pre_nms_top_n)
-    for images, targets in loader:
-        stage = run_rpn_stage(model, list(images))
-        inspection = run_heads(model, stage, settings)
-        first = len(trails)
-        for i, target in enumerate(targets):
-            record = records[first + i]
-            trails.append(trail_of(model, inspection, i, record.file, target["boxes"], target["labels"]))
-        if keep_pool:
-            pools.append(candidate_pool(model, stage, inspection, tuple(range(first, len(trails))), top_n))
-        del stage, inspection
+    for batch in trail_batches(model, records, root, class_names, batch_size, keep_pool, pool_top_n):
+        trails += batch.trails
+        if batch.pool is not None:
+            pools.append(batch.pool)
         if progress is not None:
             progress(len(trails), len(records))
-    return TrailSet(tuple(trails), tuple(class_names), float(model.roi_heads.score_thresh), settings,
-                    tuple(pools), time.perf_counter() - start)
+    return TrailSet(tuple(trails), tuple(class_names), float(model.roi_heads.score_thresh),
+                    ProposalSettings.from_rpn(model.rpn), tuple(pools), time.perf_counter() - start)
