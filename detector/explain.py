@@ -371,3 +371,57 @@ def detection_json(explanation: ImageExplanation, det: DetectionExplanation) -> 
         "box_deltas": _box(det.box_deltas),
         "suppressed": [{"box": _box(c.box), "score": c.score, "iou": c.iou} for c in det.suppressed],
     }
+
+
+# ---------------------------------------------------------------- a box no detection found
+
+
+@dataclass(frozen=True)
+class Nearest:
+    """The box of one stage's output that overlaps a given box most."""
+
+    stage: str  # "anchor", "proposal before NMS", "proposal after NMS", "RoI"
+    index: int  # flat anchor index (anchors), else the position in that stage's set (score order)
+    box: Tensor  # (4,) ORIGINAL frame
+    iou: float  # with the given box (anchors: measured in the INPUT frame, where they live)
+    objectness: float | None  # sigmoid(objectness) of a proposal; None for an anchor
+
+
+@dataclass(frozen=True)
+class MissedBox:
+    """For a box no detection found (a missed ground-truth box): the nearest candidate at each stage."""
+
+    box: Tensor  # (4,) the box asked about, ORIGINAL frame
+    label: int | None  # its 1-based class when known
+    nearest: tuple[Nearest, ...]  # anchor, proposal before NMS, after NMS, RoI (stages with no box left out)
+    roi: int | None  # row of the nearest RoI among the image's RoIs
+    class_probs: Tensor | None  # (C,) the box head's softmax at that RoI, background first
+    class_logits: Tensor | None
+
+
+def nearest_candidates(inspection: Inspection, image: int, box: Tensor | list[float], label: int | None = None,
+                       decisions: HeadDecisions | None = None) -> MissedBox:
+    """The stage blame of one box made visible: the best anchor by IoU (input frame, as the RPN's
+    matcher sees it), the best proposal before and after the RPN's NMS, and the best RoI with its
+    class distribution (`decisions` from `decide_heads` gives the distribution; the RoI's candidate
+    for `label` is `ImageExplanation.candidate`). `box` is [x1, y1, x2, y2] in original pixels."""
+    frame = inspection.frames[image]
+    box = torch.as_tensor(box, dtype=torch.float32).reshape(1, 4)
+    funnel = inspection.funnels[image]
+    anchors = torch.cat(list(inspection.stage.anchors)).cpu()
+    iou = box_ops.box_iou(frame.to_input(box), anchors)[0]
+    best = int(iou.argmax())
+    nearest = [Nearest("anchor", best, frame.to_original(anchors[best])[0], float(iou[best]), None)]
+    roi = None
+    for stage, boxes in (("proposal before NMS", funnel.pre_nms), ("proposal after NMS", funnel.after_nms),
+                         ("RoI", funnel.post_nms)):
+        if len(boxes) == 0:
+            continue
+        original = frame.to_original(boxes.boxes)
+        iou = box_ops.box_iou(box, original)[0]
+        best = int(iou.argmax())
+        nearest.append(Nearest(stage, best, original[best], float(iou[best]), float(boxes.scores[best])))
+        roi = best if stage == "RoI" else roi
+    probs = decisions.probs[roi] if decisions is not None and roi is not None else None
+    logits = decisions.logits[roi] if decisions is not None and roi is not None else None
+    return MissedBox(box[0], label, tuple(nearest), roi, probs, logits)

@@ -83,7 +83,7 @@ def _picked(image: Image.Image, name: str, boxes, labels, class_names, has_gt: b
 
 # ---------------------------------------------------------------- datasets
 
-DATASET_PARAM, IMAGE_PARAM = "dataset", "image"  # URL names (ui.links' contract)
+DATASET_PARAM, IMAGE_PARAM, SAMPLE_PARAM = "dataset", "image", "sample"  # URL names (ui.links' contract)
 LAST_DATASET_KEY = "_last_dataset"  # session_state: the stored dataset the user worked with last
 
 
@@ -123,6 +123,17 @@ def _apply_url_image(key: str, names: Sequence[str]) -> None:
     st.session_state[f"{key}_dataset"] = wanted[0]
     if wanted[1]:
         st.session_state[f"{key}_file"] = wanted[1]
+
+
+def _apply_url_sample(key: str) -> None:
+    """`?sample=SEED` selects that sample scene once per distinct URL; a seed not offered is ignored."""
+    wanted = st.query_params.get(SAMPLE_PARAM)
+    if wanted is None or st.session_state.get(f"_{key}_sample_url") == wanted:
+        return
+    st.session_state[f"_{key}_sample_url"] = wanted
+    if wanted in {str(s) for s in SAMPLE_SEEDS} and st.query_params.get(DATASET_PARAM) is None:
+        st.session_state[f"{key}_source"] = "Sample"
+        st.session_state[f"{key}_seed"] = int(wanted)
 
 
 def _first_with_boxes(records: Sequence[Any]) -> int:
@@ -177,16 +188,23 @@ def image_input(key: str, default_source: str = "Sample") -> PickedImage | None:
     from detector.data import store
 
     _apply_url_image(key, [d.name for d in store.list_datasets()])
+    _apply_url_sample(key)
     if st.session_state.get(f"{key}_source") not in SOURCES:
         st.session_state[f"{key}_source"] = default_source
     source = st.radio("Image", SOURCES, key=f"{key}_source", horizontal=True)
     if source != STORED:
         for param in (DATASET_PARAM, IMAGE_PARAM):
             st.query_params.pop(param, None)
+    if source != "Sample":
+        st.query_params.pop(SAMPLE_PARAM, None)
     if source == "Sample":
         seed = st.selectbox("Sample scene", SAMPLE_SEEDS, key=f"{key}_seed",
                             format_func=lambda s: f"synthetic scene #{s}",
                             help="Generated offline: circles, rectangles and triangles with exact ground truth.")
+        if st.query_params.get(SAMPLE_PARAM) != str(seed):
+            st.query_params.pop("box", None)  # a link's box= belongs to the image it came with
+            st.query_params[SAMPLE_PARAM] = str(seed)
+            st.session_state[f"_{key}_sample_url"] = str(seed)
         png, boxes, labels = sample_image(int(seed))
         image = load_image(png, name=f"sample-{seed}.png")
         return _picked(image, f"sample-{seed}.png", boxes, labels, scenes.CLASS_NAMES, True)

@@ -5,6 +5,9 @@ The URL contract (README, "Links between pages"): query parameters hold names, n
   device=  auto | cpu | cuda        dataset= <stored dataset name>      run= <run id>
   image=   <image file name exactly as in the dataset's records, e.g. valid/img_028.jpg>
   box=     x1,y1,x2,y2 in original pixels
+  sample=  <seed of a sample scene, one of ui.inputs.SAMPLE_SEEDS>
+  det=     K, a detection of the image on /rpn's Detections view (its index in model(images)'s
+           output; with box=, the detection nearest that box when the index has moved)
 Links are relative ("rpn?model=run%3Aabc"), so they work under any server base path; every page
 sits one level below the app's root.
 """
@@ -78,6 +81,22 @@ def page_url(page: str, **params: Any) -> str:
     query = "&".join(f"{k}={quote(_value(k, v), safe='/,:')}" for k, v in params.items() if v is not None)
     base = name or "./"
     return f"{base}?{query}" if query else base
+
+
+def detection_url(model: Any, det: int, box: Iterable[float] | None = None, **image: Any) -> str:
+    """/rpn's Detections view with detection `det` explained: `image` names the picture as the URL
+    contract does (dataset= and image=, or sample=); `box` (the detection's box, original pixels)
+    lets /rpn find it again if its own run orders the detections differently."""
+    return page_url("rpn", model=model, **image, box=None if box is None else list(box), view="Detections", det=int(det))
+
+
+def int_from_param(value: str | None, count: int) -> int | None:
+    """An index 0 <= K < count a URL names (`det=K`), or None when absent or not such a number."""
+    text = str(value)
+    if not (text.isascii() and text.isdigit()) or text != str(int(text)):  # plain decimal digits only: no sign, space or 02
+        return None
+    k = int(text)
+    return k if k < count else None
 
 
 def box_from_param(value: str | None) -> tuple[float, float, float, float] | None:

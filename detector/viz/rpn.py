@@ -16,7 +16,7 @@ from PIL import Image
 from plotly.subplots import make_subplots
 
 from detector.frames import CellPlacement, cell_placement, max_pool_cells, pool_factor, visible_cells
-from detector.viz.boxes import STYLES, add_boxes, image_data_uri, image_figure
+from detector.viz.boxes import STYLES, add_boxes, class_color, image_data_uri, image_figure
 
 MAX_SIDE = 640  # longest side of the image sent with each figure
 MAX_HEAT_CELLS = 96  # longest side of a heatmap sent to the browser (max-pooled beyond it)
@@ -218,14 +218,26 @@ def detections_figure(
     max_side: int = MAX_SIDE,
     height: int | None = None,
     highlight: Sequence[float] | None = None,
+    clickable: bool = False,
 ) -> go.Figure:
     """Final detections (original pixels) with class and score, ground truth dashed when known;
-    `highlight` one box drawn over them (a link's box=)."""
+    `highlight` one box drawn over them (a link's box=). clickable: a marker at each box centre
+    carrying the detection's index (customdata), so a click selects it."""
     fig = image_figure(image, max_side=max_side, title=title, height=height)
     if gt_boxes is not None and len(gt_boxes):
         add_boxes(fig, gt_boxes, style="ground_truth", show_labels=False)
     add_boxes(fig, boxes, style="prediction", labels=list(labels), scores=[float(s) for s in scores])
-    return _highlight(fig, highlight)
+    _highlight(fig, highlight)
+    boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)
+    if clickable and len(boxes):
+        fig.add_trace(go.Scatter(
+            x=(boxes[:, 0] + boxes[:, 2]) / 2, y=(boxes[:, 1] + boxes[:, 3]) / 2, mode="markers",
+            marker=dict(size=9, color=[class_color(n) for n in labels], line=dict(width=1, color="white")),
+            customdata=np.arange(len(boxes)), hoverinfo="text", name="click a centre to explain it",
+            text=[f"detection {k}: {n} {float(s):.3f}" for k, (n, s) in enumerate(zip(labels, scores))],
+        ))
+        fig.update_layout(clickmode="event+select")
+    return fig
 
 
 def _highlight(fig: go.Figure, box: Sequence[float] | None) -> go.Figure:

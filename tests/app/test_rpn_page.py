@@ -174,3 +174,108 @@ def test_a_link_with_a_box_highlights_it_on_its_image(session_tmp):
     assert any("the box from the link" in i.value for i in at.info)
     at.selectbox(key="rpn_file").set_value(stored.dataset.records[0].file).run()
     assert not any("the box from the link" in i.value for i in at.info)
+
+
+# ---------------------------------------------------------------- the explanation panel (Detections view)
+
+
+def _explain_at(**params):
+    """/rpn opened by a link to the Detections view with the shipped demo model."""
+    at = app_test("pages/rpn.py")
+    for k, v in {"model": "demo", "sample": "10002", "view": "Detections", **params}.items():
+        at.query_params[k] = v
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _frame(at, column: str):
+    """The first dataframe on the page with this column (AppTest does not expose a dataframe's key)."""
+    return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
+def _spec(at, key: str) -> dict:
+    import json
+
+    (chart,) = [c for c in at.get("plotly_chart") if c.proto.id.endswith(key) or key in c.proto.id]
+    return json.loads(chart.proto.spec)
+
+
+@pytest.fixture(scope="module")
+def demo_explained():
+    """The demo model's own explanation of the sample scene the page shows (ui.inputs.sample_image)."""
+    from detector import checkpoints
+    from detector.explain import explain_image
+    from detector.images import load_image, to_tensor
+    from detector.inspect import inspect
+    from ui.inputs import sample_image
+
+    demo = checkpoints.load_model(checkpoints.DEMO)
+    image = load_image(sample_image(10002)[0], name="sample-10002.png")
+    return explain_image(demo.model, inspect(demo.model, [to_tensor(image)]), 0, demo.class_names)
+
+
+def test_picking_a_detection_opens_its_explanation(demo_explained):
+    at = _explain_at()
+    assert at.selectbox(key="rpn_det").value == -1 and "det" not in at.query_params
+    at.selectbox(key="rpn_det").set_value(1).run()
+    assert not at.exception, at.exception
+    det = demo_explained.detections[1]
+    assert any(h.value.startswith(f"Why detection 1: {det.label_name}") for h in at.subheader)
+    assert at.query_params["det"] == "1"  # shareable
+    chain = _frame(at, "how")
+    assert list(chain["stage"]) == ["anchor", "proposal (before clipping)", f"RoI #{det.roi.index}", "detection 1"]
+    assert f"FPN level {det.anchor.level}, cell (row {det.anchor.row}, column {det.anchor.column})" in chain["how"][0]
+    deltas = _frame(at, "t_x")
+    assert list(deltas["t_x"]) == [round(float(det.anchor.rpn_deltas[0]), 4), round(float(det.box_deltas[0]) / 10, 4)]
+    suppressed = _frame(at, "from RoI")
+    assert list(suppressed["from RoI"]) == [c.roi for c in det.suppressed]
+    # the class distribution: every class and background, sorted, the detection's score on top
+    bars = _spec(at, "rpn_explain_classes")["data"][0]
+    assert sorted(bars["y"]) == ["background", "circle", "rectangle", "triangle"] and bars["y"][0] == det.label_name
+    # the saliency map: Grad-CAM first, EigenCAM on the switch; the opacity control reaches the figure
+    assert _spec(at, "rpn_explain_saliency")["data"][1]["name"] == "Grad-CAM"
+    at.radio(key="rpn_saliency_method").set_value("eigen").run()
+    at.slider(key="rpn_saliency_opacity").set_value(0.3).run()
+    assert not at.exception
+    heat = _spec(at, "rpn_explain_saliency")["data"][1]
+    assert heat["name"] == "EigenCAM" and heat["opacity"] == 0.3
+    assert any("EigenCAM" in c.value and "same for every detection" in c.value for c in at.caption)
+
+
+def test_a_det_link_opens_the_panel_and_bad_values_are_refused(demo_explained):
+    at = _explain_at(det="0")
+    assert at.selectbox(key="rpn_det").value == 0
+    assert any(h.value.startswith("Why detection 0") for h in at.subheader)
+    n = len(demo_explained.detections)
+    for bad in (str(n), "-1", "x", "1.5", "../etc"):
+        at = _explain_at(det=bad)
+        assert at.selectbox(key="rpn_det").value == -1, bad
+        assert any(f"det={bad} names no detection" in w.value for w in at.warning), bad
+        assert not any(h.value.startswith("Why detection") for h in at.subheader)
+
+
+def test_a_det_link_with_a_box_finds_the_detection_with_that_box(demo_explained):
+    det = demo_explained.detections[1]
+    box = ",".join(f"{float(v):.1f}" for v in det.box)
+    at = _explain_at(det="0", box=box)  # an index from a batched run elsewhere, and its box
+    assert at.selectbox(key="rpn_det").value == 1
+
+
+def test_a_missed_box_link_shows_the_nearest_candidate_at_each_stage(session_tmp):
+    from detector.data import store
+    from detector.data.synthetic import write_synthetic
+
+    folder = write_synthetic(session_tmp / "rpn-missed-synth", images=2, seed=6, width=160, height=120)
+    stored = store.store_upload("rpn-missed", folder)
+    record = stored.dataset.records[1]
+    at = app_test("pages/rpn.py")
+    for k, v in {"model": "demo", "dataset": stored.name, "image": record.file, "view": "Detections",
+                 "box": ",".join(f"{v:g}" for v in record.boxes[0])}.items():
+        at.query_params[k] = v
+    at.run()
+    assert not at.exception, at.exception
+    table = _frame(at, "best IoU")
+    assert list(table["stage"]) == ["anchor", "proposal before NMS", "proposal after NMS", "RoI"]
+    assert all(0 <= v <= 1 for v in table["best IoU"])
+    assert any("candidate:" in m.value for m in at.markdown)  # its class's fate at the best RoI

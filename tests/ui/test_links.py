@@ -56,3 +56,16 @@ def test_uploads_builders_demo_and_refused_values(tmp_path):
         assert offered(hostile) is None
     with pytest.raises(ValueError, match="name, not the path"):
         page_url("rpn", dataset=tmp_path)
+
+
+def test_detection_links_and_the_det_param():
+    from ui.links import detection_url, int_from_param
+
+    url = detection_url("demo", 3, box=[1, 2.5, 30, 40], sample=10002)
+    assert url == "rpn?model=demo&sample=10002&box=1,2.5,30,40&view=Detections&det=3"
+    url = detection_url("demo", 0, dataset="shapes", image="valid/a b.png")
+    assert _query(url) == {"model": ["demo"], "dataset": ["shapes"], "image": ["valid/a b.png"],
+                           "view": ["Detections"], "det": ["0"]}
+    assert int_from_param("3", 4) == 3 and int_from_param("0", 1) == 0
+    for bad in ("4", "-1", "x", "1.5", "", None, " 2", "02", "../1"):
+        assert int_from_param(bad, 4) is None, bad

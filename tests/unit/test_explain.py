@@ -207,3 +207,29 @@ def test_json_has_exactly_the_issue_keys(runs):
     assert list(entry["class_probs"]) == [BACKGROUND, *CLASSES]
     assert abs(sum(entry["class_probs"].values()) - 1) < 1e-5
     assert entry["class_probs"][entry["label"]] == entry["score"]
+
+
+def test_nearest_candidates_of_a_ground_truth_box(runs):
+    from torchvision.ops import box_iou
+
+    from detector.explain import nearest_candidates
+
+    run = runs["demo"]
+    model = run["model"]
+    scene = make_scene(10_000)
+    gt = torch.tensor(scene.boxes[0])
+    with torch.no_grad():
+        insp = inspect(model, [to_tensor(scene.image)])
+    decisions = decide_heads(model, insp)[0]
+    missed = nearest_candidates(insp, 0, gt, scene.labels[0], decisions)
+    assert [n.stage for n in missed.nearest] == ["anchor", "proposal before NMS", "proposal after NMS", "RoI"]
+    frame = insp.frames[0]
+    # the best anchor IoU is the RPN matcher's: torchvision's AnchorGenerator and box_iou in the input frame
+    image_list, _ = model.transform([to_tensor(scene.image)])
+    with torch.no_grad():
+        anchors = model.rpn.anchor_generator(image_list, list(model.backbone(image_list.tensors).values()))[0]
+    assert missed.nearest[0].iou == pytest.approx(float(box_iou(frame.to_input(gt[None]), anchors).max()), abs=1e-6)
+    rois = frame.to_original(insp.funnels[0].post_nms.boxes)
+    assert missed.nearest[3].iou == pytest.approx(float(box_iou(gt[None], rois).max()), abs=1e-6)
+    assert missed.nearest[1].iou >= missed.nearest[2].iou >= missed.nearest[3].iou  # each stage a subset
+    assert torch.equal(missed.class_probs, F.softmax(insp.class_logits[missed.roi], -1))

@@ -20,6 +20,7 @@ from detector.models import ARCHITECTURES
 from detector.proposals import ProposalFunnel, ProposalSettings, proposal_recall
 from detector.viz import rpn as viz
 from ui.inputs import PickedImage
+from ui.rpn import explain
 from ui.rpn.inspection import detections_frame, paper_table1_frame, shared_figure, table1, table1_frame, table1_sources
 from ui.model import current_device
 
@@ -217,13 +218,20 @@ def _detections(s: InspectorState) -> None:
                        persist_state="page")
     det = s.result.detections[0].above(thresh)
     names = [class_name(s.loaded.class_names, i) for i in det.labels.tolist()]
+    expl = explain.explanation(s)
+    k = explain.detection_picker(s, expl)
     st.plotly_chart(s.figure("detections", (s.settings, thresh, s.linked), lambda: viz.detections_figure(
-        s.picked.image, det.boxes.numpy(), names, det.scores.tolist(), gt_boxes=s.gt, highlight=s.linked)),
-        key="rpn_detections")
+        s.picked.image, det.boxes.numpy(), names, det.scores.tolist(), gt_boxes=s.gt, highlight=s.linked,
+        clickable=True)), key=explain.CHART_KEY, on_select="rerun", selection_mode="points")
     st.caption(f"{len(det)} detections with score >= {thresh:.2f}: the Fast R-CNN head's softmax over classes for each "
-               "RoI, class-specific box regression, then per-class NMS. Ground truth dashed.")
+               "RoI, class-specific box regression, then per-class NMS. Ground truth dashed. Click a box centre to "
+               "explain it.")
     if len(det):
         st.dataframe(detections_frame(det, names), hide_index=True)
+    if k != explain.NONE:
+        explain.render_explanation(s, expl, k)
+    elif s.linked:
+        explain.render_missed(s, expl, s.linked)
 
 
 def _table1(s: InspectorState) -> None:
