@@ -6,7 +6,10 @@ import streamlit as st
 
 from detector.detection import coco_results_json, detections_csv
 from detector.viz.rpn import detections_figure
-from ui.detect.detections import annotated_png, cached_detections, class_filter, decode_uploads, detection_tables, result_heading
+from ui.detect.detections import (
+    EXPLAIN_COLUMN, annotated_png, cached_detections, class_filter, decode_uploads, detection_tables, explain_links,
+    result_heading,
+)
 from ui.links import page_url
 from ui.inputs import SAMPLE_SEEDS, sample_image
 from ui.model_export import render_export
@@ -34,6 +37,7 @@ else:
     files = [(f"sample-{s}.png", sample_image(s)[0]) for s in SAMPLE_SEEDS[:4]]
     st.info("No upload yet: showing synthetic sample images (generated offline). Upload your own above.")
 
+samples = {} if uploads else {f"sample-{s}.png": s for s in SAMPLE_SEEDS[:4]}  # only these can be linked
 images = decode_uploads(files)
 for bad in (im for im in images if im.error):
     st.error(f"{bad.name}: {bad.error}", icon=":material/broken_image:")
@@ -55,11 +59,14 @@ chosen = class_filter(c2, get_model(source, device).class_names)
 filtered = {d: det.above(threshold, chosen) for d, det in results.items()}
 ordered = [filtered[im.digest] for im in good]
 
+links = {im.digest: explain_links(source, samples.get(im.name), results[im.digest], filtered[im.digest]) for im in good}
+
 # ---- tables
-table, counts = detection_tables(ordered)
+table, counts = detection_tables(ordered, [u for im in good for u in links[im.digest]])
 t1, t2 = st.columns([3, 1])
 t1.subheader(result_heading(len(table), len(good), chosen))
-t1.dataframe(table, hide_index=True, width="stretch", height=240, key="detect_table")
+t1.dataframe(table, hide_index=True, width="stretch", height=240, key="detect_table",
+             column_config={EXPLAIN_COLUMN: st.column_config.LinkColumn(display_text="explain")})
 t2.subheader("Per class")
 t2.dataframe(counts, hide_index=True, width="stretch", key="detect_counts")
 
@@ -85,6 +92,11 @@ for k, im in enumerate(shown):
         fig = detections_figure(im.image, det.boxes, det.label_names, det.scores, max_side=720, height=380,
                                 title=f"{im.name}: {len(det)} detection(s)")
         st.plotly_chart(fig, key=f"detect_fig_{im.digest}", config={"displaylogo": False})
+        if any(links[im.digest]):
+            st.markdown("Explain in /rpn: " + " · ".join(
+                f"[{n} {sc:.2f}]({u})" for n, sc, u in zip(det.label_names, det.scores, links[im.digest])))
+        elif samples == {}:
+            st.caption("An upload lives in this session only: open it on /rpn (Upload) to explain its detections.")
         st.download_button("Annotated PNG", annotated_png(im.image, det), f"{im.name.rsplit('.', 1)[0]}_detections.png", "image/png",
                            key=f"detect_png_{im.digest}")
 

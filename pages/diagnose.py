@@ -6,6 +6,7 @@ from detector.diagnosis.stage_blame import STAGE_LABELS, STAGES
 from detector.diagnosis.tuner import KNOBS
 from detector.viz import diagnosis as viz
 from ui.diagnose import glue as ui
+from ui.diagnose.wrong import LINK_COLUMN, wrong_frame
 from ui.model import current_model
 from ui.router import ensure_router
 
@@ -60,6 +61,11 @@ with tabs[1]:
     col = r2.selectbox("Predicted", range(len(labels)), format_func=labels.__getitem__, key="diag_cell_col")
     cell = conf["images"][row][col]
     st.caption(f"{conf['matrix'][row][col]} in this cell, from {len(cell)} images: " + ", ".join(cell[:50]))
+    if trails is not None:
+        st.dataframe(wrong_frame(trails, iou, score, target.dataset_name, loaded.source), hide_index=True,
+                     column_config={LINK_COLUMN: st.column_config.LinkColumn(display_text=LINK_COLUMN)})
+        st.caption("The false positives (the background row) and the confusions (off the diagonal), each detection "
+                   "linked to its explanation on /rpn: its RoI, anchor, class distribution and NMS.")
 with tabs[2]:
     st.plotly_chart(viz.errors_figure(report["errors"]), key="diag_errors")
     st.caption(f"TIDE on every detection the model returns (foreground IoU 0.5, background 0.1): AP50 points gained "

@@ -33,8 +33,48 @@ class Confusion:
         return out
 
 
-def confusion_matrix(per_image: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
-                     class_names: tuple[str, ...], iou: float, score_threshold: float) -> Confusion:
+PerImage = tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class ImagePairs:
+    """One image's detections scoring >= the threshold, paired with its ground truth as the matrix pairs them."""
+
+    same_class: tuple[tuple[int, int], ...]  # (gt, detection): the greedy same-class matches (true positives)
+    other_class: tuple[tuple[int, int], ...]  # (gt, detection): left over, paired across classes at IoU >= iou
+    missed: tuple[int, ...]  # gt boxes nothing paired with
+    background: tuple[int, ...]  # detections paired with nothing
+
+
+def pair_image(gt_boxes: np.ndarray, gt_labels: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
+               labels: np.ndarray, match: np.ndarray, iou: float, score_threshold: float) -> ImagePairs:
+    """The matrix's pairing for one image (module docstring): same class first, then across classes."""
+    keep = np.flatnonzero(scores >= score_threshold)
+    gt_free = np.ones(len(gt_labels), dtype=bool)
+    det_free = np.zeros(len(labels), dtype=bool)
+    det_free[keep] = True
+    same, other = [], []
+    for d in keep:
+        if match[d] >= 0:
+            same.append((int(match[d]), int(d)))
+            gt_free[match[d]] = False
+            det_free[d] = False
+    gi, di = np.flatnonzero(gt_free), np.flatnonzero(det_free)
+    if len(gi) and len(di):
+        iou_m = iou_matrix(gt_boxes[gi], boxes[di])
+        pairs = np.argwhere(iou_m >= iou)
+        order = np.argsort(-iou_m[pairs[:, 0], pairs[:, 1]], kind="mergesort")
+        for a, b in pairs[order]:
+            g, d = gi[a], di[b]
+            if gt_free[g] and det_free[d]:
+                other.append((int(g), int(d)))
+                gt_free[g] = det_free[d] = False
+    return ImagePairs(tuple(same), tuple(other), tuple(int(g) for g in np.flatnonzero(gt_free)),
+                      tuple(int(d) for d in np.flatnonzero(det_free)))
+
+
+def confusion_matrix(per_image: list[PerImage], class_names: tuple[str, ...], iou: float,
+                     score_threshold: float) -> Confusion:
     """per_image: (file, gt_boxes, gt_labels, boxes, scores, labels, match) with `match` the
     same-class greedy matching at `iou` (matching.greedy_match over every detection)."""
     k = len(class_names)
@@ -49,28 +89,39 @@ def confusion_matrix(per_image: list[tuple[str, np.ndarray, np.ndarray, np.ndarr
             names.append(file)
 
     for file, gt_boxes, gt_labels, boxes, scores, labels, match in per_image:
-        keep = np.flatnonzero(scores >= score_threshold)
-        gt_free = np.ones(len(gt_labels), dtype=bool)
-        det_free = np.zeros(len(labels), dtype=bool)
-        det_free[keep] = True
-        for d in keep:
-            if match[d] >= 0:
-                add(int(gt_labels[match[d]]) - 1, int(labels[d]) - 1, file)
-                gt_free[match[d]] = False
-                det_free[d] = False
-        gi, di = np.flatnonzero(gt_free), np.flatnonzero(det_free)
-        if len(gi) and len(di):
-            iou_m = iou_matrix(gt_boxes[gi], boxes[di])
-            pairs = np.argwhere(iou_m >= iou)
-            order = np.argsort(-iou_m[pairs[:, 0], pairs[:, 1]], kind="mergesort")
-            for a, b in pairs[order]:
-                g, d = gi[a], di[b]
-                if gt_free[g] and det_free[d]:
-                    add(int(gt_labels[g]) - 1, int(labels[d]) - 1, file)
-                    gt_free[g] = det_free[d] = False
-        for g in np.flatnonzero(gt_free):
+        pairs = pair_image(gt_boxes, gt_labels, boxes, scores, labels, match, iou, score_threshold)
+        for g, d in pairs.same_class + pairs.other_class:
+            add(int(gt_labels[g]) - 1, int(labels[d]) - 1, file)
+        for g in pairs.missed:
             add(int(gt_labels[g]) - 1, bg, file)
-        for d in np.flatnonzero(det_free):
+        for d in pairs.background:
             add(bg, int(labels[d]) - 1, file)
     images = tuple(tuple(tuple(cells.get((r, c), ())) for c in range(k + 1)) for r in range(k + 1))
     return Confusion(tuple(class_names) + ("background",), matrix, images, float(iou), float(score_threshold))
+
+
+@dataclass(frozen=True)
+class WrongDetection:
+    """A detection scoring >= the threshold that matched no ground-truth box of its class."""
+
+    file: str
+    detection: int  # its index among the image's detections (the model's output order)
+    label: str  # its class
+    score: float
+    box: tuple[float, float, float, float]  # [x1, y1, x2, y2], original pixels
+    confused_with: str | None  # the ground-truth class it sits on (IoU >= iou), None: background
+
+
+def wrong_detections(per_image: list[PerImage], class_names: tuple[str, ...], iou: float,
+                     score_threshold: float) -> list[WrongDetection]:
+    """The false positives (the matrix's background row) and the confusions (its off-diagonal cells),
+    one per detection, in image order then score order."""
+    out = []
+    for file, gt_boxes, gt_labels, boxes, scores, labels, match in per_image:
+        pairs = pair_image(gt_boxes, gt_labels, boxes, scores, labels, match, iou, score_threshold)
+        wrong = [(d, class_names[int(gt_labels[g]) - 1]) for g, d in pairs.other_class]
+        wrong += [(d, None) for d in pairs.background]
+        for d, gt_class in sorted(wrong, key=lambda w: (-float(scores[w[0]]), w[0])):
+            out.append(WrongDetection(file, int(d), class_names[int(labels[d]) - 1], float(scores[d]),
+                                      tuple(float(v) for v in boxes[d]), gt_class))  # type: ignore[arg-type]
+    return out

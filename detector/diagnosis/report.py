@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from detector.diagnosis.confusion import confusion_matrix
+from detector.diagnosis.confusion import PerImage, WrongDetection, confusion_matrix, wrong_detections
 from detector.diagnosis.matching import ClassCurve, greedy_match, kept_by_coco
 from detector.diagnosis.stage_blame import StageBlame, blame_image
 from detector.diagnosis.tide import TideErrors, TideImage, tide_errors
@@ -76,6 +76,15 @@ def threshold_free(trails: TrailSet) -> ThresholdFree:
 
 def _matchings(trails: TrailSet, iou: float) -> list[np.ndarray]:
     return [greedy_match(t.gt_boxes, t.gt_labels, t.boxes, t.scores, t.labels, iou) for t in trails.trails]
+
+
+def _per_image(trails: TrailSet, matches: list[np.ndarray]) -> list[PerImage]:
+    return [(t.file, t.gt_boxes, t.gt_labels, t.boxes, t.scores, t.labels, m) for t, m in zip(trails.trails, matches)]
+
+
+def wrong_detections_in(trails: TrailSet, iou: float, score_threshold: float) -> list[WrongDetection]:
+    """Every false positive and confusion at these thresholds, as the confusion matrix counts them."""
+    return wrong_detections(_per_image(trails, _matchings(trails, iou)), trails.class_names, iou, score_threshold)
 
 
 def class_curves(trails: TrailSet, matches: list[np.ndarray]) -> dict[int, ClassCurve]:
@@ -147,9 +156,7 @@ def diagnosis_report(trails: TrailSet, iou: float = 0.5, score_threshold: float 
                                                                    map(_f, pr_curves[p][c].at(score_threshold))))}
                               for p in PR_IOUS}
                for c in range(1, len(names) + 1) if names[c - 1] in present}
-    confusion = confusion_matrix(
-        [(t.file, t.gt_boxes, t.gt_labels, t.boxes, t.scores, t.labels, m) for t, m in zip(trails.trails, matches)],
-        names, iou, score_threshold)
+    confusion = confusion_matrix(_per_image(trails, matches), names, iou, score_threshold)
     blame = missed_boxes(trails, matches, iou, score_threshold)
     coco = fixed.coco
     return {

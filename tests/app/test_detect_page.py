@@ -31,6 +31,42 @@ def test_offline_page_shows_samples():
     assert any("synthetic sample images" in i.value for i in at.info)
 
 
+def test_each_sample_detection_links_to_its_explanation_on_rpn():
+    """The table and the gallery link every detection of a sample scene to /rpn?...&det=K, and that
+    link opens the explanation of the same detection (same class and score)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    at = app_test("pages/detect.py")
+    at.session_state["model_source"] = "demo"
+    at.run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert len(table) > 0 and table["explain in /rpn"].notna().all()
+    gallery = " ".join(m.value for m in at.markdown if m.value.startswith("Explain in /rpn: "))
+    for row in table.head(3).itertuples():
+        link = row[-1]
+        assert f"({link})" in gallery  # the gallery carries the same links
+        query = {k: v[0] for k, v in parse_qs(urlsplit(link).query).items()}
+        assert query["model"] == "demo" and query["view"] == "Detections" and query["sample"] in row.image
+        rpn = app_test("pages/rpn.py")
+        for k, v in query.items():
+            rpn.query_params[k] = v
+        rpn.run()
+        assert not rpn.exception, rpn.exception
+        assert rpn.selectbox(key="rpn_det").value == int(query["det"])
+        assert any(h.value == f"Why detection {query['det']}: {row.label} {row.score:.3f}" for h in rpn.subheader)
+
+
+def test_an_upload_has_no_link_but_says_where_to_explain_it(tiny_checkpoint):
+    at = app_test("pages/detect.py")
+    at.session_state["model_source"] = _uploaded(tiny_checkpoint)
+    at.run()
+    at.file_uploader(key="detect_upload").set_value([("a.png", _png(1), "image/png")]).run()
+    assert not at.exception
+    assert at.dataframe[0].value["explain in /rpn"].isna().all()
+    assert any("An upload lives in this session only" in c.value for c in at.caption)
+
+
 def test_uploads_bad_files_filters_and_compare(tiny_checkpoint):
     at = app_test("pages/detect.py")
     at.query_params["model"] = _uploaded(tiny_checkpoint)

@@ -53,11 +53,32 @@ def test_diagnoses_a_stored_dataset_with_every_view(stored, uploaded):
     assert list(table.columns[:4]) == ["class", "gt", "AP", "AP50"]
     assert "missed boxes" in [m.label for m in at.metric]
     # the missed boxes table links each box to /rpn on its image, with the box (URL contract)
-    missed = at.dataframe[1].value
+    missed = next(d.value for d in at.dataframe if "open in /rpn" in d.value.columns)
     assert len(missed) > 0
     link = missed["open in /rpn"].iloc[0]
     assert link.startswith("rpn?model=upload:tiny.pt&dataset=") and "&image=" in link and "&box=" in link
     assert "Open this box in the RPN inspector" in " ".join(m.value for m in at.markdown)
+
+
+def test_false_positives_and_confusions_link_to_their_explanation(stored, uploaded):
+    from urllib.parse import parse_qs, urlsplit
+
+    at = _page("upload:tiny.pt", dataset=stored.name)
+    at.slider(key="diag_score").set_value(0.0).run()  # random weights: every detection a false positive or worse
+    assert not at.exception
+    wrong = next(d.value for d in at.dataframe if "explain in /rpn" in d.value.columns)
+    assert len(wrong) > 0 and set(wrong["sits on"]) <= {"circle", "rectangle", "triangle", "background"}
+    query = parse_qs(urlsplit(wrong["explain in /rpn"].iloc[0]).query)
+    assert query["model"] == ["upload:tiny.pt"] and query["dataset"] == [stored.name]
+    assert query["image"] == [wrong["image"].iloc[0]] and query["view"] == ["Detections"]
+    assert query["det"] == [str(wrong["detection"].iloc[0])] and len(query["box"][0].split(",")) == 4
+    # the link opens the panel of that detection on /rpn
+    rpn = app_test("pages/rpn.py")
+    for k, v in query.items():
+        rpn.query_params[k] = v[0]
+    rpn.run()
+    assert not rpn.exception, rpn.exception
+    assert any(h.value.startswith("Why detection") for h in rpn.subheader)
 
 
 def test_thresholds_move_the_report(stored, uploaded):

@@ -13,6 +13,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 from PIL import Image
@@ -22,6 +23,7 @@ from detector.images import ImageError, encode_png, load_image
 from detector.viz import draw_boxes_on_image
 from ui.compute import gated
 from ui.inputs import follow_default
+from ui.links import detection_url
 from ui.model import get_model, model_key
 
 _CACHE_LIMIT = 256
@@ -127,11 +129,32 @@ def class_filter(container: Any, class_names: Sequence[str], key: str = "detect_
 
 
 TABLE_COLUMNS = ["image", "label", "score", "x1", "y1", "x2", "y2"]
+EXPLAIN_COLUMN = "explain in /rpn"
 
 
-def detection_tables(ordered: Sequence[Detections]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(one row per detection, count per class) of detections, in the order given."""
+def explain_links(source: str, seed: int | None, every: Detections, shown: Detections) -> list[str | None]:
+    """Per shown detection, its explanation on /rpn (ui.links.detection_url): `det=` its index among
+    `every` detection of the image (the model's output order) and its box. Only a sample scene
+    (`seed`) can be named in a link: an upload lives in this session only, so its links are None."""
+    if seed is None:
+        return [None] * len(shown)
+    out = []
+    for box, score in zip(shown.boxes, shown.scores):
+        same = np.flatnonzero((every.boxes == box).all(axis=1) & (every.scores == score))
+        try:
+            out.append(detection_url(source, int(same[0]), box=box.tolist(), sample=seed) if len(same) else None)
+        except ValueError:  # a model source a link cannot name
+            out.append(None)
+    return out
+
+
+def detection_tables(ordered: Sequence[Detections], links: Sequence[str | None] | None = None
+                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(one row per detection, count per class) of detections, in the order given; `links` (one per
+    row, `explain_links`) become the table's last column."""
     table = pd.DataFrame(table_rows(ordered), columns=TABLE_COLUMNS)
+    if links is not None:
+        table[EXPLAIN_COLUMN] = list(links)
     counts = table.groupby("label").size().rename("count").reset_index() if len(table) else pd.DataFrame(
         columns=["label", "count"])
     return table, counts

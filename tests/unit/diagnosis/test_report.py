@@ -144,3 +144,22 @@ def test_confusion_cells_are_known():
     assert conf["images"][1][2] == ["a.jpg"] and conf["images"][0][3] == ["c.jpg"] and conf["images"][3][1] == ["b.jpg"]
     # every ground-truth box is in exactly one cell of its row
     assert sum(map(sum, conf["matrix"][:3])) == 4
+
+
+def test_wrong_detections_are_the_confusion_matrixs_off_diagonal_and_background_cells():
+    from detector.diagnosis.report import wrong_detections_in
+
+    box, other = [0, 0, 100, 100], [150, 0, 250, 100]
+    trails = trail_set([
+        make_trail("a.jpg", [box, other], [1, 2], [box, other], [0.9, 0.8], [1, 3]),  # circle ok; rectangle->triangle
+        make_trail("b.jpg", [box], [3], [[300, 200, 350, 250], box], [0.7, 0.2], [2, 3]),  # rectangle on nothing
+    ])
+    wrong = wrong_detections_in(trails, 0.5, 0.5)
+    assert [(w.file, w.detection, w.label, w.confused_with) for w in wrong] == [
+        ("a.jpg", 1, "triangle", "rectangle"), ("b.jpg", 0, "rectangle", None)]
+    assert wrong[0].box == tuple(float(v) for v in other) and wrong[1].score == pytest.approx(0.7)
+    # the same counts as the matrix: its background row and its off-diagonal cells
+    for iou, score in ((0.5, 0.5), (0.5, 0.1), (0.9, 0.0)):
+        matrix = np.array(diagnosis_report(trails, iou, score)["confusion"]["matrix"])
+        off_diagonal = matrix[:-1, :-1].sum() - np.trace(matrix[:-1, :-1])
+        assert len(wrong_detections_in(trails, iou, score)) == off_diagonal + matrix[-1].sum()
