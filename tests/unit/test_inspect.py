@@ -251,3 +251,26 @@ def test_trained_demo_model_objectness_peaks_on_objects():
     # and its best proposals find the objects
     recall = proposal_recall(result.proposals[0].boxes, frame.to_input(gt), [10])
     assert recall[0.5][0] >= 0.5
+
+
+@pytest.mark.parametrize("name", BUILDERS)
+def test_heads_reuse_per_roi_work_with_the_same_bits(name, models, images):
+    # a knob sequence on one stage: RoIs the stage has seen skip RoIAlign and the box head, and every
+    # output equals a run without reuse (itself bit-identical to model(images) at the model's settings)
+    model = models[name]
+    stage = run_rpn_stage(model, images)
+    base = ProposalSettings.from_rpn(model.rpn)
+    sequence = [base, base.with_(nms_thresh=0.6), base.with_(nms_thresh=0.6, post_nms_top_n=50), base,
+                base.with_(score_thresh=0.3), base.with_(nms_thresh=0.5)]
+    ran = []
+    for settings in sequence:
+        before = stage.head_memo.head_rows_run
+        ours, cold = run_heads(model, stage, settings), run_heads(model, stage, settings, reuse=False)
+        ran.append(stage.head_memo.head_rows_run - before)
+        for key in ("roi_boxes", "roi_level", "pooled", "class_logits", "box_regression"):
+            assert torch.equal(getattr(ours, key), getattr(cold, key)), (settings, key)
+        for a, b in zip(ours.raw_detections, cold.raw_detections):
+            for key in ("boxes", "scores", "labels"):
+                assert torch.equal(a[key], b[key]), (settings, key)
+    # the first run pools every RoI; fewer post-NMS RoIs and the model's settings again are all known
+    assert ran[0] > 0 and ran[2] == 0 and ran[3] == 0, ran
