@@ -29,6 +29,7 @@ import plotly.graph_objects as go  # noqa: E402
 import torch  # noqa: E402
 from plotly.io import to_html  # noqa: E402
 
+from bench.harness import launch_options  # noqa: E402
 from detector import runs  # noqa: E402
 from detector.checkpoints import load_model  # noqa: E402
 from detector.data.records import ImageRecord  # noqa: E402
@@ -40,7 +41,6 @@ from detector.snapshots import rpn_snapshot  # noqa: E402
 from detector.viz.rpn import objectness_figure  # noqa: E402
 from detector.viz.training import snapshot_objectness_figure  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
 RPN_WIDTH = 560  # px: the /rpn figure (it fills the page's width there; narrowed to sit beside the other)
 TRAIN_WIDTH = 480  # px: one of /train's three snapshot columns in a wide window
 GAP = 16  # px between the two figures
@@ -85,7 +85,7 @@ def render_png(figures: Sequence[go.Figure], widths: Sequence[int], out: Path) -
     html = ("<html><head><meta charset='utf-8'></head><body style='margin:8px;background:white'>"
             f"<div id='both' style='display:inline-block;white-space:nowrap'>{''.join(divs)}</div></body></html>")
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+        browser = p.chromium.launch(**launch_options())
         try:
             page = browser.new_page(viewport={"width": sum(widths) + GAP * len(widths) + 16, "height": 800})
             page.set_content(html)

@@ -1,5 +1,6 @@
-"""Browser tests: `streamlit run app.py` on a free loopback port (bench.load.start_app), driven
-by Playwright in Debian's headless Chromium (/usr/bin/chromium; never a browser download).
+"""Browser tests: `streamlit run app.py` on a free loopback port, driven by Playwright in Debian's
+headless Chromium (/usr/bin/chromium; never a browser download), through bench.harness: the one
+server start, browser set-up and page-finished wait of the tests, the benchmarks and the scripts.
 
 Without Chromium or Playwright these tests skip, except when REQUIRE_BROWSER=1 (CI), where they fail.
 """
@@ -9,29 +10,18 @@ from __future__ import annotations
 import os
 import re
 import time
-from pathlib import Path
 
 import pytest
 
-from bench.load import CHROMIUM, CHROMIUM_ARGS  # one browser set-up for the tests and the load benchmark
+from bench.harness import ROOT, browser_missing, launch_options, new_page, start_app, stop_process, wait_for_app
 from detector import runs
 
-ROOT = Path(__file__).resolve().parents[2]
+__all__ = ["ROOT", "new_page", "wait_for_app"]  # the tests import them from here too
 REQUIRED = os.environ.get("REQUIRE_BROWSER") == "1"
 
 
-def _missing() -> str | None:
-    if not Path(CHROMIUM).exists():
-        return f"Chromium not found at {CHROMIUM}"
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "playwright is not installed"
-    return None
-
-
 def pytest_collection_modifyitems(config, items):
-    reason = _missing()
+    reason = browser_missing()
     if reason is None:
         return
     for item in items:
@@ -45,10 +35,8 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def app_url(session_tmp):
     """URL of the app served by a real `streamlit run app.py` (shared by the session)."""
-    if _missing():
-        pytest.skip(_missing())
-    from bench.load import start_app, stop_process
-
+    if browser_missing():
+        pytest.skip(browser_missing())
     proc, url = start_app(None, session_tmp / "streamlit.log", timeout_s=90)
     yield url
     stop_process(proc)
@@ -59,41 +47,9 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        b = p.chromium.launch(**launch_options())
         yield b
         b.close()
-
-
-# Records, in the page, when the app last answered: the time of every message the frontend sends
-# (a widget change, a fragment's auto-rerun, the first run on connect) and of every script run
-# ending (stApp's data-test-script-state back to notRunning); wait_for_app reads them.
-RUN_WATCH_JS = """(() => {
-  const w = (window.__runWatch = {lastSend: 0, lastEnd: 0});
-  const send = WebSocket.prototype.send;
-  WebSocket.prototype.send = function (data) { w.lastSend = performance.now(); return send.call(this, data); };
-  new MutationObserver((records) => {
-    for (const r of records)
-      if (r.target.getAttribute("data-test-script-state") === "notRunning") w.lastEnd = performance.now();
-  }).observe(document, {subtree: true, attributes: true, attributeFilter: ["data-test-script-state"]});
-})();"""
-APP_STATE_JS = """() => {
-  const app = document.querySelector("[data-testid='stApp']");
-  const w = window.__runWatch || {lastSend: 1, lastEnd: 0};
-  return {busy: !app || app.getAttribute("data-test-script-state") !== "notRunning"
-                || !!document.querySelector("[data-testid='stSkeleton']"),
-          answered: w.lastEnd > w.lastSend, lastSend: w.lastSend};
-}"""
-QUIET_S = 1.0  # idle this long with a message unanswered (or none seen): the app is done
-SETTLE_S = 0.3  # idle this long after a run answered every message sent: the app is done
-
-
-def new_page(browser, width: int = 1400, height: int = 1000):
-    """A page in a fresh browser context (its own cookies and session), watching the app's runs."""
-    context = browser.new_context(viewport={"width": width, "height": height})
-    context.add_init_script(RUN_WATCH_JS)
-    pg = context.new_page()
-    pg.set_default_timeout(60_000)
-    return pg
 
 
 @pytest.fixture
@@ -101,32 +57,6 @@ def page(browser):
     pg = new_page(browser)
     yield pg
     pg.context.close()
-
-
-def wait_for_app(page, timeout_s: float = 120) -> None:
-    """Wait until Streamlit has finished running the script and the page's content is rendered:
-    stApp's script state is notRunning, no skeleton is left, and that holds for SETTLE_S once a
-    finished run has answered every message the frontend sent (the rerun an action asked for came
-    and went), else for QUIET_S (a rerun asked for may not have started yet)."""
-    from playwright.sync_api import Error as PlaywrightError
-
-    page.wait_for_selector("[data-testid='stApp']", timeout=timeout_s * 1000)
-    deadline = time.monotonic() + timeout_s
-    quiet_since, last_send = None, None
-    while time.monotonic() < deadline:
-        try:
-            state = page.evaluate(APP_STATE_JS)
-        except PlaywrightError:  # a navigation replaced the document: as busy
-            state = {"busy": True, "lastSend": None}
-        now = time.monotonic()
-        if state["busy"] or state["lastSend"] != last_send:  # running, or a new message sent: count again
-            quiet_since, last_send = (None if state["busy"] else now), state["lastSend"]
-        elif quiet_since is None:
-            quiet_since = now
-        elif now - quiet_since >= (SETTLE_S if state["answered"] else QUIET_S):
-            return
-        time.sleep(0.1)
-    raise AssertionError("the app was still running after %.0f s" % timeout_s)
 
 
 def assert_no_exception(page) -> None:
