@@ -17,7 +17,7 @@ skeleton is left, every plotly chart has its SVG, and nothing in the document ha
 last change (a MutationObserver over the whole document: plotly's drawing included), so the poll
 interval and the 0.5 s of quiet are not counted. A first load is timed from the navigation's start.
 
-CPU seconds from /proc (bench.load): the Streamlit server process, and every Chromium process below
+CPU seconds from /proc (bench.procfs): the Streamlit server process, and every Chromium process below
 this one, from just before the action to the end of the quiet period.
 
 Runs in a temporary workspace (DETECTOR_WORKSPACE) holding one small synthetic dataset for /diagnose,
@@ -41,7 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.load import CHROMIUM, CHROMIUM_ARGS, BrowserCPU, cpu_seconds, start_app, stop_process  # noqa: E402
+from bench.harness import CHROMIUM, CHROMIUM_ARGS, start_app, stop_process  # noqa: E402
+from bench.procfs import BrowserCPU, cpu_seconds  # noqa: E402
 
 # Records, in the page: the last change anywhere in the document, the last message the frontend sent
 # and the last end of a script run (fragment runs included).
