@@ -62,10 +62,16 @@ with tabs[1]:
     cell = conf["images"][row][col]
     st.caption(f"{conf['matrix'][row][col]} in this cell, from {len(cell)} images: " + ", ".join(cell[:50]))
     if trails is not None:
-        st.dataframe(wrong_frame(trails, iou, score, target.dataset_name, loaded.source), hide_index=True,
+        wrong = wrong_frame(trails, iou, score, target.dataset_name, loaded.source)
+        st.dataframe(wrong, hide_index=True,
                      column_config={LINK_COLUMN: st.column_config.LinkColumn(display_text=LINK_COLUMN)})
         st.caption("The false positives (the background row) and the confusions (off the diagonal), each detection "
                    "linked to its explanation on /rpn: its RoI, anchor, class distribution and NMS.")
+        if len(wrong):
+            i = st.number_input(f"False positive or confusion (0 to {len(wrong) - 1})", 0, len(wrong) - 1, 0,
+                                key="diag_wrong_i")
+            if wrong[LINK_COLUMN].iloc[int(i)]:
+                st.markdown(f"[Explain this detection in the RPN inspector]({wrong[LINK_COLUMN].iloc[int(i)]})")
 with tabs[2]:
     st.plotly_chart(viz.errors_figure(report["errors"]), key="diag_errors")
     st.caption(f"TIDE on every detection the model returns (foreground IoU 0.5, background 0.1): AP50 points gained "

@@ -72,6 +72,8 @@ def test_false_positives_and_confusions_link_to_their_explanation(stored, upload
     assert query["model"] == ["upload:tiny.pt"] and query["dataset"] == [stored.name]
     assert query["image"] == [wrong["image"].iloc[0]] and query["view"] == ["Detections"]
     assert query["det"] == [str(wrong["detection"].iloc[0])] and len(query["box"][0].split(",")) == 4
+    assert f"[Explain this detection in the RPN inspector]({wrong['explain in /rpn'].iloc[0]})" in [
+        m.value for m in at.markdown]
     # the link opens the panel of that detection on /rpn
     rpn = app_test("pages/rpn.py")
     for k, v in query.items():
