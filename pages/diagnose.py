@@ -27,17 +27,19 @@ target = options[c1.selectbox("Images", range(len(options)), index=ui.target_fro
                               format_func=lambda i: options[i].label, key="diag_target")]
 iou = c2.slider("IoU of a match", 0.1, 0.95, 0.5, 0.05, key="diag_iou")
 score = c3.slider("Score threshold", 0.0, 1.0, 0.5, 0.05, key="diag_score")
-max_images = c4.number_input("At most images", 1, 5000, ui.MAX_IMAGES_DEFAULT, step=50, key="diag_max")
+available = len(ui.target_images(loaded, target).records)
+images = c4.number_input("Images", 1, available, available, key=f"diag_images_{available}",
+                         help="The first N images of the target; the pass states its time, memory and disk first.")
 
 report = ui.stored_run_report(loaded, target)
 if report and (report["iou"], report["score_threshold"]) == (iou, score) and not st.session_state.get("diag_live"):
     st.success(f"The run's diagnosis.json ({report['images']} images), as last computed.", icon=":material/history:")
     trails = None
 else:
-    trails, fixed, total = ui.diagnosis_pass(loaded, target, int(max_images))
+    trails, fixed, total = ui.diagnosis_pass(loaded, target, int(images))
     report = ui.report_for(loaded, target, trails, fixed, total, iou, score)
     if len(trails) < total:
-        st.caption(f"The first {len(trails)} of {total} images (raise 'At most images' for all).")
+        st.caption(f"The first {len(trails)} of {total} images (raise 'Images' for all).")
 
 m = st.columns(5)
 m[0].metric("images", report["images"])
@@ -102,7 +104,7 @@ with tabs[4]:
                 st.markdown(f"[Open this box in the RPN inspector]({link})")
 with tabs[5]:
     if trails is None:
-        st.info("The tuner needs the pass over the images (the cached RPN stages).")
+        st.info("The tuner needs the pass over the images (its RoI candidates).")
         st.button("Run the pass", key="diag_rerun", on_click=ui.go_live)
     else:
         base = ui.tuner_defaults(loaded)
@@ -112,16 +114,23 @@ with tabs[5]:
             box_col = cols[j % 4]
             knobs[name] = (box_col.number_input(name, 1, 10000, int(base[name]), key=f"diag_knob_{name}") if kind is int
                            else box_col.slider(name, 0.0, 1.0, float(base[name]), 0.01, key=f"diag_knob_{name}"))
+        st.caption(ui.exactness_text(trails))
         point = ui.tuned_point(loaded, trails, knobs, iou, score)
-        t = st.columns(3)
-        for col, key in zip(t, ("mAP", "mAP50", "recall")):
-            col.metric(key, "-" if point[key] is None else f"{point[key]:.3f}",
-                       delta=None if point[key] is None or key == "recall" or report[key] is None
-                       else f"{point[key] - report[key]:+.3f}")
+        if isinstance(point, str):
+            st.warning(point)
+        else:
+            t = st.columns(3)
+            for col, key in zip(t, ("mAP", "mAP50", "recall")):
+                col.metric(key, "-" if point[key] is None else f"{point[key]:.3f}",
+                           delta=None if point[key] is None or key == "recall" or report[key] is None
+                           else f"{point[key] - report[key]:+.3f}")
         knob = st.selectbox("Curve over", list(KNOBS), index=list(KNOBS).index("box_score_thresh"), key="diag_curve")
-        if st.toggle("Draw the curve (one re-run of the heads per point)", key="diag_curve_on"):
+        if st.toggle("Draw the curve (proposal filtering and post-processing per point)", key="diag_curve_on"):
             values = ui.curve_values(knob, knobs[knob])
-            curve = [ui.tuned_point(loaded, trails, {**knobs, knob: v}, iou, score) for v in values]
+            points = [ui.tuned_point(loaded, trails, {**knobs, knob: v}, iou, score) for v in values]
+            curve = [p for p in points if not isinstance(p, str)]
+            if len(curve) < len(points):
+                st.caption(f"{len(points) - len(curve)} values beyond the pass's candidates are left out.")
             st.plotly_chart(viz.tuner_figure(curve, knob), key="diag_tuner")
         name = st.text_input("Checkpoint name", "tuned", key="diag_save_name")
         if st.button("Save the tuned checkpoint", key="diag_save"):

@@ -107,7 +107,7 @@ class PassPlan:
     seconds_per_image: float
     held_bytes_per_image: int  # trails, kept in memory for the report
     disk_bytes_per_image: int  # trails and candidate pool, written to the folder
-    batch_bytes: int  # the working set of one batch (features, RoIAlign output), freed after it
+    batch_bytes: int  # the working set of one batch (the forward's activations, features, RoIAlign), freed after it
     memory_free: int  # what the system says is available
     disk_free: int
 
@@ -132,12 +132,16 @@ class PassPlan:
             problems.append(f"{mib(self.disk_needed)} of disk ({mib(self.disk_free)} free)")
         if not problems:
             return None
-        return f"A pass over {self.images} images needs {' and '.join(problems)}: choose fewer images or free some."
+        return f"A pass over {images(self.images)} needs {' and '.join(problems)}: choose fewer images or free some."
 
     def summary(self) -> str:
         left = self.images - self.done
-        return (f"{self.images} images ({left} to run), about {duration(self.seconds)}, "
+        return (f"{images(self.images)} ({left} to run), about {duration(self.seconds)}, "
                 f"{mib(self.memory_needed)} of memory, {mib(self.disk_needed)} of disk")
+
+
+def images(n: int) -> str:
+    return f"{n} image" if n == 1 else f"{n} images"
 
 
 def mib(n: float) -> str:
@@ -162,6 +166,18 @@ def memory_available() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+def _rss_now() -> int:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    return 0
+
+
+def _rss_peak() -> int:
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # kilobytes on Linux
+
+
 def _existing_parent(path: Path) -> Path:
     while not path.exists() and path != path.parent:
         path = path.parent
@@ -172,14 +188,18 @@ def plan_pass(model: FasterRCNN, records: Sequence[Any], root: Any, class_names:
               batch_size: int, pool_top_n: int) -> PassPlan:
     """Run the first image as the pass will (in memory, nothing written) and scale what it took."""
     done = len(_done_batches(folder)) * batch_size if folder.is_dir() else 0
+    rss_before = _rss_now()
     start = time.perf_counter()
     batch = next(trail_batches(model, records[:1], root, class_names, 1, True, pool_top_n))
     seconds = time.perf_counter() - start
+    # the forward's working set: what the process peak rose to above its size before the probe
+    # (an over-estimate when an earlier peak was higher), at least the tensors the batch keeps
+    work = max(batch.work_bytes, _rss_peak() - rss_before)
     probe = TrailSet(batch.trails, tuple(class_names), 0.0, ProposalSettings.from_rpn(model.rpn), (batch.pool,))
     held, pool = probe.held_bytes(), probe.pool_bytes()
     return PassPlan(
         images=len(records), done=min(done, len(records)), seconds_per_image=seconds, held_bytes_per_image=held,
-        disk_bytes_per_image=held + pool, batch_bytes=int(batch.work_bytes * batch_size),
+        disk_bytes_per_image=held + pool, batch_bytes=int(work * batch_size),
         memory_free=memory_available(), disk_free=shutil.disk_usage(_existing_parent(folder)).free,
     )
 

@@ -123,3 +123,48 @@ def test_a_runs_diagnosis_is_written_and_reopens(stored, tiny_checkpoint):
     again = _page(f"run:{run_dir.name}", run=run_dir.name)
     assert not again.exception
     assert any("diagnosis.json" in s.value for s in again.success)
+
+
+def _all_images(at, stored):
+    """Choose the stored dataset's all-images target (6 images) on the page."""
+    box = at.selectbox(key="diag_target")
+    box.set_value(next(i for i, label in enumerate(box.options) if f"{stored.name} (all images)" in label))
+    return at.run()
+
+
+def _passes_on_disk():
+    from detector.workspace import workspace_root
+
+    return sorted((workspace_root() / "diagnosis").glob("*"))
+
+
+def test_a_pass_the_machine_cannot_hold_is_refused_and_leaves_nothing(stored, uploaded, monkeypatch):
+    from detector.diagnosis import passes
+
+    monkeypatch.setattr(passes, "memory_available", lambda: 1024)
+    before = _passes_on_disk()
+    at = _all_images(_page("upload:tiny.pt", dataset=stored.name), stored)
+    assert not at.exception
+    at.number_input(key="diag_images_6").set_value(2).run()
+    assert not at.exception
+    assert any(i.value.startswith("The pass: 2 images (2 to run), about") for i in at.info)
+    refusal = " ".join(e.value for e in at.error)
+    assert "A pass over 2 images needs" in refusal and "(0.0 MiB free)" in refusal
+    assert "mAP" not in [m.label for m in at.metric]
+    assert _passes_on_disk() == before
+
+
+def test_a_longer_pass_states_its_plan_and_starts_on_a_click(stored, uploaded, monkeypatch):
+    from ui.diagnose import glue
+
+    monkeypatch.setattr(glue, "AUTO_START_S", 0.0)
+    at = _all_images(_page("upload:tiny.pt", dataset=stored.name), stored)
+    at.number_input(key="diag_images_6").set_value(3).run()
+    assert not at.exception
+    plan = next(i.value for i in at.info if i.value.startswith("The pass: 3 images (3 to run)"))
+    assert "of memory" in plan and "of disk" in plan and "rpn_pre_nms_top_n_test" in plan
+    assert "images" not in [m.label for m in at.metric]
+    at.button(key="diag_start").click().run()
+    assert not at.exception, at.exception
+    assert _metric(at, "images") == "3"
+    assert any("rpn_pre_nms_top_n_test" in c.value for c in at.caption)  # the tuner says what is exact

@@ -2,16 +2,16 @@
 the one pass over its images with progress (cached per model and data), the report at the
 widgets' IoU and score threshold, a run's diagnosis.json, the tuner and the tuned checkpoint.
 
-The pass keeps the RPN stages of every image for the tuner, so at most MAX_IMAGES_DEFAULT images
-are diagnosed unless the user asks for more; cached passes are few (PASS_CACHE_ENTRIES).
+The pass is `detector.diagnosis.passes`'s folder, written by one shared background job per model
+and data (`pass_job`): it holds the trails in memory (a few KiB per image) and the tuner's RoI
+candidates on disk, so the number of images has no cap but the machine's, which the page states
+before it starts.
 """
 
 from __future__ import annotations
 
-import math
 import re
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,17 +21,20 @@ import streamlit as st
 
 from detector import checkpoints, runs
 from detector.data import DatasetError
-from detector.diagnosis import TrailSet, collect_trails, diagnosis_report, threshold_free
+from detector.diagnosis import TrailSet, diagnosis_report, passes, threshold_free
 from detector.diagnosis.report import ThresholdFree
 from detector.diagnosis.stage_blame import STAGE_LABELS
 from detector.diagnosis.tuner import current_knobs, evaluate_setting, save_tuned_checkpoint
 from detector.evaluation import EvaluationUnavailable, evaluation_images
 from detector.images import ImageError, load_image
+from ui.diagnose import pass_job
+from ui.diagnose.pass_job import running
 from ui.links import model_param, models_dir, page_url
-from ui.model import checkpoint_source, loaded_model_key, model_key
+from ui.model import checkpoint_source, model_key
 
-MAX_IMAGES_DEFAULT = 100
-PASS_CACHE_ENTRIES = 2  # each holds the cached RPN stages of its images (see BENCHMARKS.md)
+PASS_CACHE_ENTRIES = 8  # finished passes whose trails stay in memory (a few KiB per image)
+PASS_BATCH = 2  # images per batch, as `evaluate` batches them
+AUTO_START_S = 60.0  # a new pass planned to take at most this long starts without a click
 DATASET_PREFIX, RUN_PREFIX = "dataset: ", "run: "
 
 
@@ -110,50 +113,131 @@ def stored_run_report(loaded: checkpoints.LoadedModel, target: Target) -> dict[s
     return report if same and report.get("split") == target.split else None
 
 
-@st.cache_resource(show_spinner=False)
-def _passes() -> "OrderedDict[tuple, tuple[TrailSet, ThresholdFree, int]]":
-    return OrderedDict()
+@dataclass(frozen=True)
+class PassRequest:
+    """The pass a page asks for: its folder and identity, the images, and how many the target has."""
+
+    folder: Path
+    identity: dict[str, Any]
+    records: tuple[Any, ...]
+    root: Path
+    total: int
 
 
-def diagnosis_pass(loaded: checkpoints.LoadedModel, target: Target, max_images: int) -> tuple[TrailSet, ThresholdFree, int]:
-    """The one pass over the target's first `max_images` images (cached), with a progress bar:
-    (trails, threshold-free figures, images in the target)."""
-    key = (model_key(loaded.source, next(loaded.model.parameters()).device), loaded_model_key(loaded), target.spec,
-           target.split, int(max_images))
-    cache = _passes()
-    if key in cache:
-        cache.move_to_end(key)
-        return cache[key]
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _target_images(spec: str, split: str, class_names: tuple[str, ...], version: Any) -> Any:
+    del version  # the cache key: the dataset as it is now
+    return evaluation_images(spec, split, class_names)
+
+
+def target_images(loaded: checkpoints.LoadedModel, target: Target) -> Any:
+    """The target's images with labels as the model's ids (cached); an error and a stop when unusable."""
     try:
-        chosen = evaluation_images(target.spec, target.split, loaded.class_names)
-    except (DatasetError, ValueError) as exc:
+        version = Path(target.spec).stat().st_mtime if Path(target.spec).exists() else None
+        chosen = _target_images(target.spec, target.split, tuple(loaded.class_names), version)
+    except (DatasetError, ValueError, OSError) as exc:
         st.error(str(exc))
         st.stop()
-    records = chosen.records[: int(max_images)]
-    if not records:
+    if not chosen.records:
         st.warning(f"{target.label}: no images to diagnose.")
         st.stop()
-    bar = st.progress(0.0, text=f"One forward per image: 0 of {len(records)} ...")
-    start = time.perf_counter()
+    return chosen
 
-    def progress(done: int, total: int) -> None:
-        left = (time.perf_counter() - start) / done * (total - done)
-        bar.progress(done / total, text=f"One forward per image: {done} of {total} (about {math.ceil(left)} s left)")
 
+def pass_request(loaded: checkpoints.LoadedModel, target: Target, images: int) -> PassRequest:
+    """The pass over the target's first `images` images with the model's own settings; its folder is
+    `diagnosis/` in the run folder for a run's own checkpoint, else under the workspace."""
+    chosen = target_images(loaded, target)
+    records = tuple(chosen.records[: int(images)])
+    model = loaded.model
+    top_n = int(model.rpn._pre_nms_top_n["testing"])
+    identity = passes.pass_identity(model, model_key(loaded.source, next(model.parameters()).device), target.spec,
+                                    target.split, records, PASS_BATCH, top_n)
+    run_dir = target.run_dir if target.run_dir is not None and run_checkpoint_is(loaded, target.run_dir) else None
+    return PassRequest(passes.pass_folder(identity, run_dir), identity, records, Path(chosen.root),
+                       len(chosen.records))
+
+
+@st.cache_resource(show_spinner="Measuring one image to plan the pass ...", max_entries=16)
+def _plan(folder: str, done: int, _loaded: checkpoints.LoadedModel, _request: PassRequest) -> passes.PassPlan:
+    del done  # the cache key: a resumed pass has less to do
+    return passes.plan_pass(_loaded.model, list(_request.records), _request.root, _loaded.class_names, Path(folder),
+                            PASS_BATCH, int(_request.identity["pool_top_n"]))
+
+
+@st.cache_resource(show_spinner="COCO evaluation and TIDE ...", max_entries=PASS_CACHE_ENTRIES)
+def _finished(folder: str, heartbeat: Any) -> tuple[TrailSet, ThresholdFree]:
+    del heartbeat  # the cache key: a pass written again is read again
+    trails = passes.load_pass(Path(folder))
+    return trails, threshold_free(trails)
+
+
+def plan_text(plan: passes.PassPlan, top_n: int) -> str:
+    """What the pass will take, before it starts, and what the tuner will be able to do with it."""
+    return (f"The pass: {plan.summary()} (measured on one image). It keeps, per image, the top {top_n} RoI "
+            f"candidates of every FPN level with the box head's outputs for each, on disk, so the tuner is exact "
+            f"for every knob up to rpn_pre_nms_top_n_test = {top_n}.")
+
+
+def _wait(request: PassRequest) -> None:
+    """Progress of the pass being written, until it ends; a Stop button beside it."""
+    folder = request.folder
+    st.button("Stop the pass", key="diag_stop", on_click=passes.request_stop, args=(folder,),
+              help="Stops after the batch in hand; the images done stay in the pass folder and it resumes there.")
+    bar = st.progress(0.0, text="Starting the pass ...")
+    while running(folder):
+        status = passes.read_status(folder)
+        done, total = int(status.get("done") or 0), int(status.get("total") or len(request.records))
+        left = status.get("eta_s")
+        eta = "" if left is None else f", about {passes.duration(left)} left"
+        bar.progress(done / max(1, total), text=f"One forward per image: {done} of {total}{eta}")
+        time.sleep(0.3)
+    bar.empty()
+
+
+def diagnosis_pass(loaded: checkpoints.LoadedModel, target: Target, images: int) -> tuple[TrailSet, ThresholdFree, int]:
+    """The tuner-ready pass over the target's first `images` images: (trails, threshold-free figures,
+    images in the target). A finished pass is read from its folder; one being written (by this
+    server or another process) is shown with its progress; otherwise the plan is stated first, a
+    pass the machine cannot hold is refused with what it needs and what is free, and a short one
+    starts at once (a longer one, or a stopped one, on a click)."""
+    request = pass_request(loaded, target, images)
+    folder = request.folder
+    status = passes.read_status(folder)
+    if status["state"] != "done" and not running(folder):
+        plan = _plan(str(folder), int(status.get("done") or 0), loaded, request)
+        st.info(plan_text(plan, int(request.identity["pool_top_n"])), icon=":material/schedule:")
+        refusal = plan.refusal()
+        if refusal:
+            st.error(refusal)
+            st.stop()
+        current = pass_job.job(folder)
+        if current is not None and current.error:
+            st.error(f"The last pass ended early: {current.error}")
+        resumable = status["state"] in ("stopped", "interrupted", "failed") and int(status.get("done") or 0) > 0
+        if resumable:
+            st.caption(f"Stopped at {status['done']} of {status['total']} images: it resumes there.")
+        auto = status["state"] == "new" and plan.seconds <= AUTO_START_S
+        if not auto and not st.button("Resume the pass" if resumable else "Start the pass", key="diag_start",
+                                      type="primary"):
+            st.stop()
+        pass_job.start(folder, model=loaded.model, records=list(request.records), root=request.root,
+                       class_names=loaded.class_names, identity=request.identity)
+    if running(folder):
+        _wait(request)
+        status = passes.read_status(folder)
+    if status["state"] != "done":
+        current = pass_job.job(folder)
+        why = current.error if current is not None and current.error else f"the pass is {status['state']}"
+        st.warning(f"No report yet: {why} ({status.get('done', 0)} of {status.get('total')} images done).")
+        st.button("Resume the pass", key="diag_resume")
+        st.stop()
     try:
-        trails = collect_trails(loaded.model, records, chosen.root, loaded.class_names, keep_pool=True,
-                                progress=progress)
-        bar.progress(1.0, text="COCO evaluation and TIDE ...")
-        fixed = threshold_free(trails)
-    except (ImageError, EvaluationUnavailable) as exc:
-        bar.empty()
+        trails, fixed = _finished(str(folder), status.get("heartbeat"))
+    except (EvaluationUnavailable, ValueError, OSError) as exc:
         st.error(str(exc))
         st.stop()
-    bar.empty()
-    cache[key] = (trails, fixed, len(chosen.records))
-    while len(cache) > PASS_CACHE_ENTRIES:
-        cache.popitem(last=False)
-    return cache[key]
+    return trails, fixed, request.total
 
 
 def report_for(loaded: checkpoints.LoadedModel, target: Target, trails: TrailSet, fixed: ThresholdFree, total: int,
@@ -218,11 +302,21 @@ def missed_image(target: Target, file: str):
 # ---------------------------------------------------------------- tuner
 
 
+def exactness_text(trails: TrailSet) -> str:
+    """Which knob values the tuner evaluates exactly from this pass, and what happens beyond."""
+    top_n = trails.pools[0].top_n if len(trails.pools) else 0
+    return (f"Each setting re-runs the RPN's proposal filtering and the box post-processing on the pass's RoI "
+            f"candidates (the top {top_n} of every FPN level per image, with the box head's outputs for each): "
+            f"no backbone, no head. Its detections equal those of the model rebuilt with the knobs, for every "
+            f"value of every knob up to rpn_pre_nms_top_n_test = {top_n}; above that, the setting is refused "
+            f"with the reason (the pass never kept those candidates).")
+
+
 def tuner_defaults(loaded: checkpoints.LoadedModel) -> dict[str, float | int]:
     return current_knobs(loaded.model)
 
 
-@st.cache_data(show_spinner="Re-running the proposal filtering and the heads from the cached stages ...",
+@st.cache_data(show_spinner="Re-running the proposal filtering and the post-processing on the RoI candidates ...",
                max_entries=64)
 def _setting(_loaded: checkpoints.LoadedModel, _trails: TrailSet, key: tuple, knobs: tuple, iou: float,
              score: float) -> dict[str, Any]:
@@ -231,9 +325,13 @@ def _setting(_loaded: checkpoints.LoadedModel, _trails: TrailSet, key: tuple, kn
 
 
 def tuned_point(loaded: checkpoints.LoadedModel, trails: TrailSet, knobs: dict[str, Any], iou: float,
-                score: float) -> dict[str, Any]:
-    """mAP, mAP50 and recall of one setting (cached per pass and setting)."""
-    return _setting(loaded, trails, (id(trails),), tuple(sorted(knobs.items())), iou, score)
+                score: float) -> dict[str, Any] | str:
+    """mAP, mAP50 and recall of one setting (cached per pass and setting), or why it cannot be
+    evaluated exactly from the pass (rpn_pre_nms_top_n_test above its candidate pool)."""
+    try:
+        return _setting(loaded, trails, (id(trails),), tuple(sorted(knobs.items())), iou, score)
+    except ValueError as exc:
+        return str(exc)
 
 
 def save_tuned(loaded: checkpoints.LoadedModel, knobs: dict[str, Any], name: str) -> tuple[Path | None, str]:
