@@ -175,7 +175,7 @@ def trail_batches(
     top_n = int(pool_top_n or settings.pre_nms_top_n)
     for b, (images, targets) in enumerate(loader):
         stage = run_rpn_stage(model, list(images))
-        inspection = run_heads(model, stage, settings)
+        inspection = run_heads(model, stage, settings, reuse=False)  # one run per stage: nothing to reuse
         first = offset + b * batch_size
         trails = tuple(trail_of(model, inspection, i, records[first + i].file, target["boxes"], target["labels"])
                        for i, target in enumerate(targets))
