@@ -279,3 +279,28 @@ def test_a_missed_box_link_shows_the_nearest_candidate_at_each_stage(session_tmp
     assert list(table["stage"]) == ["anchor", "proposal before NMS", "proposal after NMS", "RoI"]
     assert all(0 <= v <= 1 for v in table["best IoU"])
     assert any("candidate:" in m.value for m in at.markdown)  # its class's fate at the best RoI
+
+
+def test_roialign_view_shows_roi_pooling_beside_it():
+    from detector import checkpoints
+    from detector.images import load_image, to_tensor
+    from detector.inspect import inspect
+    from detector.roi_pooling import compare_pooling
+    from ui.inputs import sample_image
+
+    at = app_test("pages/rpn.py")
+    for k, v in {"model": "demo", "sample": "10002", "view": "RoIAlign"}.items():
+        at.query_params[k] = v
+    at.run()
+    assert not at.exception, at.exception
+    at.session_state["rpn_rank"] = 2
+    at.run()
+    assert any(h.value == "RoI pooling beside RoIAlign" for h in at.subheader)
+    demo = checkpoints.load_model(checkpoints.DEMO)
+    insp = inspect(demo.model, [to_tensor(load_image(sample_image(10002)[0]))])
+    cmp = compare_pooling(demo.model, insp, int(insp.rois_of(0)[2]))
+    caption = next(c.value for c in at.caption if c.value.startswith("Proposal 2 on FPN level"))
+    assert f"up to {cmp.corner_shift_input:.1f} input pixels" in caption and "{} x {} whole cells".format(*cmp.rounded_cells) in caption
+    pair = _spec(at, "rpn_roi_pooled_pair")["data"]
+    assert [t["name"] for t in pair] == ["roi_pool (max)", "roi_align (bilinear mean)"]
+    assert len(_spec(at, "rpn_roi_pool_bins")["data"]) >= 3 and len(_spec(at, "rpn_roi_align_points")["data"]) >= 4

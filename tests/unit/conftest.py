@@ -53,3 +53,16 @@ def anchor_tiles_on_boxes(padded_size, grid, scale, boxes):
         on_y = ((cy + half_y) / scale[1] > y1) & ((cy - half_y) / scale[1] < y2)
         mask |= on_y[:, None] & on_x[None, :]
     return mask
+
+
+@pytest.fixture(scope="session")
+def demo_scene():
+    """The shipped demo model, make_scene(10_002) (five shapes) and its Inspection: (loaded, scene, inspection)."""
+    from detector import checkpoints
+    from detector.images import to_tensor
+    from detector.inspect import inspect
+    from detector.scenes import make_scene
+
+    demo = checkpoints.load_model(checkpoints.DEMO)
+    scene = make_scene(10_002)
+    return demo, scene, inspect(demo.model, [to_tensor(scene.image)])

@@ -21,6 +21,7 @@ from detector.proposals import ProposalFunnel, ProposalSettings, proposal_recall
 from detector.viz import rpn as viz
 from ui.inputs import PickedImage
 from ui.rpn import explain
+from ui.rpn.roi_pooling import render_roi_pooling
 from ui.rpn.inspection import detections_frame, paper_table1_frame, shared_figure, table1, table1_frame, table1_sources
 from ui.model import current_device
 
@@ -209,6 +210,7 @@ def _roi_align(s: InspectorState) -> None:
     c2.caption(f"RoIAlign output for proposal {rank} (set in Trace): {pooled.shape[0]} channels x "
                f"{pooled.shape[1]}x{pooled.shape[2]} bins, pooled from FPN level "
                f"{result.roi_featmap_names[int(result.roi_level[rows[rank]])]}; the crop is the region it covers.")
+    render_roi_pooling(s, rank)
 
 
 def _detections(s: InspectorState) -> None:

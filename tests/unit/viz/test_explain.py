@@ -7,20 +7,15 @@ import pytest
 
 from detector import checkpoints
 from detector.explain import explain_image
-from detector.images import to_tensor
-from detector.inspect import inspect
 from detector.saliency import eigen_map, gradient_map
-from detector.scenes import make_scene
 from detector.viz import explain as viz
 
 pytestmark = pytest.mark.skipif(not checkpoints.DEMO_CHECKPOINT.is_file(), reason="no demo checkpoint")
 
 
 @pytest.fixture(scope="module")
-def explained():
-    demo = checkpoints.load_model(checkpoints.DEMO)
-    scene = make_scene(10_002)
-    insp = inspect(demo.model, [to_tensor(scene.image)])
+def explained(demo_scene):
+    demo, scene, insp = demo_scene
     expl = explain_image(demo.model, insp, 0, demo.class_names)
     det = next(d for d in expl.detections if d.suppressed)
     return demo, scene, insp, expl, det
