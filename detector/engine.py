@@ -400,7 +400,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, on_
             status.close(state="failed", error=message or type(exc).__name__)
         raise
     finally:
-        status._stop.set()
+        status.stop_heartbeat()
         for h in handlers:
             log.removeHandler(h)
             h.close()
@@ -526,7 +526,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook |
                         setup.model_kwargs, epoch=epoch, **extra)
 
     if ddp.main and snap_idx and ckpt is None:  # epoch 0: the RPN before any training
-        runs.write_snapshot(run_dir, 0, *rpn_snapshot(core, data.val, snap_idx, device, data.class_names, 0))
+        runs.write_snapshot(run_dir, rpn_snapshot(core, data.val, snap_idx, device, data.class_names, 0))
 
     scales = BatchScales(config.multi_scale, config.seed) if config.multi_scale else None
     if ddp.main and scales is not None:
@@ -671,7 +671,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook |
                          epoch, val_row["val_loss"], *(val_row[f"val_{k}"] for k in LOSS_NAMES),
                          _fmt(val_row["mAP"]), _fmt(val_row["mAP50"]))
             if snap_idx:
-                runs.write_snapshot(run_dir, epoch, *rpn_snapshot(core, data.val, snap_idx, device, data.class_names, epoch))
+                runs.write_snapshot(run_dir, rpn_snapshot(core, data.val, snap_idx, device, data.class_names, epoch))
             improved = val_loader is None  # no validation: best.pt follows last.pt
             if val_row is not None:
                 improved = selection.update(epoch, val_row)

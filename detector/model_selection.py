@@ -1,6 +1,6 @@
 """When to stop early, and which epoch best.pt holds: the selection state over a run's validations.
 
-How good one validation row is stays decided in one place, `runs.best_score` / `runs.is_better`
+How good one validation row is, is decided in one place, `best_score` / `is_better` here
 (mAP or mAP50, higher better; val_loss as minus the loss; no mAP: minus the loss, so a row without
 mAP never beats one with it). `Selection` keeps the best score so far, its epoch, its mAP and the
 validations since, so that `stop_reason()` ends a run once `patience` validations in a row brought
@@ -13,16 +13,31 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from detector import runs
+
+def best_score(val_row: dict[str, Any], metric: str = "mAP") -> float:
+    """How good a validation line is for choosing best.pt, higher better: the one place "best" is decided.
+
+    metric mAP or mAP50: that figure when pycocotools computed it, else minus the validation loss
+    (a negative number, never mistaken for an mAP); val_loss: minus the validation loss.
+    """
+    value = val_row.get(metric) if metric != "val_loss" else None
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return float(value)
+    return -float(val_row["val_loss"])
+
+
+def is_better(score: float, best: float | None) -> bool:
+    """Whether a validation score (`best_score`) beats the best so far (None: nothing yet)."""
+    return best is None or score > best
 
 
 @dataclass
 class Selection:
-    """The best validation so far (by runs.best_score) and how many validations have passed since."""
+    """The best validation so far (by best_score) and how many validations have passed since."""
 
     metric: str  # what was asked for (TrainConfig.best_metric)
     patience: int | None = None  # validations without improvement before stopping; None: never
-    best: float | None = None  # the best runs.best_score so far (higher is better)
+    best: float | None = None  # the best best_score so far (higher is better)
     used: str | None = None  # what the best score is: `metric`, or val_loss when that row had no mAP
     best_value: float | None = None  # the best row's figure in its own units (an mAP, or the loss)
     best_epoch: int | None = None
@@ -31,8 +46,8 @@ class Selection:
 
     def update(self, epoch: int, val_row: dict[str, Any]) -> bool:
         """Take one validation row; True when it is the new best (best.pt should be written)."""
-        score = runs.best_score(val_row, self.metric)
-        if not runs.is_better(score, self.best):
+        score = best_score(val_row, self.metric)
+        if not is_better(score, self.best):
             self.stale += 1
             return False
         self.best, self.best_epoch, self.stale = score, epoch, 0

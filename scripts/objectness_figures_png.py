@@ -61,8 +61,8 @@ def build_figures(level: int, seed: int, width: int, height: int) -> tuple[go.Fi
         scene.image.save(Path(tmp) / "scene.png")
         record = ImageRecord("scene.png", width, height, scene.boxes, scene.labels, 0)
         dataset = DetectionDataset([record], tmp)
-        arrays, meta = rpn_snapshot(loaded.model, dataset, [0], torch.device("cpu"), loaded.class_names, epoch=0)
-        runs.write_snapshot(Path(tmp), 0, arrays, meta)
+        built = rpn_snapshot(loaded.model, dataset, [0], torch.device("cpu"), loaded.class_names, epoch=0)
+        runs.write_snapshot(Path(tmp), built)
         snap = runs.read_snapshot(Path(tmp), 0).images[0]
         image = load_image(Path(tmp) / "scene.png")  # PNG: the pixels /rpn's stage saw
     on_rpn = objectness_figure(image, heat, info.stride, frame.scale, frame.resized_size,

@@ -16,6 +16,7 @@ from detector.data.store import store_upload
 from detector.data.synthetic import write_synthetic
 from detector.workspace import runs_dir
 from tests.app.conftest import ROOT, app_test
+from tests.polling import wait_for
 
 PAGE = "pages/train.py"
 
@@ -151,7 +152,7 @@ def test_cli_run_appears_resumes_when_interrupted_and_shows_hard_examples(datase
     assert any("interrupted" in w.value for w in at.warning)
     at.button(key="train_resume").click().run()
     assert not at.exception
-    assert runs.wait_for(lambda: runs.read_status(out).state == "done", timeout_s=120), runs.log_tail(out)
+    assert wait_for(lambda: runs.read_status(out).state == "done", timeout_s=120), runs.log_tail(out)
     assert "resuming after epoch 1" in "\n".join(runs.log_tail(out))
     at.run()
     assert "made-by-cli · done" in _header(at)
@@ -212,4 +213,4 @@ def test_form_starts_from_the_best_start_with_every_config_knob_explained(datase
         assert at.query_params["run"] in ("demo-finetune", ["demo-finetune"])
     finally:
         runs.request_stop(run_dir)
-        assert runs.wait_for(lambda: runs.read_status(run_dir).shown_state not in runs.ACTIVE_STATES, 180)
+        assert wait_for(lambda: runs.read_status(run_dir).shown_state not in runs.ACTIVE_STATES, 180)

@@ -15,6 +15,7 @@ import pytest
 
 from bench.harness import ROOT, browser_missing, launch_options, new_page, start_app, stop_process, wait_for_app
 from detector import runs
+from tests.polling import wait_for
 
 __all__ = ["ROOT", "new_page", "wait_for_app"]  # the tests import them from here too
 REQUIRED = os.environ.get("REQUIRE_BROWSER") == "1"
@@ -117,7 +118,7 @@ def stop_everything():
     for summary in runs.list_runs():
         if summary.state in runs.ACTIVE_STATES:
             runs.request_stop(summary.run_dir)
-            runs.wait_for(lambda: runs.read_status(summary.run_dir).state not in runs.ACTIVE_STATES, 60)
+            wait_for(lambda: runs.read_status(summary.run_dir).state not in runs.ACTIVE_STATES, 60)
 
 
 def set_number(page, label: str, value: int) -> None:

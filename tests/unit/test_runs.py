@@ -6,11 +6,15 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from detector import runs
+from detector.frames import CellPlacement
+from detector.workspace import runs_dir
+from tests.polling import wait_for
 
 
 @pytest.fixture()
@@ -19,7 +23,7 @@ def run_dir(tmp_path):
 
 
 def test_create_run_writes_config_and_queued_status(run_dir):
-    assert run_dir.parent == runs.runs_dir()
+    assert run_dir.parent == runs_dir()
     assert runs.read_config(run_dir)["data"] == "shapes"
     status = runs.read_status(run_dir)
     assert status.state == "queued" and not status.interrupted and status.step == 0
@@ -120,7 +124,7 @@ def test_lock_held_by_a_killed_process_is_released(tmp_path):
             "with runs.device_lock('cuda:0', sys.argv[1]):\n"
             "    print('held', flush=True); time.sleep(60)\n")
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "holder")], stdout=subprocess.PIPE,
-                            env={**os.environ, "PYTHONPATH": str(runs.Path(runs.__file__).parents[1])})
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
     try:
         assert proc.stdout.readline().strip() == b"held"
         with pytest.raises(runs.DeviceBusy, match="holder"):
@@ -134,28 +138,33 @@ def test_lock_held_by_a_killed_process_is_released(tmp_path):
 
 
 def test_snapshot_round_trip_without_pickle(run_dir):
-    meta = {"epoch": 2, "class_names": ["a"], "level_names": ["0", "1"],
-            "images": [{"file": "x.png", "width": 64, "height": 48}]}
-    arrays = {"img0_gt_boxes": np.array([[1, 2, 30, 40]], np.float32), "img0_gt_labels": np.array([1]),
-              "img0_objectness_0": np.random.rand(12, 16).astype(np.float16),
-              "img0_objectness_1": np.random.rand(6, 8).astype(np.float16),
-              "img0_proposals": np.zeros((5, 4), np.float32), "img0_proposal_scores": np.zeros(5, np.float32),
-              "img0_boxes": np.zeros((0, 4), np.float32), "img0_scores": np.zeros(0, np.float32),
-              "img0_labels": np.zeros(0, np.int64)}
-    runs.write_snapshot(run_dir, 2, arrays, meta)
+    image = runs.SnapshotImage(
+        file="x.png", width=64, height=48, gt_boxes=np.array([[1, 2, 30, 40]], np.float32), gt_labels=np.array([1]),
+        objectness=(np.random.rand(12, 16).astype(np.float16), np.random.rand(6, 8).astype(np.float16)),
+        level_names=("0", "1"), proposals=np.zeros((5, 4), np.float32), proposal_scores=np.zeros(5, np.float32),
+        boxes=np.zeros((0, 4), np.float32), scores=np.zeros(0, np.float32), labels=np.zeros(0, np.int64),
+        cells=(CellPlacement(2.0, 4.0, 2.0, 4.0), CellPlacement(4.0, 8.0, 4.0, 8.0)), resized=(64, 48))
+    runs.write_snapshot(run_dir, runs.RpnSnapshot(2, ("a",), (image,), {"map_side": 64}))
     assert runs.list_snapshots(run_dir) == [2]
+    with np.load(runs.snapshot_path(run_dir, 2), allow_pickle=False) as stored:  # plain arrays, no pickle
+        assert "img0_objectness_1" in stored.files and stored["meta"].dtype.kind == "U"
     snap = runs.read_snapshot(run_dir, 2)
-    assert snap.epoch == 2 and snap.class_names == ("a",)
-    image = snap.images[0]
-    assert image.file == "x.png" and [o.shape for o in image.objectness] == [(12, 16), (6, 8)]
-    np.testing.assert_array_equal(image.gt_boxes, arrays["img0_gt_boxes"])
+    assert snap.epoch == 2 and snap.class_names == ("a",) and snap.meta["map_side"] == 64
+    (read,) = snap.images
+    assert read.file == "x.png" and [o.shape for o in read.objectness] == [(12, 16), (6, 8)]
+    assert read.level_names == ("0", "1") and read.cells == image.cells and read.resized == (64, 48)
+    assert read.padded is None
+    for name in ("gt_boxes", "gt_labels", "proposals", "proposal_scores", "boxes", "scores", "labels"):
+        np.testing.assert_array_equal(getattr(read, name), getattr(image, name))
+        assert getattr(read, name).dtype == getattr(image, name).dtype
+    np.testing.assert_array_equal(read.objectness[1], image.objectness[1])
     with pytest.raises(runs.RunError):
         runs.read_snapshot(run_dir, 7)
 
 
 def test_start_training_detaches_and_reports_a_failed_start(run_dir):
     pid = runs.start_training(run_dir, extra_args=["--no-such-flag"])
-    assert runs.wait_for(lambda: not runs.pid_alive(pid), 60)
+    assert wait_for(lambda: not runs.pid_alive(pid), 60)
     status = runs.read_status(run_dir)
     assert status.state == "queued" and status.interrupted
     assert "no-such-flag" in (run_dir / runs.CONSOLE).read_text()
@@ -168,7 +177,7 @@ def test_run_names_are_plain_folder_names():
     with pytest.raises(runs.RunError, match="letters, digits"):
         runs.create_run({"data": "shapes"}, name="../outside")
     made = runs.create_run({"data": "shapes"}, name="named-run")
-    assert made == runs.runs_dir() / "named-run"
+    assert made == runs_dir() / "named-run"
     assert "exists already" in runs.run_name_problem("named-run")
 
 

@@ -44,8 +44,7 @@ def _centres(trace):
 
 def test_same_level_same_cell_centres_and_colour_scale_on_rpn_and_train(model, scene_image, tmp_path):
     image = to_tensor(scene_image)
-    arrays, meta = rpn_snapshot(model, _Records([image]), [0], torch.device("cpu"), ("a", "b"), epoch=1)
-    runs.write_snapshot(tmp_path, 1, arrays, meta)
+    runs.write_snapshot(tmp_path, rpn_snapshot(model, _Records([image]), [0], torch.device("cpu"), ("a", "b"), epoch=1))
     snap = runs.read_snapshot(tmp_path, 1).images[0]
     result = inspect(model, [image])
     stage, frame = result.stage, result.frames[0]
@@ -74,14 +73,14 @@ def test_same_level_same_cell_centres_and_colour_scale_on_rpn_and_train(model, s
 
 def test_snapshot_proposals_and_detections_are_inspects(model, scene_image):
     image = to_tensor(scene_image)
-    arrays, meta = rpn_snapshot(model, _Records([image]), [0], torch.device("cpu"), ("a", "b"), epoch=0)
+    (snap,) = rpn_snapshot(model, _Records([image]), [0], torch.device("cpu"), ("a", "b"), epoch=0).images
     result = inspect(model, [image])
     post = result.funnels[0].post_nms
     frame = result.frames[0]
-    assert np.array_equal(arrays["img0_proposals"], frame.to_original(post.boxes[:SNAPSHOT_PROPOSALS]).numpy())
-    assert np.array_equal(arrays["img0_boxes"], result.detections[0].boxes.numpy())
-    assert meta["images"][0]["width"] == 230 and meta["images"][0]["height"] == 170
-    assert meta["images"][0]["resized"] == list(frame.resized_size) and model.training is False
+    assert np.array_equal(snap.proposals, frame.to_original(post.boxes[:SNAPSHOT_PROPOSALS]).numpy())
+    assert np.array_equal(snap.boxes, result.detections[0].boxes.numpy())
+    assert snap.width == 230 and snap.height == 170
+    assert snap.resized == tuple(frame.resized_size) and model.training is False
 
 
 def test_snapshot_written_before_placements_spreads_cells_from_the_corner():

@@ -3,7 +3,6 @@ tabs drawn once per epoch (snapshots, comparison, runs table) redraw then and no
 
 from __future__ import annotations
 
-import numpy as np
 
 from detector import runs
 from ui.train.metrics import epoch_marks
@@ -21,7 +20,7 @@ def test_epoch_marks_change_with_a_snapshot_or_a_validation_not_with_a_step(tmp_
     stepped = epoch_marks(run_dir, tail)
     assert stepped == empty and stepped.steps  # a new step: the curves move, the tabs stay
 
-    runs.write_snapshot(run_dir, 0, {"x": np.zeros(2)}, {"images": []})
+    runs.write_snapshot(run_dir, runs.RpnSnapshot(0, (), ()))
     snapped = epoch_marks(run_dir, tail)
     assert snapped != stepped and snapped.snapshots == (0,)
 
