@@ -251,7 +251,8 @@ def test_a_det_link_opens_the_panel_and_bad_values_are_refused(demo_explained):
     for bad in (str(n), "-1", "x", "1.5", "../etc"):
         at = _explain_at(det=bad)
         assert at.selectbox(key="rpn_det").value == -1, bad
-        assert any(f"det={bad} names no detection" in w.value for w in at.warning), bad
+        assert any("The link's det= names no detection" in w.value for w in at.warning), bad
+        assert "det" not in at.query_params
         assert not any(h.value.startswith("Why detection") for h in at.subheader)
 
 

@@ -166,3 +166,18 @@ def test_image_and_box_params_take_only_a_dataset_file_and_four_numbers(probe, s
         assert at.selectbox(key="rpn_file").value in files  # one of the dataset's own files, whatever the link said
         assert not any("Magenta: the box from the link" in i.value for i in at.info), box  # a malformed box is ignored
     assert _events == []
+
+
+def test_rpn_sample_and_det_params_take_only_a_sample_seed_and_a_detection_index(probe):
+    for value in ("../../etc/hostname", str(probe), "10003", "-1", "1e4"):
+        at = app_test("pages/rpn.py")
+        at.session_state["model_source"] = "demo"
+        at.query_params["sample"] = value
+        at.query_params["det"] = value
+        at.query_params["view"] = "Detections"
+        at.run()
+        assert not at.exception, value
+        assert at.selectbox(key="rpn_seed").value == 10_001  # the first sample scene, the default
+        assert at.query_params["sample"] == "10001" and "det" not in at.query_params
+        assert value not in _texts(at) and str(probe) not in _texts(at)
+    assert _events == []

@@ -97,8 +97,8 @@ def detection_picker(s: InspectorState, expl: ImageExplanation) -> int:
         st.session_state["_rpn_det_url"] = marker
         k = _linked_detection(expl, raw, box_from_param(st.query_params.get("box")))
         if k is None:
-            st.warning(f"det={raw} names no detection of this image (it has {count}, numbered 0 to {count - 1}): "
-                       "pick one below.")
+            st.warning(f"The link's det= names no detection of this image (it has {count}, numbered 0 to "
+                       f"{count - 1}): pick one below.")
         st.session_state[DET_KEY] = NONE if k is None else k
     follow_detection_click()
     if st.session_state.get(DET_KEY, NONE) not in range(-1, count):
