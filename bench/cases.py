@@ -244,7 +244,7 @@ def case_anchor_click(opts: Options) -> dict:
         def click() -> float:
             x, y = next(clicks)
             t0 = time.perf_counter()
-            row, col = anchor_grids.nearest_cell(grid, level, x * sx, y * sy)
+            col, row = anchor_grids.nearest_cell(grid, level, x * sx, y * sy)
             centres = anchor_grids.cell_centres(grid, level, max_points=6_000)
             at = anchor_grids.anchors_at(grid, level, row, col)
             fig = V.anchor_cell_figure(img, grid, centres, at, boxes, None)

@@ -448,10 +448,10 @@ def anchors_at(grid: AnchorGrid, level: int | str, row: int, col: int) -> Anchor
 
 
 def nearest_cell(grid: AnchorGrid, level: int | str, x: float, y: float) -> tuple[int, int]:
-    """(row, col) of the cell whose anchor centre is nearest to (x, y) in the *input* frame."""
+    """(column, row) of the cell whose anchor centre is nearest to (x, y) in the *input* frame, in
+    `frames.nearest_cell`'s order."""
     lv = grid.levels[grid.level_index(level)]
-    col, row = frames.nearest_cell(x, y, lv.grid, lv.stride)
-    return row, col
+    return frames.nearest_cell(x, y, lv.grid, lv.stride)
 
 
 def anchors_of_shape(grid: AnchorGrid, level: int | str, shape_index: int, max_boxes: int = 400) -> tuple[np.ndarray, int]:

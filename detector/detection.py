@@ -23,8 +23,10 @@ from detector.images import to_tensor
 
 
 @dataclass(frozen=True)
-class Detections:
-    """One image's detections, every score kept (filter with `above`), boxes in original pixels."""
+class ImageDetections:
+    """One named image's detections for people and files (pages, CLI, COCO results, CSV): numpy arrays
+    and class names, every score kept (filter with `above`), boxes in original pixels. The model's own
+    tensors for the stage-by-stage view are `detector.inspect.DetectionTensors`."""
 
     image: str  # the file name the user gave
     width: int
@@ -34,14 +36,14 @@ class Detections:
     label_ids: np.ndarray = field(repr=False)  # (N,) int64, 1-based
     label_names: tuple[str, ...]  # (N,) class name per detection
 
-    def above(self, threshold: float, classes: Iterable[str] | None = None) -> "Detections":
+    def above(self, threshold: float, classes: Iterable[str] | None = None) -> "ImageDetections":
         """The detections scoring at least `threshold`, optionally only of `classes`."""
         keep = self.scores >= threshold
         if classes is not None:
             wanted = set(classes)
             keep &= np.array([n in wanted for n in self.label_names], dtype=bool)
         idx = np.nonzero(keep)[0]
-        return Detections(self.image, self.width, self.height, self.boxes[idx], self.scores[idx],
+        return ImageDetections(self.image, self.width, self.height, self.boxes[idx], self.scores[idx],
                           self.label_ids[idx], tuple(self.label_names[i] for i in idx))
 
     def __len__(self) -> int:
@@ -63,22 +65,22 @@ def detect(
     names: Sequence[str] | None = None,
     batch_size: int = 4,
     progress: Callable[[int, int], None] | None = None,
-) -> list[Detections]:
+) -> list[ImageDetections]:
     """Run `loaded.model` on PIL images in batches; every detection the model returns is kept.
 
     The model's own box_score_thresh (0.05 for torchvision) is the floor; filter further with
-    `Detections.above`. `progress(done, total)` is called after each batch.
+    `ImageDetections.above`. `progress(done, total)` is called after each batch.
     """
     model = loaded.model
     device = next(model.parameters()).device
     names = list(names) if names is not None else [f"image-{i}" for i in range(len(images))]
-    results: list[Detections] = []
+    results: list[ImageDetections] = []
     for start in range(0, len(images), batch_size):
         batch = images[start:start + batch_size]
         outputs = model([to_tensor(img).to(device) for img in batch])
         for img, name, out in zip(batch, names[start:start + batch_size], outputs):
             ids = out["labels"].cpu().numpy().astype(np.int64)
-            results.append(Detections(
+            results.append(ImageDetections(
                 name, img.width, img.height, out["boxes"].cpu().numpy().astype(np.float32),
                 out["scores"].cpu().numpy().astype(np.float32), ids,
                 tuple(class_name(loaded.class_names, int(i)) for i in ids),
@@ -88,7 +90,7 @@ def detect(
     return results
 
 
-def coco_results(detections: Sequence[Detections], image_ids: Sequence[int] | None = None,
+def coco_results(detections: Sequence[ImageDetections], image_ids: Sequence[int] | None = None,
                  category_ids: dict[str, int] | None = None) -> list[dict]:
     """COCO results format: [{image_id, category_id, bbox: [x, y, w, h], score}] (pycocotools loadRes).
 
@@ -108,14 +110,14 @@ def coco_results(detections: Sequence[Detections], image_ids: Sequence[int] | No
     return rows
 
 
-def coco_results_json(detections: Sequence[Detections], **kwargs) -> str:
+def coco_results_json(detections: Sequence[ImageDetections], **kwargs) -> str:
     return json.dumps(coco_results(detections, **kwargs))
 
 
 CSV_COLUMNS = ("image", "width", "height", "label", "label_id", "score", "x1", "y1", "x2", "y2")
 
 
-def table_rows(detections: Sequence[Detections]) -> list[dict]:
+def table_rows(detections: Sequence[ImageDetections]) -> list[dict]:
     """One flat row per detection (for pandas tables and CSV)."""
     rows = []
     for det in detections:
@@ -126,7 +128,7 @@ def table_rows(detections: Sequence[Detections]) -> list[dict]:
     return rows
 
 
-def detections_csv(detections: Sequence[Detections]) -> str:
+def detections_csv(detections: Sequence[ImageDetections]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS)
     writer.writeheader()

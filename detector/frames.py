@@ -96,7 +96,7 @@ def cell_centre(col: int, row: int, stride: Stride) -> tuple[float, float]:
 
 
 def nearest_cell(x: float, y: float, grid: Grid, stride: Stride) -> tuple[int, int]:
-    """(col, row) of the cell whose centre is nearest to the input-frame point (x, y)."""
+    """(column, row) of the cell whose centre is nearest to the input-frame point (x, y)."""
     col = int(np.clip(round(x / stride[0]), 0, grid[0] - 1))
     row = int(np.clip(round(y / stride[1]), 0, grid[1] - 1))
     return col, row
@@ -110,6 +110,16 @@ def visible_grid(grid: Grid, stride: Stride, resized_size: Size) -> Grid:
     """
     return tuple(min(int(g), max(1, math.ceil(int(side) / int(s))))  # type: ignore[return-value]
                  for g, s, side in zip(grid, stride, resized_size))
+
+
+def iou_matrix(a: Any, b: Any) -> np.ndarray:
+    """(N, M) IoU of two sets of [x1, y1, x2, y2] boxes in one frame, by torchvision's box_iou in float64
+    (for the numpy side of the tree: scene generation, TIDE's matching)."""
+    import torch
+    from torchvision.ops import box_iou
+
+    return box_iou(torch.as_tensor(np.asarray(a, dtype=np.float64).reshape(-1, 4)),
+                   torch.as_tensor(np.asarray(b, dtype=np.float64).reshape(-1, 4))).numpy()
 
 
 def xyxy_to_xywh(boxes: Any) -> np.ndarray:

@@ -179,8 +179,10 @@ class RPNStage:
 
 
 @dataclass(frozen=True)
-class Detections:
-    """Final detections of one image: boxes (D, 4) [x1, y1, x2, y2] in the ORIGINAL frame."""
+class DetectionTensors:
+    """The RoI heads' final detections of one image as the model returns them (tensors, label ids):
+    boxes (D, 4) [x1, y1, x2, y2] in the ORIGINAL frame. What pages and files show, with the image's
+    name and class names, is `detector.detection.ImageDetections`."""
 
     boxes: Tensor
     scores: Tensor
@@ -189,9 +191,9 @@ class Detections:
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
 
-    def above(self, threshold: float) -> "Detections":
+    def above(self, threshold: float) -> "DetectionTensors":
         keep = self.scores >= threshold
-        return Detections(self.boxes[keep], self.scores[keep], self.labels[keep])
+        return DetectionTensors(self.boxes[keep], self.scores[keep], self.labels[keep])
 
 
 @dataclass(frozen=True)
@@ -212,7 +214,7 @@ class Inspection:
     pooled: Tensor  # (R, C, S, S) RoIAlign output
     class_logits: Tensor  # (R, num_classes)
     box_regression: Tensor  # (R, num_classes * 4)
-    detections: tuple[Detections, ...]  # original frame
+    detections: tuple[DetectionTensors, ...]  # original frame
     raw_detections: tuple[dict[str, Tensor], ...]  # exactly what model(images) returns
     timings: dict[str, float]  # seconds: the stage's, then proposal_filtering, roi_heads
 
@@ -368,7 +370,7 @@ def run_heads(model: FasterRCNN, stage: RPNStage, settings: ProposalSettings | N
         roi_image=roi_image, roi_boxes=torch.cat(proposals).cpu(), roi_level=roi_level.cpu(),
         roi_featmap_names=featmap_names, pooled=pooled.cpu(), class_logits=class_logits.cpu(),
         box_regression=box_regression.cpu(),
-        detections=tuple(Detections(d["boxes"].cpu(), d["scores"].cpu(), d["labels"].cpu()) for d in raw),
+        detections=tuple(DetectionTensors(d["boxes"].cpu(), d["scores"].cpu(), d["labels"].cpu()) for d in raw),
         raw_detections=tuple(raw), timings=timings,
     )
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from detector.frames import iou_matrix
+
 CLASS_NAMES: tuple[str, ...] = ("circle", "rectangle", "triangle")
 
 
@@ -41,14 +43,6 @@ def _background(rng: np.random.Generator, width: int, height: int) -> Image.Imag
         arr += 18 * np.sin(2 * math.pi * (xs if rng.random() < 0.5 else ys) / period)[..., None]
     arr += rng.normal(0, 8, arr.shape)
     return Image.fromarray(arr.clip(0, 255).astype(np.uint8), mode="RGB")
-
-
-def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def _shape_colour(rng: np.random.Generator, bg: Image.Image, box: tuple[int, int, int, int]) -> tuple[int, int, int]:
@@ -96,7 +90,7 @@ def make_scene(
             x1 = int(rng.integers(0, width - w))
             y1 = int(rng.integers(0, height - h))
             box = (float(x1), float(y1), float(x1 + w), float(y1 + h))
-            if all(_iou(box, other) < 0.15 for other in boxes):
+            if not boxes or iou_matrix([box], boxes).max() < 0.15:
                 break
         else:
             continue

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-import torch
-from torchvision.ops import box_iou
+
+from detector.frames import iou_matrix
 
 MAIN_ERRORS = ("Cls", "Loc", "Both", "Dupe", "Bkg", "Miss")
 SPECIAL_ERRORS = ("FalsePos", "FalseNeg")
@@ -49,12 +49,6 @@ class TideErrors:
     def as_dict(self) -> dict[str, float]:
         """The issue's JSON: {Cls, Loc, Both, Dupe, Bkg, Miss, FalsePos, FalseNeg}."""
         return {**{k: float(v) for k, v in self.main.items()}, **{k: float(v) for k, v in self.special.items()}}
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)))
-    return box_iou(torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)).numpy()
 
 
 def _ap(points: list[tuple[float, bool]], num_gt: int) -> float:
@@ -130,7 +124,7 @@ def tide_errors(images: Sequence[TideImage], pos_thresh: float = 0.5, bg_thresh:
         pl = np.asarray(img.labels, dtype=np.int64).reshape(-1)[order]
         used = np.zeros(len(order), dtype=bool)
         if len(gl):
-            iou = _iou(pb, gb)  # (D, G)
+            iou = iou_matrix(pb, gb)  # (D, G)
             same = pl[:, None] == gl[None, :]
             cls_iou = iou * same
             buffer = cls_iou.copy()

@@ -107,7 +107,7 @@ def test_cell_centres_and_nearest_cell(mobilenet):
     assert centres.step == 1
     assert centres.xs.max() < grid.resized_size[0] and centres.ys.max() < grid.resized_size[1]
     for r, c, x, y in zip(centres.rows, centres.cols, centres.xs, centres.ys):
-        assert anchor_grids.nearest_cell(grid, 0, x + 3, y - 3) == (r, c)
+        assert anchor_grids.nearest_cell(grid, 0, x + 3, y - 3) == (c, r)
         at = anchor_grids.anchors_at(grid, 0, int(r), int(c))
         mid = (at.boxes[:, :2] + at.boxes[:, 2:]) / 2
         assert mid == pytest.approx(np.tile([[x, y]], (lv.anchors_per_location, 1)), abs=0.5)

@@ -14,7 +14,7 @@ from PIL import Image
 
 from detector import checkpoints, models
 from detector.data.records import class_name
-from detector.detection import Detections, coco_results, detect, detections_csv
+from detector.detection import ImageDetections, coco_results, detect, detections_csv
 from detector.scenes import make_scene
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
@@ -47,7 +47,7 @@ def test_detect_batches_keep_order_and_map_names(loaded):
 
 
 def test_threshold_and_class_filter():
-    det = Detections("x", 10, 10, np.array([[0, 0, 5, 5], [1, 1, 4, 4], [2, 2, 9, 9]], np.float32),
+    det = ImageDetections("x", 10, 10, np.array([[0, 0, 5, 5], [1, 1, 4, 4], [2, 2, 9, 9]], np.float32),
                      np.array([0.9, 0.6, 0.3], np.float32), np.array([1, 2, 1]), ("cat", "dog", "cat"))
     assert det.above(0.5).label_names == ("cat", "dog")
     assert det.above(0.0, ["cat"]).scores.tolist() == pytest.approx([0.9, 0.3])
@@ -67,7 +67,7 @@ def test_coco_results_load_in_pycocotools_and_score_perfect_predictions():
     coco = COCO()
     coco.dataset = gt
     coco.createIndex()
-    det = Detections("a.png", 50, 40, np.array([[5, 5, 25, 15], [30, 10, 45, 35]], np.float32),
+    det = ImageDetections("a.png", 50, 40, np.array([[5, 5, 25, 15], [30, 10, 45, 35]], np.float32),
                      np.array([0.9, 0.8], np.float32), np.array([1, 2]), ("cat", "dog"))
     res = coco.loadRes(coco_results([det], image_ids=[1], category_ids={"cat": 1, "dog": 2}))
     ev = COCOeval(coco, res, "bbox")

@@ -152,7 +152,7 @@ def _apply_click(grid: anchor_grids.AnchorGrid) -> None:
         return
     st.session_state[CLICK] = signature
     sx, sy = grid.frame.scale
-    st.session_state[ROW], st.session_state[COL] = anchor_grids.nearest_cell(grid, level, point["x"] * sx,
+    st.session_state[COL], st.session_state[ROW] = anchor_grids.nearest_cell(grid, level, point["x"] * sx,
                                                                              point["y"] * sy)
 
 

@@ -18,7 +18,7 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from detector.detection import Detections, detect, table_rows
+from detector.detection import ImageDetections, detect, table_rows
 from detector.images import ImageError, encode_png, load_image
 from detector.viz import draw_boxes_on_image
 from ui.compute import gated
@@ -57,23 +57,23 @@ def decode_uploads(files: list[tuple[str, bytes]]) -> list[InputImage]:
 
 
 class _Store:
-    """(model key, image digest) -> Detections, least recently used dropped past `limit`; one lock
+    """(model key, image digest) -> ImageDetections, least recently used dropped past `limit`; one lock
     per set of images being detected, so two sessions asking for the same images run them once."""
 
     def __init__(self, limit: int = _CACHE_LIMIT):
         self.limit = limit
-        self.items: OrderedDict[tuple[str, str], Detections] = OrderedDict()
+        self.items: OrderedDict[tuple[str, str], ImageDetections] = OrderedDict()
         self.lock = threading.Lock()
         self._locks: dict[tuple, threading.Lock] = {}
 
-    def get(self, key: tuple[str, str]) -> Detections | None:
+    def get(self, key: tuple[str, str]) -> ImageDetections | None:
         with self.lock:
             if key in self.items:
                 self.items.move_to_end(key)
                 return self.items[key]
             return None
 
-    def put(self, key: tuple[str, str], value: Detections) -> None:
+    def put(self, key: tuple[str, str], value: ImageDetections) -> None:
         with self.lock:
             self.items[key] = value
             self.items.move_to_end(key)
@@ -92,8 +92,8 @@ def _store() -> _Store:
     return _Store()
 
 
-def cached_detections(source: str, device, images: list[InputImage], batch_size: int = 4) -> dict[str, Detections]:
-    """Detections for each good image, keyed by digest; only images no session ran with this model run."""
+def cached_detections(source: str, device, images: list[InputImage], batch_size: int = 4) -> dict[str, ImageDetections]:
+    """The detections of each good image, keyed by digest; only images no session ran with this model run."""
     store = _store()
     key = model_key(source, device)
     todo = [im for im in images if im.image is not None and store.get((key, im.digest)) is None]
@@ -132,7 +132,7 @@ TABLE_COLUMNS = ["image", "label", "score", "x1", "y1", "x2", "y2"]
 EXPLAIN_COLUMN = "explain in /rpn"
 
 
-def explain_links(source: str, seed: int | None, every: Detections, shown: Detections) -> list[str | None]:
+def explain_links(source: str, seed: int | None, every: ImageDetections, shown: ImageDetections) -> list[str | None]:
     """Per shown detection, its explanation on /rpn (ui.links.detection_url): `det=` its index among
     `every` detection of the image (the model's output order) and its box. Only a sample scene
     (`seed`) can be named in a link: an upload lives in this session only, so its links are None."""
@@ -148,7 +148,7 @@ def explain_links(source: str, seed: int | None, every: Detections, shown: Detec
     return out
 
 
-def detection_tables(ordered: Sequence[Detections], links: Sequence[str | None] | None = None
+def detection_tables(ordered: Sequence[ImageDetections], links: Sequence[str | None] | None = None
                      ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one row per detection, count per class) of detections, in the order given; `links` (one per
     row, `explain_links`) become the table's last column."""
@@ -166,6 +166,6 @@ def result_heading(n_detections: int, n_images: int, classes: Sequence[str]) -> 
     return text + " · no class selected" if not classes else text
 
 
-def annotated_png(image: Image.Image, det: Detections) -> bytes:
+def annotated_png(image: Image.Image, det: ImageDetections) -> bytes:
     """The image with its detections drawn in, as PNG bytes (the gallery's download)."""
     return encode_png(draw_boxes_on_image(image, det.boxes, list(det.label_names), det.scores.tolist()))

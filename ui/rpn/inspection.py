@@ -23,7 +23,7 @@ from PIL import Image
 
 from detector.images import ImageError, load_image, to_tensor
 from detector.inspect import (
-    Detections, Inspection, ProposalSizeRow, RPNStage, inspect, proposal_size_table, run_heads, run_rpn_stage,
+    DetectionTensors, Inspection, ProposalSizeRow, RPNStage, inspect, proposal_size_table, run_heads, run_rpn_stage,
 )
 from detector.checkpoints import LoadedModel
 from detector.proposals import PAPER_TABLE1, ProposalSettings
@@ -136,7 +136,7 @@ def paper_table1_frame() -> pd.DataFrame:
                          for (s, r), (w, h) in PAPER_TABLE1.items()])
 
 
-def detections_frame(det: Detections, names: list[str]) -> pd.DataFrame:
+def detections_frame(det: DetectionTensors, names: list[str]) -> pd.DataFrame:
     """Detections as a table: class, score, box in original pixels."""
     boxes = det.boxes.numpy()
     return pd.DataFrame({"class": names, "score": np.round(det.scores.numpy(), 3),
