@@ -164,20 +164,17 @@ def _suppressors(boxes: Tensor, scores: Tensor, labels: Tensor, flat: Tensor, fa
         kept = fate[flat[order]] != SUPPRESSED
         if bool(kept.all()):
             continue
-        iou = box_ops.box_iou(boxes[order], boxes[order])  # (n, n), rows the earlier candidates
-        earlier = torch.ones_like(iou, dtype=torch.bool).triu(1)  # row i before column j
-        removes = kept[:, None] & earlier & (iou > nms_thresh)
+        rows = torch.where(kept)[0]  # positions of the kept candidates in score order
+        columns = torch.arange(len(order))
+        iou = box_ops.box_iou(boxes[order[rows]], boxes[order])  # (kept, n)
+        earlier = rows[:, None] < columns[None, :]
+        removes = earlier & (iou > nms_thresh)
         # borderline IoUs (NMS's own arithmetic) fall back to the earlier kept candidate nearest to it
-        fallback = kept[:, None] & earlier
-        hit = removes.any(0)
-        first = torch.where(hit, removes.to(torch.int8).argmax(0),
-                            torch.where(fallback, iou, torch.full_like(iou, -1.0)).argmax(0))
-        for j in torch.where(~kept)[0].tolist():
-            i = int(first[j])
-            if not bool(fallback[i, j]):
-                continue
-            suppressor[flat[order[j]]] = flat[order[i]]
-            suppressor_iou[flat[order[j]]] = iou[i, j]
+        first = torch.where(removes.any(0), removes.to(torch.int8).argmax(0),
+                            torch.where(earlier, iou, torch.full_like(iou, -1.0)).argmax(0))
+        removed = ~kept & earlier[first, columns]
+        suppressor[flat[order[removed]]] = flat[order[rows[first[removed]]]]
+        suppressor_iou[flat[order[removed]]] = iou[first[removed], columns[removed]]
     return suppressor, suppressor_iou
 
 
