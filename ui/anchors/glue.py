@@ -130,7 +130,9 @@ def cell_inputs(grid: anchor_grids.AnchorGrid, columns) -> tuple[int, int, int, 
     c1, c2, c3 = columns
     level = int(c1.number_input(f"Level (0 to {len(grid.levels) - 1})", 0, len(grid.levels) - 1, key=LEVEL))
     lv = grid.levels[level]
-    centres = anchor_grids.cell_centres(grid, level, max_points=6_000)
+    # at most ~1,000 clickable dots: each is an SVG marker, and 6,000 (resnet50-FPN's P2 on a 480 x 360
+    # image) took the browser 5 to 8 s per redraw against 0.6 to 1.1 s (bench/interaction.py, BENCHMARKS.md)
+    centres = anchor_grids.cell_centres(grid, level, max_points=1_000)
     _clamp(ROW, lv.grid[1] - 1, (int(centres.rows.max()) + 1) // 2)
     _clamp(COL, lv.grid[0] - 1, (int(centres.cols.max()) + 1) // 2)
     row = int(c2.number_input(f"Row (0 to {lv.grid[1] - 1})", 0, lv.grid[1] - 1, key=ROW))
