@@ -1,6 +1,7 @@
 """Detect: upload images, get boxes, filter them live, compare two models, export the results."""
 
 import math
+from functools import partial
 
 import streamlit as st
 
@@ -97,8 +98,9 @@ for k, im in enumerate(shown):
                 f"[{n} {sc:.2f}]({u})" for n, sc, u in zip(det.label_names, det.scores, links[im.digest])))
         elif samples == {}:
             st.caption("An upload lives in this session only: open it on /rpn (Upload) to explain its detections.")
-        st.download_button("Annotated PNG", annotated_png(im.image, det), f"{im.name.rsplit('.', 1)[0]}_detections.png", "image/png",
-                           key=f"detect_png_{im.digest}")
+        # drawn and encoded on click only (not on every slider move)
+        st.download_button("Annotated PNG", partial(annotated_png, im.image, det), f"{im.name.rsplit('.', 1)[0]}_detections.png",
+                           "image/png", key=f"detect_png_{im.digest}")
 
 # ---- compare two models on one image
 st.subheader("Compare two models")
