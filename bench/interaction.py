@@ -4,7 +4,7 @@
                                 [--json OUT.json] [--timeout 900]
 
 For each interaction (every proposal knob and the K / detection-threshold sliders on /rpn, the switch to
-each of /rpn's views, /anchors' controls with its "Show" switch, /detect's score slider, a tuner knob
+each of /rpn's views, a click on a detection (its explanation panel), /anchors' controls with its "Show" switch, /detect's score slider, a tuner knob
 on /diagnose), repeated --repeats times with a new value each time (so no cached result is reused
 unless the app would reuse it for a user too), the time from the user's action to the page being
 idle and drawn, and the CPU seconds the server and the browser spent on it; also each page's first
@@ -163,6 +163,16 @@ class Bench:
             self.main().locator(f"[data-testid='{testid}']").get_by_text(text, exact=True).first.click()
         return act
 
+    def click_point(self, point) -> Callable[[], None]:
+        """A click on a plotly marker: plotly turns a click into a selection from its last hover, so
+        the mouse moves there first (not timed), then clicks (timed)."""
+        point.scroll_into_view_if_needed()
+        box = point.bounding_box()
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        self.page.mouse.move(x, y)
+        self.page.wait_for_timeout(400)
+        return lambda: self.page.mouse.click(x, y)
+
     def settle(self) -> None:
         """Wait until the page is idle (nothing recorded)."""
         self._wait(-1.0)
@@ -191,6 +201,13 @@ def rpn(b: Bench, url: str, model: str, repeats: int) -> None:
     b.settle()
     for _ in range(repeats):
         b.measure("/rpn nms_thresh (Detections view)", b.slider_key("nms_thresh (IoU)", "ArrowRight"))
+    # a click on a detection's centre opens its explanation (where the page has one: issue 24)
+    points = b.main().locator(".st-key-rpn_detections .scatterlayer .trace .points path.point")
+    if points.count():
+        for i in range(repeats):
+            b.measure("/rpn detection click (explanation)", b.click_point(points.nth(i % points.count())))
+
+
 
 
 def anchors(b: Bench, url: str, model: str, repeats: int) -> None:
