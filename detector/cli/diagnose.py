@@ -118,22 +118,17 @@ def run(args: argparse.Namespace) -> int:
 def tuner_pass(args: argparse.Namespace, loaded: Any, chosen: Any) -> Any:
     """The tuner-ready pass in its folder (detector.diagnosis.passes): planned on one image and
     refused when the machine cannot hold it, resumed where a stopped one stopped, progress on stderr."""
-    from detector import checkpoints
     from detector.diagnosis import passes
 
     model = loaded.model
     top_n = int(args.pool_top_n or model.rpn._pre_nms_top_n["testing"])
     if top_n < 1:
         raise CliError("--pool-top-n must be at least 1", 2)
-    try:
-        path = checkpoints.checkpoint_path_for(loaded.source)
-        model_id = f"{Path(path).resolve()}|{path.stat().st_mtime}"
-    except (checkpoints.CheckpointError, OSError):
-        model_id = str(loaded.source)
+    model_id = passes.model_version(loaded.source)
     source = Path(str(args.checkpoint)) if args.checkpoint else None
     run_dir = source if source is not None and source.is_dir() else None
-    identity = passes.pass_identity(model, model_id, str(args.data), args.split, chosen.records, args.batch_size,
-                                    top_n)
+    identity = passes.pass_identity(model, model_id, str(Path(chosen.root).resolve()), args.split, chosen.records,
+                                    args.batch_size, top_n)
     folder = passes.pass_folder(identity, run_dir)
     if passes.read_status(folder)["state"] != "done":
         plan = passes.plan_pass(model, chosen.records, chosen.root, loaded.class_names, folder, args.batch_size, top_n)

@@ -82,10 +82,24 @@ def pass_folder(identity: dict[str, Any], run_dir: Path | None = None) -> Path:
     return base / "diagnosis" / pass_key(identity)
 
 
+def model_version(source: str | Path) -> str:
+    """The model file a pass belongs to, as the CLI and the pages both name it: the checkpoint's
+    resolved path and modification time (demo, a file, a run folder's best.pt), else the name."""
+    from detector import checkpoints
+
+    try:
+        path = Path(checkpoints.checkpoint_path_for(source))
+        return f"{path.resolve()}|{path.stat().st_mtime}"
+    except (checkpoints.CheckpointError, OSError):
+        return str(source)
+
+
 def pass_identity(model: FasterRCNN, model_id: str, data: str, split: str, records: Sequence[Any],
                   batch_size: int, pool_top_n: int) -> dict[str, Any]:
-    """Everything that makes two passes the same: the model (`model_id`: its file version and
-    knobs), the data and its records, the device kind, the batching and the pool."""
+    """Everything that makes two passes the same: the model (`model_id`: its file version, as
+    `model_version` names it; its knobs are in the settings), the data (`data`: the images' folder,
+    resolved) and its records, the device kind, the batching and the pool. The CLI and the pages
+    build it alike, so they meet in the same folder."""
     device = next(model.parameters()).device.type
     return {"format": FORMAT_VERSION, "model": model_id, "data": str(data), "split": split,
             "records": records_digest(records), "images": len(records), "device": device,

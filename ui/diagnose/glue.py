@@ -30,7 +30,7 @@ from detector.images import ImageError, load_image
 from ui.diagnose import pass_job
 from ui.diagnose.pass_job import running
 from ui.links import model_param, models_dir, page_url
-from ui.model import checkpoint_source, model_key
+from ui.model import checkpoint_source
 
 PASS_CACHE_ENTRIES = 8  # finished passes whose trails stay in memory (a few KiB per image)
 PASS_BATCH = 2  # images per batch, as `evaluate` batches them
@@ -151,8 +151,13 @@ def pass_request(loaded: checkpoints.LoadedModel, target: Target, images: int) -
     records = tuple(chosen.records[: int(images)])
     model = loaded.model
     top_n = int(model.rpn._pre_nms_top_n["testing"])
-    identity = passes.pass_identity(model, model_key(loaded.source, next(model.parameters()).device), target.spec,
-                                    target.split, records, PASS_BATCH, top_n)
+    try:
+        source = checkpoint_source(loaded.source)
+    except checkpoints.CheckpointError:
+        source = loaded.source  # a path given as it is
+    version = passes.model_version(source)
+    identity = passes.pass_identity(model, version, str(Path(chosen.root).resolve()), target.split, records, PASS_BATCH,
+                                    top_n)
     run_dir = target.run_dir if target.run_dir is not None and run_checkpoint_is(loaded, target.run_dir) else None
     return PassRequest(passes.pass_folder(identity, run_dir), identity, records, Path(chosen.root),
                        len(chosen.records))

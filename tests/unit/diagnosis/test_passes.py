@@ -132,3 +132,4 @@ def test_the_cli_refuses_a_pass_the_machine_cannot_hold(setup, tiny_checkpoint, 
     assert code != 0 and f"A pass over {IMAGES} images needs" in err and "(0.0 MiB free)" in err
     after = sorted((workspace_root() / "diagnosis").glob("*"))
     assert after == before
+
