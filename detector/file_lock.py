@@ -1,8 +1,8 @@
 """An exclusive lock held by one process: `fcntl.flock` on a file, released by the kernel when the
 process dies, the file naming its holder (a run folder, a pid) while it is held.
 
-Used by the diagnosis pass folder (one writer per pass); the training's device lock in
-`detector.runs` follows the same pattern.
+Used by the training's device lock (`detector.runs.lock`: one training per device) and the
+diagnosis pass folder (`detector.diagnosis.passes`: one writer per pass).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ class LockHeld(RuntimeError):
         self.path, self.holder = path, holder
 
 
-def lock_owner(path: Path) -> str | None:
-    """What the lock file names while another process holds it, else None."""
+def lock_owner(path: Path, unknown: str = "(unknown)") -> str | None:
+    """What the lock file names while another process holds it (`unknown` when it names nothing), else None."""
     path = Path(path)
     if not path.exists():
         return None
@@ -32,14 +32,15 @@ def lock_owner(path: Path) -> str | None:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             fh.seek(0)
-            return fh.read().strip() or "(unknown)"
+            return fh.read().strip() or unknown
         fcntl.flock(fh, fcntl.LOCK_UN)
     return None
 
 
 @contextlib.contextmanager
-def exclusive_lock(path: Path, holder: str) -> Iterator[Path]:
-    """Hold the lock on `path` for the block, writing `holder` into it; LockHeld when taken."""
+def exclusive_lock(path: Path, holder: str, unknown: str = "(unknown)") -> Iterator[Path]:
+    """Hold the lock on `path` for the block, writing `holder` into it; LockHeld (naming what the
+    file names, `unknown` when nothing) when another process holds it."""
     path = Path(path)
     fh = open(path, "a+", encoding="utf-8")
     try:
@@ -49,7 +50,7 @@ def exclusive_lock(path: Path, holder: str) -> Iterator[Path]:
             if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                 raise
             fh.seek(0)
-            raise LockHeld(path, fh.read().strip() or "(unknown)") from None
+            raise LockHeld(path, fh.read().strip() or unknown) from None
         fh.seek(0)
         fh.truncate()
         fh.write(f"{holder}\n")

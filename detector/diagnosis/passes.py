@@ -317,11 +317,12 @@ def lock_holder(folder: Path) -> str | None:
 @contextlib.contextmanager
 def pass_lock(folder: Path) -> Iterator[None]:
     """Hold the pass's lock for the block; PassBusy when another process writes this pass."""
-    try:
-        with exclusive_lock(Path(folder) / LOCK, str(os.getpid())):
-            yield
-    except LockHeld as exc:
-        raise PassBusy(f"{folder}: another process (pid {exc.holder}) is writing this pass") from None
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(exclusive_lock(Path(folder) / LOCK, str(os.getpid())))
+        except LockHeld as exc:
+            raise PassBusy(f"{folder}: another process (pid {exc.holder}) is writing this pass") from None
+        yield
 
 
 # ---------------------------------------------------------------- running and reading

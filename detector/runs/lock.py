@@ -4,12 +4,13 @@ dead process releases it; the lock file names the run that holds it."""
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 from pathlib import Path
 from typing import Iterator
 
+from detector.file_lock import LockHeld, exclusive_lock, lock_owner
 from detector.workspace import workspace_root
+
+UNKNOWN_RUN = "(unknown run)"  # what a lock file that names nothing is shown as
 
 
 class DeviceBusy(RuntimeError):
@@ -31,46 +32,19 @@ def lock_file(device: str) -> Path:
 
 def lock_holder(device: str) -> str | None:
     """The run folder named in the device's lock file when someone holds the lock, else None."""
-    path = lock_file(device)
-    if not path.exists():
-        return None
-    with open(path, "a+", encoding="utf-8") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.seek(0)
-            return fh.read().strip() or "(unknown run)"
-        fcntl.flock(fh, fcntl.LOCK_UN)
-    return None
+    return lock_owner(lock_file(device), unknown=UNKNOWN_RUN)
 
 
 @contextlib.contextmanager
 def device_lock(device: str, run_dir: Path) -> Iterator[Path]:
     """Hold the device's training lock for the `with` block; DeviceBusy names the holder's run.
 
-    fcntl.flock on a file under the workspace: released by the kernel when the process dies.
+    fcntl.flock on a file under the workspace (`detector.file_lock`): released by the kernel when
+    the process dies.
     """
-    path = lock_file(device)
-    fh = open(path, "a+", encoding="utf-8")
-    try:
+    with contextlib.ExitStack() as stack:
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise
-            fh.seek(0)
-            raise DeviceBusy(device, fh.read().strip() or "(unknown run)") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"{Path(run_dir).resolve()}\n")
-        fh.flush()
-        try:
-            yield path
-        finally:
-            with contextlib.suppress(OSError):
-                fh.seek(0)
-                fh.truncate()
-                fh.flush()
-            fcntl.flock(fh, fcntl.LOCK_UN)
-    finally:
-        fh.close()
+            path = stack.enter_context(exclusive_lock(lock_file(device), str(Path(run_dir).resolve()), UNKNOWN_RUN))
+        except LockHeld as exc:
+            raise DeviceBusy(device, exc.holder) from None
+        yield path
