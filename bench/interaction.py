@@ -10,12 +10,12 @@ unless the app would reuse it for a user too), the time from the user's action t
 idle and drawn, and the CPU seconds the server and the browser spent on it; also each page's first
 load. Median per interaction.
 
-"Idle and drawn": the frontend has sent the rerun request and Streamlit has finished the run that
-answers it (stApp's data-test-script-state back to notRunning after the last message sent), no
-skeleton is left, every plotly chart has its SVG, and nothing in the document has changed for
-0.5 s (1.5 s when no end of a run was seen: React may batch a very short run's state away). The time is from just before the action (performance.now() in the page) to the document's
-last change (a MutationObserver over the whole document: plotly's drawing included), so the poll
-interval and the 0.5 s of quiet are not counted. A first load is timed from the navigation's start.
+"Idle and drawn": the app has finished by bench.harness's one rule (the run that answers the widget's
+message has ended, no skeleton, every plotly chart drawn, no request in flight; wait_for_app), and
+nothing in the document has changed for 0.5 s since. The time is from just before the action
+(performance.now() in the page) to the document's last change (a MutationObserver over the whole
+document: plotly's drawing included), so neither the polling nor the quiet periods are counted. A
+first load is timed from the navigation's start.
 
 CPU seconds from /proc (bench.procfs): the Streamlit server process, and every Chromium process below
 this one, from just before the action to the end of the quiet period.
@@ -41,36 +41,20 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.harness import CHROMIUM, CHROMIUM_ARGS, start_app, stop_process  # noqa: E402
+from bench.harness import CHROMIUM, CHROMIUM_ARGS, new_page, start_app, stop_process, wait_for_app  # noqa: E402
 from bench.procfs import BrowserCPU, cpu_seconds  # noqa: E402
 
-# Records, in the page: the last change anywhere in the document, the last message the frontend sent
-# and the last end of a script run (fragment runs included).
-WATCH_JS = """(() => {
-  const w = (window.__iw = {lastMut: 0, lastSend: 0, lastEnd: 0});
-  const send = WebSocket.prototype.send;
-  WebSocket.prototype.send = function (data) { w.lastSend = performance.now(); return send.call(this, data); };
-  const start = () => new MutationObserver((records) => {
-    w.lastMut = performance.now();
-    for (const r of records)
-      if (r.type === "attributes" && r.attributeName === "data-test-script-state"
-          && r.target.getAttribute("data-test-script-state") === "notRunning") w.lastEnd = performance.now();
-  }).observe(document, {subtree: true, childList: true, attributes: true, characterData: true});
-  start();
+# Records, in the page, the last change anywhere in the document (plotly's drawing included): the end
+# of an interaction. When the page is finished is bench.harness's one rule (wait_for_app).
+LAST_CHANGE_JS = """(() => {
+  const w = (window.__lastChange = {at: 0});
+  new MutationObserver(() => { w.at = performance.now(); })
+    .observe(document, {subtree: true, childList: true, attributes: true, characterData: true});
 })();"""
-STATE_JS = """() => {
-  const app = document.querySelector("[data-testid='stApp']");
-  const w = window.__iw;
-  let undrawn = false;
-  for (const c of document.querySelectorAll("[data-testid='stPlotlyChart']"))
-    if (!c.querySelector('.main-svg')) undrawn = true;
-  return {now: performance.now(), lastMut: w.lastMut, lastSend: w.lastSend, lastEnd: w.lastEnd,
-          busy: !app || app.getAttribute("data-test-script-state") !== "notRunning"
-                || !!document.querySelector("[data-testid='stSkeleton']") || undrawn,
-          exception: document.querySelectorAll("[data-testid='stException']").length};
-}"""
-QUIET_MS = 500.0
-UNANSWERED_MS = 1500.0
+CHANGE_JS = """() => ({now: performance.now(), lastChange: window.__lastChange.at,
+                     lastSend: (window.__runWatch || {lastSend: 0}).lastSend,
+                     exception: document.querySelectorAll("[data-testid='stException']").length})"""
+QUIET_MS = 500.0  # and nothing in the document changed for this long
 
 
 @dataclass
@@ -102,23 +86,21 @@ class Bench:
         self.results: dict[str, Interaction] = {}
 
     def _wait(self, t0_ms: float) -> float:
-        """Page-clock ms of the document's last change once the page is idle and drawn after t0_ms."""
+        """Page-clock ms of the document's last change once the app has finished (bench.harness's
+        rule) after an action taken at t0_ms and nothing has changed for QUIET_MS."""
         deadline = time.monotonic() + self.timeout_s
-        s = {}
-        while time.monotonic() < deadline:
-            s = self.page.evaluate(STATE_JS)
+        wait_for_app(self.page, self.timeout_s)
+        while True:
+            s = self.page.evaluate(CHANGE_JS)
             if s["exception"]:
                 raise RuntimeError(self.page.locator("[data-testid='stException']").first.inner_text()[:300])
-            sent = s["lastSend"] > t0_ms
-            # a run that answered the last message, or (a run so short that React never showed the
-            # script state change) nothing changed for UNANSWERED_MS after the last message
-            answered = sent and (s["lastEnd"] > s["lastSend"] or s["now"] - max(s["lastSend"], s["lastMut"]) >= UNANSWERED_MS)
-            if not s["busy"] and answered and s["now"] - s["lastMut"] >= QUIET_MS:
-                return s["lastMut"]
-            if not s["busy"] and s["lastSend"] <= t0_ms and s["now"] - t0_ms > 10_000:
-                raise RuntimeError("the action sent nothing to the server within 10 s")
+            if s["lastSend"] <= t0_ms:
+                raise RuntimeError("the action sent nothing to the server")
+            if s["now"] - s["lastChange"] >= QUIET_MS:
+                return s["lastChange"]
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the page still changed after {self.timeout_s:.0f} s")
             time.sleep(0.05)
-        raise TimeoutError(f"not idle after {self.timeout_s:.0f} s (t0 {t0_ms:.0f} ms, page state {s})")
 
     def measure(self, name: str, action: Callable[[], None], load: bool = False) -> None:
         """Time `action` (a navigation when load) and record it under `name`."""
@@ -271,9 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-                context = browser.new_context(viewport={"width": 1400, "height": 1000})
-                context.add_init_script(WATCH_JS)
-                page = context.new_page()
+                page = new_page(browser)
+                page.context.add_init_script(LAST_CHANGE_JS)
                 page.set_default_timeout(args.timeout * 1000)
                 bench = Bench(page, proc.pid, cpu, args.timeout)
                 for name in pages:
