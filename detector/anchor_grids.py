@@ -28,6 +28,7 @@ from torchvision.models.detection.image_list import ImageList
 
 from detector import frames
 from detector.frames import ImageFrame
+from detector.wording import counted
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,7 +74,7 @@ class AnchorSource:
         """The same transform and grids with other anchor sizes/ratios (a what-if)."""
         sizes_t, ratios_t = _normalise_anchor_set(sizes, ratios)
         if len(sizes_t) != self.num_levels:
-            raise ValueError(f"{len(sizes_t)} levels of sizes given; this source has {self.num_levels} levels")
+            raise ValueError(f"{counted(len(sizes_t), 'level')} of sizes given; this source has {counted(self.num_levels, 'level')}")
         return replace(self, name=name or f"{self.name} (what-if)", sizes=sizes_t, ratios=ratios_t, generator=None)
 
 
@@ -93,7 +94,7 @@ def _normalise_anchor_set(sizes: Sequence[Sequence[int]], ratios) -> tuple[tuple
     if len(ratios_t) == 1 and len(sizes_t) > 1:
         ratios_t = ratios_t * len(sizes_t)
     if len(ratios_t) != len(sizes_t):
-        raise ValueError(f"{len(sizes_t)} levels of sizes but {len(ratios_t)} levels of ratios")
+        raise ValueError(f"{counted(len(sizes_t), 'level')} of sizes but {counted(len(ratios_t), 'level')} of ratios")
     return sizes_t, ratios_t
 
 
@@ -143,7 +144,7 @@ def custom_source(
         sizes_l = sizes_l * len(strides_t)
     sizes_t, ratios_t = _normalise_anchor_set(sizes_l, ratios)
     if len(sizes_t) != len(strides_t):
-        raise ValueError(f"{len(sizes_t)} levels of sizes but {len(strides_t)} strides")
+        raise ValueError(f"{counted(len(sizes_t), 'level')} of sizes but {counted(len(strides_t), 'stride')}")
     if min_size is not None and max_size is None:
         max_size = int(round(min_size * 1000 / 600))
     return AnchorSource(
@@ -316,8 +317,8 @@ def feature_grids(source: AnchorSource, padded_size: tuple[int, int]) -> tuple[t
     grids = tuple(zip(cache[("x", pw)], cache[("y", ph)]))
     if len(grids) != source.num_levels:
         raise ValueError(
-            f"{source.name}: the backbone gives {len(grids)} feature maps but the anchor set has "
-            f"{source.num_levels} levels of sizes"
+            f"{source.name}: the backbone gives {counted(len(grids), 'feature map')} but the anchor set has "
+            f"{counted(source.num_levels, 'level')} of sizes"
         )
     return grids
 

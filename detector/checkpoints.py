@@ -33,6 +33,7 @@ from detector.models import (
     set_anchors,
 )
 from detector.weights import cached_weights_path, weights_status
+from detector.wording import counted
 
 
 CHECKPOINT_FORMAT_VERSION = 1
@@ -139,7 +140,7 @@ def _class_names_for(path: Path, state: dict[str, torch.Tensor], class_names: An
     if class_names:
         names = [str(n).strip() for n in class_names]
         if len(names) != count:
-            raise CheckpointError(f"{path.name}: its box predictor has {count} classes (plus background), "
+            raise CheckpointError(f"{path.name}: its box predictor has {counted(count, 'class')} (plus background), "
                                   f"but {len(names)} class names were given ({', '.join(names[:6])})")
         return names
     if count + 1 == len(COCO_CLASS_NAMES) + 1:
@@ -304,7 +305,7 @@ def load_model(source: str | Path, device: str | torch.device = "cpu", *, arch: 
         is_demo = src == DEMO
         kind = "demo" if is_demo else "checkpoint"
         label = "the demo model" if is_demo else f"{ckpt.get('origin', 'checkpoint')} {path.name}"
-        description = (f"{label}: {ckpt['model']} trained on {len(ckpt['class_names'])} classes"
+        description = (f"{label}: {ckpt['model']} trained on {counted(len(ckpt['class_names']), 'class')}"
                        f" ({', '.join(ckpt['class_names'][:6])}{'...' if len(ckpt['class_names']) > 6 else ''})")
         loaded = LoadedModel(model, src, ckpt["model"], tuple(ckpt["class_names"]),
                              {**ckpt.get("model_kwargs", {}), **overrides}, kind, description)

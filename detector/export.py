@@ -34,6 +34,7 @@ from PIL import Image
 from detector.atomic_file import atomic_path
 from detector.checkpoints import LoadedModel
 from detector.images import to_tensor
+from detector.wording import counted
 
 EXPORT_FORMATS = ("torchscript", "onnx")
 ONNX_OPSET = 17  # onnxruntime runs it everywhere; the TorchScript-based exporter goes up to 20
@@ -200,7 +201,7 @@ def compare_outputs(reference: Outputs, got: Outputs, score_thresh: float = 0.0,
     extra = int(((got.scores > score_thresh + score_atol) & ~used).sum())
     n = len(reference.scores)
     if missing or extra:
-        message = (f"{missing} of {n} PyTorch detection(s) not reproduced and {extra} extra detection(s) "
+        message = (f"{missing} of {n} PyTorch detections not reproduced and {counted(extra, 'extra detection')} "
                    f"(tolerance: boxes {box_atol} px, scores {score_atol}, labels equal)")
         return ExportCheck(n, matched, max_box, max_score, False, message)
     message = (f"{matched} of {n} detections reproduced: boxes within {max_box:.2g} px, scores within "

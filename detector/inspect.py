@@ -32,6 +32,7 @@ from detector.proposals import (
     PAPER_TABLE1, AnchorLocation, ProposalFunnel, ProposalSet, ProposalSettings, filter_proposals,
     locate_anchor, shape_of_anchor_index,
 )
+from detector.wording import counted
 
 
 @dataclass(frozen=True)
@@ -403,7 +404,7 @@ def trace_proposal(inspection: Inspection, image: int, rank: int) -> ProposalTra
     """The anchor behind post-NMS proposal `rank` of `image`, and the box it was regressed to."""
     post = inspection.funnels[image].post_nms
     if not 0 <= rank < len(post):
-        raise IndexError(f"rank {rank} out of range: image {image} has {len(post)} proposals")
+        raise IndexError(f"rank {rank} out of range: image {image} has {counted(len(post), 'proposal')}")
     stage = inspection.stage
     idx = int(post.anchor_index[rank])
     location = locate_anchor(

@@ -23,6 +23,7 @@ from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from detector.weights import WeightsUnavailable, cached_weights_path, weights_status
+from detector.wording import counted
 
 
 DEMO_ARCH = "mobilenet_v3_fpn_lite"
@@ -174,7 +175,7 @@ def _anchor_generator(sizes: Any, ratios: Any) -> AnchorGenerator:
     if len(ratios_t) == 1 and len(sizes_t) > 1:
         ratios_t = ratios_t * len(sizes_t)
     if len(ratios_t) != len(sizes_t):
-        raise ValueError(f"{len(sizes_t)} levels of anchor sizes but {len(ratios_t)} of ratios")
+        raise ValueError(f"{counted(len(sizes_t), 'level')} of anchor sizes but {len(ratios_t)} of ratios")
     return AnchorGenerator(sizes_t, ratios_t)
 
 

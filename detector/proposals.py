@@ -22,6 +22,8 @@ from torch import Tensor
 from torchvision.models.detection import _utils as det_utils
 from torchvision.ops import boxes as box_ops
 
+from detector.wording import counted
+
 # The paper's Table 1 (ZF net, s = 600): learned average proposal size (width x height) per anchor.
 # Keys: (anchor size, aspect ratio as height/width); torchvision's ratios are height/width too,
 # so the paper's "2:1" (wide) anchor is ratio 0.5.
@@ -255,7 +257,7 @@ def locate_anchor(
             ratio_i, size_i = divmod(a, len(lvl_sizes))
             return AnchorLocation(level, y, x, a, int(lvl_sizes[size_i]), float(lvl_ratios[ratio_i]))
         offset += n
-    raise IndexError(f"anchor index {index} out of range ({offset} anchors)")
+    raise IndexError(f"anchor index {index} out of range ({counted(offset, 'anchor')})")
 
 
 def shape_of_anchor_index(

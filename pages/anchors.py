@@ -8,6 +8,7 @@ import streamlit as st
 
 from detector import anchor_grids, anchor_matching
 from detector.viz import anchors as V
+from detector.wording import counted
 from ui.anchors import glue as U
 from ui.inputs import PickedImage, image_input
 from ui.router import ensure_router
@@ -64,7 +65,7 @@ def cell_anchors(picked: PickedImage, grid: anchor_grids.AnchorGrid) -> None:
                                shape_boxes)
     st.plotly_chart(fig, on_select="rerun", selection_mode="points", key=U.CHART, width="stretch")
     st.caption(
-        f"Click a dot: the {lv.anchors_per_location} anchors of that sliding-window position (level {lv.name}, stride "
+        f"Click a dot: the {counted(lv.anchors_per_location, 'anchor')} of that sliding-window position (level {lv.name}, stride "
         f"{lv.stride[0]}) are drawn, each labelled with its index in the RPN's flat (level, y, x, a) order, its scale and "
         f"aspect ratio: the paper's 'k anchor boxes' per position. Dots are every{'' if centres.step == 1 else f' {centres.step}th'} "
         f"cell whose centre is on the image"
@@ -121,7 +122,7 @@ if fit.boxes == 0:
     st.info(f"{dataset} has no ground-truth boxes.")
     st.stop()
 r1, r2, r3, r4 = st.columns(4)
-r1.metric("boxes", f"{fit.boxes:,}", help=f"in {fit.images} images")
+r1.metric("boxes", f"{fit.boxes:,}", help=f"in {counted(fit.images, 'image')}")
 for col_, t in zip((r2, r3, r4), ("0.7", "0.5", "0.3")):
     col_.metric(f"recall at IoU {t}", f"{fit.recall[t]:.1%}")
 h1, h2 = st.columns(2)

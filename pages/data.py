@@ -5,6 +5,7 @@ import streamlit as st
 
 from detector.data import DatasetError, list_datasets
 from detector.viz.data import aspect_ratio_figure, box_size_figure, class_balance_figure, size_bucket_figure
+from detector.wording import counted
 from ui.data.browser import render_browser
 from ui.data.intake import add_dataset_form
 from ui.data.report import render_report
@@ -36,7 +37,7 @@ elif st.session_state.get("data_dataset") not in names:
     st.session_state["data_dataset"] = default_dataset(names)
 by_name = {i.name: i for i in infos}
 name = st.selectbox("Stored dataset", names, key="data_dataset",
-                    format_func=lambda n: f"{n} ({by_name[n].format}, {by_name[n].images} images)")
+                    format_func=lambda n: f"{n} ({by_name[n].format}, {counted(by_name[n].images, 'image')})")
 st.query_params["dataset"] = name
 remember_dataset(name)
 try:

@@ -7,6 +7,7 @@ import streamlit as st
 
 from detector.detection import coco_results_json, detections_csv
 from detector.viz.rpn import detections_figure
+from detector.wording import counted
 from ui.detect.detections import (
     EXPLAIN_COLUMN, annotated_png, cached_detections, class_filter, decode_uploads, detection_tables, explain_links,
     result_heading,
@@ -33,7 +34,7 @@ uploads = st.file_uploader(
 )
 if uploads:
     files = [(u.name, u.getvalue()) for u in uploads]
-    st.caption(f"{len(files)} uploaded file(s).")
+    st.caption(f"{counted(len(files), 'uploaded file')}.")
 else:
     files = [(f"sample-{s}.png", sample_image(s)[0]) for s in SAMPLE_SEEDS[:4]]
     st.info("No upload yet: showing synthetic sample images (generated offline). Upload your own above.")
@@ -91,7 +92,7 @@ for k, im in enumerate(shown):
     det = filtered[im.digest]
     with cols[k % 2]:
         fig = detections_figure(im.image, det.boxes, det.label_names, det.scores, max_side=720, height=380,
-                                title=f"{im.name}: {len(det)} detection(s)")
+                                title=f"{im.name}: {counted(len(det), 'detection')}")
         st.plotly_chart(fig, key=f"detect_fig_{im.digest}", config={"displaylogo": False})
         if any(links[im.digest]):
             st.markdown("Explain in /rpn: " + " · ".join(

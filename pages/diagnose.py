@@ -5,6 +5,7 @@ import streamlit as st
 from detector.diagnosis.stage_blame import STAGE_LABELS, STAGES
 from detector.diagnosis.tuner import KNOBS
 from detector.viz import diagnosis as viz
+from detector.wording import counted
 from ui.diagnose import glue as ui
 from ui.diagnose.wrong import LINK_COLUMN, wrong_frame
 from ui.model import current_model
@@ -33,7 +34,7 @@ images = c4.number_input("Images", 1, available, available, key=f"diag_images_{a
 
 report = ui.stored_run_report(loaded, target)
 if report and (report["iou"], report["score_threshold"]) == (iou, score) and not st.session_state.get("diag_live"):
-    st.success(f"The run's diagnosis.json ({report['images']} images), as last computed.", icon=":material/history:")
+    st.success(f"The run's diagnosis.json ({counted(report['images'], 'image')}), as last computed.", icon=":material/history:")
     trails = None
 else:
     trails, fixed, total = ui.diagnosis_pass(loaded, target, int(images))
@@ -62,7 +63,7 @@ with tabs[1]:
     row = r1.selectbox("Ground truth", range(len(labels)), format_func=labels.__getitem__, key="diag_cell_row")
     col = r2.selectbox("Predicted", range(len(labels)), format_func=labels.__getitem__, key="diag_cell_col")
     cell = conf["images"][row][col]
-    st.caption(f"{conf['matrix'][row][col]} in this cell, from {len(cell)} images: " + ", ".join(cell[:50]))
+    st.caption(f"{conf['matrix'][row][col]} in this cell, from {counted(len(cell), 'image')}: " + ", ".join(cell[:50]))
     if trails is not None:
         wrong = wrong_frame(trails, iou, score, target.dataset_name, loaded.source)
         st.dataframe(wrong, hide_index=True,

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import streamlit as st
 import torch
 
+from detector.wording import counted
+
 THREADS_ENV = "DETECTOR_TORCH_THREADS"
 
 
@@ -55,8 +57,8 @@ class ThreadPolicy:
         return cls(cores, threads, max(1, cores // threads))
 
     def describe(self) -> str:
-        return (f"{self.concurrent_forwards} model run(s) at once, {self.threads_per_forward} thread(s) each, "
-                f"on {self.cores} core(s)")
+        return (f"{counted(self.concurrent_forwards, 'model run')} at once, {counted(self.threads_per_forward, 'thread')} each, "
+                f"on {counted(self.cores, 'core')}")
 
 
 def thread_policy() -> ThreadPolicy:
@@ -176,7 +178,7 @@ def gated(key: Hashable, what: str, compute: Callable[[], object]):
 
     def on_wait(ahead: int) -> None:
         queued["shown"] = True
-        box.status(f"Queued behind {max(ahead, 1)} model run(s) of other sessions; {what} runs next ...",
+        box.status(f"Queued behind {counted(max(ahead, 1), 'model run')} of other sessions; {what} runs next ...",
                    state="running")
 
     start = time.monotonic()

@@ -14,6 +14,7 @@ from PIL import Image
 from detector import scenes
 from detector.data.records import class_name
 from detector.images import ImageError, load_image
+from detector.wording import counted
 
 SOURCES = ("Sample", "Upload", "Stored dataset")
 STORED = SOURCES[2]
@@ -163,7 +164,7 @@ def _stored_dataset_image(key: str) -> PickedImage | None:
             st.warning(f"{wanted} is not an image of dataset {name}: showing its first image with boxes.")
         st.session_state[file_key] = files[_first_with_boxes(records)]
     file = c2.selectbox(f"Image ({len(files)} in {name}; type to search)", files, key=file_key,
-                        format_func=lambda f: f"{f} ({len(records[files.index(f)].boxes)} boxes)",
+                        format_func=lambda f: f"{f} ({counted(len(records[files.index(f)].boxes), 'box')})",
                         help="The file name as in the dataset's annotations. Opens on the first image with boxes.")
     if (st.query_params.get(DATASET_PARAM), st.query_params.get(IMAGE_PARAM)) != (name, file):
         st.query_params.pop("box", None)  # a link's box= belongs to the image it came with

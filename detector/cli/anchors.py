@@ -15,6 +15,7 @@ import json
 import sys
 
 from detector.cli import CliError
+from detector.wording import counted
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -129,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
         out["suggestions"] = [s.to_dict() for s in sugg]
         print(json.dumps(out, indent=2))
         return 0
-    print(f"anchor fitness of {source.name} ({why}) on {args.dataset}: {fit.images} images, {fit.boxes} boxes")
+    print(f"anchor fitness of {source.name} ({why}) on {args.dataset}: {counted(fit.images, 'image')}, {counted(fit.boxes, 'box')}")
     print("recall (share of boxes whose best anchor IoU reaches t): "
           + ", ".join(f"{t}: {r:.1%}" for t, r in fit.recall.items()))
     print(f"mean best IoU {fit.best_iou.mean():.3f}")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import sys
 
+from detector.wording import counted
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -92,7 +94,7 @@ def format_report(report: dict) -> str:
         lines.append(f"ignored: {f['file']}: {f['reason']}")
     problems = report["problems"]
     errors = sum(p["severity"] == "error" for p in problems)
-    lines.append(f"problems: {len(problems)} ({errors} errors, {len(problems) - errors} warnings)")
+    lines.append(f"problems: {len(problems)} ({counted(errors, 'error')}, {counted(len(problems) - errors, 'warning')})")
     for p in problems:
         where = p["file"] or "dataset"
         if p["line"] is not None:
@@ -117,5 +119,5 @@ def synth(args) -> int:
                               width=args.width, height=args.height)
     except OSError as exc:
         raise CliError(f"{args.out_dir}: cannot write ({exc.strerror or exc})", 1) from None
-    print(f"wrote {args.images} images ({args.format}) to {out}", file=sys.stdout)
+    print(f"wrote {counted(args.images, 'image')} ({args.format}) to {out}", file=sys.stdout)
     return 0

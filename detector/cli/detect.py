@@ -7,6 +7,7 @@ import json
 import sys
 
 from detector.cli import CliError, add_run_options, load_model_source, model_command
+from detector.wording import counted
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
             if e["error"]:
                 print(f"{e['image']}: ERROR {e['error']}")
                 continue
-            print(f"{e['image']} ({e['width']}x{e['height']}): {len(e['detections'])} detections")
+            print(f"{e['image']} ({e['width']}x{e['height']}): {counted(len(e['detections']), 'detection')}")
             for d in e["detections"]:
                 x1, y1, x2, y2 = d["box"]
                 print(f"  {d['label']:<16} {d['score']:.3f}  [{x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}]")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from detector.cli import CliError, add_run_options, model_command
+from detector.wording import counted
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -170,7 +171,7 @@ def print_report(r: dict[str, Any]) -> None:
     from detector.diagnosis.stage_blame import STAGE_LABELS
 
     print(f"model: {r['model']}")
-    print(f"data:  {r['data']} ({r['split']}): {r['images']} images, {r['ground_truth']} boxes; "
+    print(f"data:  {r['data']} ({r['split']}): {counted(r['images'], 'image')}, {counted(r['ground_truth'], 'box')}; "
           f"IoU {r['iou']:g}, score threshold {r['score_threshold']:g}")
     if r.get("classes_not_in_model"):
         print(f"classes the model does not know (left out): {', '.join(r['classes_not_in_model'])}")

@@ -12,6 +12,7 @@ import json
 import sys
 
 from detector.cli import CliError, load_model_source, model_command
+from detector.wording import counted
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         kept = [d for d in explanation.detections if d.score >= args.score_threshold]
         entry["detections"] = [detection_json(explanation, d) for d in kept]
         if not args.json:
-            print(f"{path} ({img.width}x{img.height}): {len(kept)} detections scoring >= {args.score_threshold:g}")
+            print(f"{path} ({img.width}x{img.height}): {counted(len(kept), 'detection')} scoring >= {args.score_threshold:g}")
             for d in entry["detections"]:
                 print(human_text(d))
     if args.json:

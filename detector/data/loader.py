@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from detector.data.records import VOC_CONVENTIONS, DatasetError, LoadedDataset, Problem
 from detector.data.tree import FileTree
 from detector.data.validation import summary_problems
+from detector.wording import counted
 
 if TYPE_CHECKING:
     from detector.data.archives import ArchiveLimits
@@ -29,7 +30,7 @@ def detect_format(tree: FileTree) -> str:
         return "yolo"
     raise DatasetError(
         f"{tree.root.name}: no COCO JSON, Pascal VOC XML or YOLO labels found "
-        f"({len(tree.files)} files, {len(tree.images())} images)")
+        f"({counted(len(tree.files), 'file')}, {counted(len(tree.images()), 'image')})")
 
 
 def _unwrap(root: Path) -> Path:

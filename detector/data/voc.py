@@ -31,6 +31,7 @@ from detector.data.coco import SPLIT_ALIASES
 from detector.data.records import DatasetRefused, ImageRecord, Parsed, Problem
 from detector.data.tree import IMAGE_EXTENSIONS, FileTree, read_header
 from detector.data.validation import box_problem, parse_number
+from detector.wording import counted
 
 MAX_XML_BYTES = 10 * 1024**2  # one image's annotation; anything bigger is not a VOC file
 
@@ -241,7 +242,7 @@ def load_voc(tree: FileTree, voc_coordinates: str = "auto") -> Parsed:
     records.extend(negatives)
     notes = []
     if negatives:
-        notes.append(f"{len(negatives)} image(s) without an XML file ({where}) kept as negative images")
+        notes.append(f"{counted(len(negatives), 'image')} without an XML file ({where}) kept as negative images")
     splits = _image_sets(tree, records)
     return Parsed(tuple(class_names), records, problems, splits, notes=tuple(notes), voc_coordinates=(convention, why))
 

@@ -18,6 +18,7 @@ from detector.data.coco import SPLIT_ALIASES
 from detector.data.records import ImageRecord, Parsed, Problem
 from detector.data.tree import FileTree, read_header
 from detector.data.validation import box_problem, parse_number
+from detector.wording import counted
 
 NAME_FILES = ("data.yaml", "dataset.yaml", "data.yml", "obj.names", "classes.txt", "classes.names")
 
@@ -93,7 +94,7 @@ def parse_label_line(text: str, num_classes: int | None) -> tuple[int, tuple[flo
     if cls is None or cls != int(cls):
         return f"class id {fields[0]!r} is not a whole number"
     if cls < 0 or (num_classes is not None and cls >= num_classes):
-        return f"unknown class id {int(cls)} ({num_classes} classes)"
+        return f"unknown class id {int(cls)} ({counted(num_classes, 'class')})"
     values = [parse_number(v) for v in fields[1:]]
     if any(v is None for v in values):
         return f"coordinates are not finite numbers: {' '.join(fields[1:])}"

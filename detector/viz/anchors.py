@@ -16,6 +16,7 @@ from detector.anchor_fitness import RECALL_THRESHOLDS, Fitness
 from detector.anchor_grids import AnchorGrid, AnchorsAt, AnchorSource, CellCentres
 from detector.anchor_matching import Matching, Minibatch
 from detector.viz.boxes import add_boxes, image_figure
+from detector.wording import counted
 
 CENTRES_TRACE = "cell centres"  # name of the clickable scatter trace
 CENTRES_CURVE = 1  # its index in anchor_cell_figure (trace 0 is the image)
@@ -117,7 +118,7 @@ def best_iou_histogram(fit: Fitness, thresholds: Sequence[float] = RECALL_THRESH
     centres = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
     fig = go.Figure(go.Bar(x=centres, y=counts, width=edges[1] - edges[0], name="boxes",
                            marker_color="#4363d8",
-                           hovertext=[f"IoU {a:.2f}..{b:.2f}: {c} boxes" for a, b, c in zip(edges[:-1], edges[1:], counts)],
+                           hovertext=[f"IoU {a:.2f}..{b:.2f}: {counted(int(c), 'box')}" for a, b, c in zip(edges[:-1], edges[1:], counts)],
                            hoverinfo="text"))
     for t in thresholds:
         fig.add_vline(x=t, line_dash="dash", line_color="#e6194b",
@@ -135,7 +136,7 @@ def recall_breakdown(fit: Fitness, threshold: str = "0.7") -> go.Figure:
     colours = [c for _, c in sized]
     names = [f"{b.name.split(' (')[0]} ({b.boxes})" for b in buckets]  # "square-ish (128)": bucket, boxes
     fig = go.Figure(go.Bar(x=names, y=[b.recall[threshold] for b in buckets], marker_color=colours,
-                           hovertext=[f"{b.name}: {b.boxes} boxes, recall@{threshold} {b.recall[threshold]:.1%}, "
+                           hovertext=[f"{b.name}: {counted(b.boxes, 'box')}, recall@{threshold} {b.recall[threshold]:.1%}, "
                                       f"mean best IoU {b.mean_best_iou:.2f}" for b in buckets], hoverinfo="text"))
     fig.update_layout(height=320, margin=dict(l=10, r=10, t=30, b=10), showlegend=False)
     fig.update_xaxes(title_text="COCO size (green), aspect h/w (orange)")

@@ -210,7 +210,7 @@ def test_a_link_opens_that_exact_dataset_image_by_file_name(session_tmp):
     assert at.radio(key="anchors_source").value == "Stored dataset"
     picker = at.selectbox(key="anchors_file")
     assert picker.value == wanted and picker.options[: len(records)] == [
-        f"{r.file} ({len(r.boxes)} boxes)" for r in records]
+        f"{r.file} ({len(r.boxes)} {'box' if len(r.boxes) == 1 else 'boxes'})" for r in records]
     assert any(f"**{wanted}** from dataset **{stored.name}**" in c.value for c in at.caption)
     assert _image_size(at) == (records[2].width, records[2].height)
     # a file the dataset lacks: a plain warning, and the first image with boxes instead

@@ -48,7 +48,7 @@ def test_upload_a_zip_and_see_the_report(yolo_zip):
     assert len(at.dataframe[0].value) == 1
     at.selectbox(key="data_problem_filter").set_value("images with problems").run()
     assert not at.exception
-    assert any("1 image(s) match" in c.value for c in at.caption)
+    assert any("1 image matches" in c.value for c in at.caption)
     assert any("expected 5 fields" in w.value for w in at.warning)
     at.button(key="data_decode").click().run()
     assert any("All 8 images decode" in s.value for s in at.success)

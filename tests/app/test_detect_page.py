@@ -148,4 +148,4 @@ def test_class_filter_follows_the_model(tiny_checkpoint, session_tmp):
     # an empty filter says so next to the (empty) result
     at.multiselect(key="detect_classes").set_value([]).run()
     assert len(at.dataframe[0].value) == 0
-    assert any("0 detection(s) in 4 image(s) · no class selected" in h.value for h in at.subheader)
+    assert any("0 detections in 4 images · no class selected" in h.value for h in at.subheader)

@@ -194,8 +194,8 @@ def test_form_starts_from_the_best_start_with_every_config_knob_explained(datase
     # the schedule, in steps for this dataset (6 training images): short runs get full-lr steps
     at.number_input(key="train_epochs").set_value(2)
     at.number_input(key="train_batch").set_value(1).run()
-    assert any("Schedule: 6 steps per epoch, 12 in all: warm-up over 1 step(s), then 5 step(s) at the full "
-               "learning rate, x0.1 after epoch(s) 1" in c.value for c in at.caption)
+    assert any("Schedule: 6 steps per epoch, 12 in all: warm-up over 1 step, then 5 steps at the full "
+               "learning rate, x0.1 after epoch 1" in c.value for c in at.caption)
     # a run name: checked, then used as the run's id
     at.text_input(key="train_run_name").set_value("../escape").run()
     assert any("Run name: a run name uses letters" in e.value for e in at.error)

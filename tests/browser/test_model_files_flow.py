@@ -4,6 +4,7 @@ sidebar, see it chosen (named upload:<file> in the URL) and detect with it on /d
 from __future__ import annotations
 
 import argparse
+import re
 
 import pytest
 import torch
@@ -39,5 +40,5 @@ def test_add_a_references_checkpoint_in_the_sidebar_and_detect_with_it(app_url, 
     assert "model=upload%3Amodel_7.pt" in page.url or "model=upload:model_7.pt" in page.url
     # /detect now runs the added model: its numbered classes label the sample images' detections
     page.get_by_text("uploaded model_7.pt").first.wait_for(timeout=60_000)
-    page.get_by_text("detection(s) in").first.wait_for(timeout=120_000)
+    page.get_by_text(re.compile(r"\d+ detections? in")).first.wait_for(timeout=120_000)
     page.screenshot(path=str(session_tmp / "model-files-flow.png"), full_page=True)

@@ -172,7 +172,7 @@ def _walk(page, app_url: str, tmp_path: Path) -> None:
         slider.press("ArrowLeft")
     wait_for_app(page, 120)
     assert_no_exception(page)
-    heading = page.locator("h3").filter(has_text="detection(s) in").first.inner_text()
+    heading = page.locator("h3").filter(has_text=re.compile(r"\d+ detections? in")).first.inner_text()
     found = int(re.match(r"(\d+) detection", heading).group(1))
     assert found > 0 and "no class selected" not in heading, heading
     classes = page.locator("[data-testid='stMultiSelect']").filter(has_text="Classes").first.inner_text()

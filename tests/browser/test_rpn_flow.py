@@ -54,7 +54,7 @@ def test_upload_shows_heatmap_and_proposals_and_a_click_traces(app_url, page, se
     # proposals before and after NMS
     _open_view(page, "Proposals")
     expect(main.get_by_text(re.compile(r"After NMS .* the top \d+ of \d+ proposals")).first).to_be_visible(timeout=60_000)
-    expect(main.get_by_text(re.compile(r"Before NMS: \d+ proposals")).first).to_be_visible(timeout=60_000)
+    expect(main.get_by_text(re.compile(r"Before NMS: \d+ proposals?")).first).to_be_visible(timeout=60_000)
     page.screenshot(path=str(session_tmp / "rpn-proposals.png"), full_page=True)
 
     # clicking a proposal's centre selects it in the trace (its widget twin follows)

@@ -120,7 +120,7 @@ def test_cell_centres_and_nearest_cell(mobilenet):
 
 
 def test_bad_anchor_sets_are_refused():
-    with pytest.raises(ValueError, match="strides"):
+    with pytest.raises(ValueError, match=r"2 levels of sizes but 1 stride$"):
         anchor_grids.custom_source([[32], [64]], [1.0], [16])
     with pytest.raises(ValueError, match="positive"):
         anchor_grids.custom_source([[32]], [0.0], [16])

@@ -14,6 +14,7 @@ from detector.data.records import LoadedDataset, Problem
 from detector.data.validation import action_kind
 from detector.images import ImageError, load_image
 from detector.viz.data import record_figure
+from detector.wording import counted
 
 PER_PAGE = 6
 
@@ -72,7 +73,7 @@ def render_browser(sd: StoredDataset, problems_of: dict) -> None:
     indices = browse_indices(ds, problems_of, class_filter, problem_filter)
     pages = max(1, math.ceil(len(indices) / PER_PAGE))
     page = int(st.number_input(f"Page (1 to {pages})", 1, pages, 1, key="data_page"))
-    st.caption(f"{len(indices)} image(s) match. Ground-truth boxes in original-image pixels; hover a corner for the "
+    st.caption(f"{counted(len(indices), 'image')} {'matches' if len(indices) == 1 else 'match'}. Ground-truth boxes in original-image pixels; hover a corner for the "
                "class and size.")
     train_set = set(sd.train_indices)
     cols = st.columns(2)

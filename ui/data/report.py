@@ -12,6 +12,7 @@ import streamlit as st
 from detector.data import StoredDataset
 from detector.data.records import VOC_CONVENTIONS, Problem
 from detector.data.validation import action_kind, kind_of_action
+from detector.wording import counted
 from ui.data.stored import decoding_problems, reread_voc
 
 PROBLEM_COLUMNS = ["severity", "file", "line", "id", "message", "action"]
@@ -67,7 +68,7 @@ def render_report(name: str, sd: StoredDataset) -> None:
     for note in ds.notes:
         st.info(note, icon=":material/info:")
     if ds.ignored_files:
-        with st.expander(f"{len(ds.ignored_files)} annotation file(s) read and not used"):
+        with st.expander(f"{counted(len(ds.ignored_files), 'annotation file')} read and not used"):
             st.dataframe(pd.DataFrame([f.to_dict() for f in ds.ignored_files]), hide_index=True, width="stretch",
                          key="data_ignored")
     _problems(ds.problems)
@@ -100,11 +101,11 @@ def _decoding(name: str, n_images: int) -> None:
                       "training leaves such images out and records it."):
         st.session_state[f"data_decoded_{name}"] = True
     if st.session_state.get(f"data_decoded_{name}"):
-        with st.spinner(f"Decoding {n_images} images ..."):
+        with st.spinner(f"Decoding {counted(n_images, 'image')} ..."):
             late = decoding_problems(name)
         if late:
-            st.warning(f"{len(late)} image(s) fail to decode and will be left out of training.")
+            st.warning(f"{counted(len(late), 'image')} {'fails' if len(late) == 1 else 'fail'} to decode and will be left out of training.")
             st.dataframe(pd.DataFrame([p.to_dict() for p in late]).astype({"id": "string"}), hide_index=True,
                          width="stretch")
         else:
-            st.success(f"All {n_images} images decode.", icon=":material/check_circle:")
+            st.success("The image decodes." if n_images == 1 else f"All {n_images} images decode.", icon=":material/check_circle:")

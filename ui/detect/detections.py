@@ -21,6 +21,7 @@ from PIL import Image
 from detector.detection import ImageDetections, detect, table_rows
 from detector.images import ImageError, encode_png, load_image
 from detector.viz import draw_boxes_on_image
+from detector.wording import counted
 from ui.compute import gated
 from ui.inputs import follow_default
 from ui.links import detection_url
@@ -106,7 +107,7 @@ def cached_detections(source: str, device, images: list[InputImage], batch_size:
                 left = [im for im in todo if store.get((key, im.digest)) is None]  # another session's run
                 if not left:
                     return
-                bar = st.progress(0.0, text=f"Detecting with {source} on {len(left)} image(s) ...")
+                bar = st.progress(0.0, text=f"Detecting with {source} on {counted(len(left), 'image')} ...")
                 results = detect(loaded, [im.image for im in left], [im.name for im in left], batch_size=batch_size,
                                  progress=lambda done, total: bar.progress(done / total,
                                                                            text=f"Detected {done}/{total} images"))
@@ -114,7 +115,7 @@ def cached_detections(source: str, device, images: list[InputImage], batch_size:
                 for im, det in zip(left, results):
                     store.put((key, im.digest), det)
 
-        gated(("detect", key, digests), f"Detection on {len(todo)} image(s)", run)
+        gated(("detect", key, digests), f"Detection on {counted(len(todo), 'image')}", run)
     found = {im.digest: store.get((key, im.digest)) for im in images}
     return {d: det for d, det in found.items() if det is not None}
 
@@ -162,7 +163,7 @@ def detection_tables(ordered: Sequence[ImageDetections], links: Sequence[str | N
 
 def result_heading(n_detections: int, n_images: int, classes: Sequence[str]) -> str:
     """'N detection(s) in M image(s)', saying why when no class is selected."""
-    text = f"{n_detections} detection(s) in {n_images} image(s)"
+    text = f"{counted(n_detections, 'detection')} in {counted(n_images, 'image')}"
     return text + " · no class selected" if not classes else text
 
 

@@ -19,6 +19,7 @@ from detector.inspect import FeatureLevel, Inspection, RPNStage, trace_proposal
 from detector.models import ARCHITECTURES
 from detector.proposals import ProposalFunnel, ProposalSettings, proposal_recall
 from detector.viz import rpn as viz
+from detector.wording import counted
 from ui.inputs import PickedImage
 from ui.rpn import explain
 from ui.rpn.roi_pooling import render_roi_pooling
@@ -123,7 +124,7 @@ def _objectness(s: InspectorState) -> None:
     st.caption(f"Objectness p = sigmoid(cls_logits) at FPN level {level.name}: a {grid_text(level.grid)} map "
                "(columns x rows), "
                f"one cell per sliding-window position, stride {level.stride[0]} input pixels "
-               f"({level.stride[0] / frame.scale[0]:.1f} pixels of this image); {level.anchors_per_location} anchors "
+               f"({level.stride[0] / frame.scale[0]:.1f} pixels of this image); {counted(level.anchors_per_location, 'anchor')} "
                f"per cell. Max over the whole level: {float(prob.max()):.3f}.")
 
 
@@ -142,7 +143,7 @@ def _proposals(s: InspectorState) -> None:
     c1.plotly_chart(s.figure("pre_nms", (s.settings, linked), lambda: viz.proposals_figure(
         s.picked.image, frame.to_original(pre_set.boxes[pre_order]).numpy(), pre_set.scores[pre_order].tolist(),
         style="pre_nms", gt_boxes=s.gt, highlight=linked)), key="rpn_pre_chart")
-    c1.caption(f"Before NMS: {len(pre_set)} proposals (the {min(len(pre_set), PRE_NMS_DRAWN)} highest-scoring drawn): "
+    c1.caption(f"Before NMS: {counted(len(pre_set), 'proposal')} (the {min(len(pre_set), PRE_NMS_DRAWN)} highest-scoring drawn): "
                "regressed anchors after top-k per level, clipping, small-box removal and score_thresh.")
     c2.plotly_chart(s.figure("post_nms", (s.settings, k, linked), lambda: viz.proposals_figure(
         s.picked.image, frame.to_original(post_set.boxes[:k]).numpy(), post_set.scores[:k].tolist(), clickable=True,
@@ -225,7 +226,7 @@ def _detections(s: InspectorState) -> None:
     st.plotly_chart(s.figure("detections", (s.settings, thresh, s.linked), lambda: viz.detections_figure(
         s.picked.image, det.boxes.numpy(), names, det.scores.tolist(), gt_boxes=s.gt, highlight=s.linked,
         clickable=True)), key=explain.CHART_KEY, on_select="rerun", selection_mode="points")
-    st.caption(f"{len(det)} detections with score >= {thresh:.2f}: the Fast R-CNN head's softmax over classes for each "
+    st.caption(f"{counted(len(det), 'detection')} with score >= {thresh:.2f}: the Fast R-CNN head's softmax over classes for each "
                "RoI, class-specific box regression, then per-class NMS. Ground truth dashed. Click a box centre to "
                "explain it.")
     if len(det):
@@ -244,7 +245,7 @@ def _table1(s: InspectorState) -> None:
             rows, n_images = table1(s.loaded, source, s.defaults)
         st.dataframe(table1_frame(rows), hide_index=True)
         st.caption(f"Table 1 of the paper for this model: the average size of the post-NMS proposals regressed from each "
-                   f"anchor shape, over {n_images} images, in input pixels (ratio = h/w; the paper's 2:1 anchor is 0.5). "
+                   f"anchor shape, over {counted(n_images, 'image')}, in input pixels (ratio = h/w; the paper's 2:1 anchor is 0.5). "
                    "The paper's figures are for the ZF net at s = 600, beside matching sizes.")
     else:
         st.caption("Slow on this device: switch on to run the model over the image set.")

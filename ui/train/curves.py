@@ -11,6 +11,8 @@ import streamlit as st
 from detector import runs
 from detector.run_progress import estimate_progress, format_duration
 from detector.viz.training import loss_figure, validation_figure
+from detector.wording import counted
+
 LOSS_CHART = "train_loss_chart"
 
 ZOOM_KEY = "train_zoom"  # session_state: run name -> (first step, last step)
@@ -75,7 +77,7 @@ def render_curves(tail: runs.MetricsTail, now: runs.RunStatus, run_name: str, ru
     p5.metric("Best mAP", f"{max(maps):.3f}" if maps else "—")
     if active:
         phase = now.extra.get("phase") or now.state
-        st.progress(progress.fraction, text=f"{phase} · {len(train)} steps read"
+        st.progress(progress.fraction, text=f"{phase} · {counted(len(train), 'step')} read"
                     + (f" · refreshes every {refresh_s:g} s" if live else " · live refresh paused"))
     if not train:
         st.info("No training step recorded yet: the engine is loading the data and the model." if active

@@ -19,6 +19,7 @@ import torch
 
 from detector import checkpoints, models, runs, weights
 from detector.train_config import TrainConfig
+from detector.wording import counted
 from ui.inputs import dataset_select, follow_default
 from ui.train.run_list import list_runs
 
@@ -217,14 +218,14 @@ def describe_schedule(config: TrainConfig, train_images: int | None) -> str:
     per_epoch = math.ceil(train_images / config.batch_size)
     total = per_epoch * config.epochs
     warm = config.warmup_steps(per_epoch)
-    text = f"{per_epoch} steps per epoch, {total} in all: warm-up over {warm} step(s), then "
+    text = f"{per_epoch} steps per epoch, {total} in all: warm-up over {counted(warm, 'step')}, then "
     if config.schedule == "cosine":
         return text + "cosine decay from the full learning rate to 0."
     drops = [m for m in config.milestones() if m < config.epochs]
     full = (min(drops) * per_epoch if drops else total) - warm
     if not drops:
-        return text + f"{full} step(s) at the full learning rate."
-    return text + (f"{full} step(s) at the full learning rate, x{config.lr_gamma:g} after epoch(s) "
+        return text + f"{counted(full, 'step')} at the full learning rate."
+    return text + (f"{counted(full, 'step')} at the full learning rate, x{config.lr_gamma:g} after {'epoch' if len(drops) == 1 else 'epochs'} "
                    f"{', '.join(map(str, drops))} (scaled to the run's length).")
 
 
@@ -243,10 +244,10 @@ def new_run_form(device: torch.device, device_note: str, train_images: Any) -> t
     info = {d.name: d for d in datasets}
     c1, c2 = st.columns([2, 3])
     data = dataset_select(c1, "Dataset", list(info), key="train_data",
-                          format_func=lambda n: f"{n} ({info[n].images} images, {len(info[n].classes)} classes)",
+                          format_func=lambda n: f"{n} ({counted(info[n].images, 'image')}, {counted(len(info[n].classes), 'class')})",
                           help="A stored dataset; its own train/val split is used. Add one on the Data page.")
     d = info[data]
-    c2.caption(f"**{d.name}**: {d.format}, {d.images} images, {d.boxes} boxes; classes "
+    c2.caption(f"**{d.name}**: {d.format}, {counted(d.images, 'image')}, {counted(d.boxes, 'box')}; classes "
                f"{', '.join(d.classes[:8])}{'...' if len(d.classes) > 8 else ''}. [Upload another dataset](data).")
     if not d.usable:
         c2.warning("This dataset has errors in its validation report: training would refuse it.")

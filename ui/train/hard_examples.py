@@ -12,6 +12,7 @@ import torch
 from detector import runs
 from detector.hard_examples import RANKINGS, hardest
 from detector.viz.training import hard_example_figure
+from detector.wording import counted
 from detector.workspace import datasets_dir
 from ui.links import page_url
 from ui.train.val_images import load_val_image, scored_run
@@ -31,7 +32,7 @@ def describe(scored_image: Any, threshold: float) -> str:
     """One line per image: its four losses, ground-truth boxes and detections above the threshold."""
     detail = ", ".join(f"{k.removeprefix('loss_')} {v:.3f}" for k, v in scored_image.losses.items())
     return (f"{detail}; {len(scored_image.gt_boxes)} ground-truth box(es), "
-            f"{int((scored_image.scores >= threshold).sum())} detection(s) above {threshold:.2f}.")
+            f"{counted(int((scored_image.scores >= threshold).sum()), 'detection')} above {threshold:.2f}.")
 
 
 def render_hard_examples(run_dir: Path, run_name: str, run_config: dict[str, Any], active: bool,

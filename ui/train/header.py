@@ -9,6 +9,7 @@ from typing import Any
 import streamlit as st
 
 from detector import runs
+from detector.wording import counted
 
 
 def config_summary(config: dict[str, Any]) -> str:
@@ -18,7 +19,7 @@ def config_summary(config: dict[str, Any]) -> str:
     lr = config.get("lr") or "auto"
     kwargs = config.get("model_kwargs") or {}
     size = f", size {kwargs.get('min_size', '-')}/{kwargs.get('max_size', '-')}" if kwargs else ""
-    return (f"{start}; {config.get('epochs')} epochs, batch {config.get('batch_size')}, lr {lr}, "
+    return (f"{start}; {counted(config.get('epochs'), 'epoch')}, batch {config.get('batch_size')}, lr {lr}, "
             f"{config.get('optimizer')} / {config.get('schedule')}{size}, device {config.get('device')}")
 
 

@@ -19,6 +19,7 @@ from detector.viz.training import (
     snapshot_objectness_figure,
     snapshot_proposals_figure,
 )
+from detector.wording import counted
 from ui.inputs import follow_default
 from ui.train.val_images import snapshot_image
 
@@ -102,7 +103,7 @@ def render_rpn_snapshots(run_dir: Path, run_name: str) -> None:
     files = [im.file for im in snap.images]
     follow_default(IMAGE_KEY, first_with_ground_truth(snap), options=(run_name, tuple(files)))
     which = c2.selectbox("Image", range(len(files)), key=IMAGE_KEY,
-                         format_func=lambda i: f"{files[i]} ({len(snap.images[i].gt_boxes)} boxes)")
+                         format_func=lambda i: f"{files[i]} ({counted(len(snap.images[i].gt_boxes), 'box')})")
     im = snap.images[which]
     levels = im.level_names
     level = c3.selectbox("FPN level", range(len(levels)), format_func=lambda k: f"level {levels[k]}",

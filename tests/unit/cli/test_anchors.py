@@ -81,7 +81,7 @@ def test_dataset_fitness_json(capsys, tmp_path):
 @pytest.mark.parametrize("argv, needle", [
     (["--image-size", "100", "100", "--sizes", "1,a", "--strides", "4"], "--sizes"),
     (["--image-size", "100", "100", "--sizes", "32"], "--strides"),
-    (["--image-size", "100", "100", "--sizes", "32/64", "--strides", "4"], "strides"),
+    (["--image-size", "100", "100", "--sizes", "32/64", "--strides", "4"], "2 levels of sizes but 1 stride"),
     (["--image-size", "0", "100", "--sizes", "32", "--strides", "4"], "positive"),
     (["--image-size", "100", "100", "--model", "no_such_model"], "no_such_model"),
     (["--dataset", "/no/such/dataset"], "/no/such/dataset"),

@@ -68,7 +68,7 @@ def test_coco_all_tasks_uses_the_instances_files_and_names_the_others(exports):
 
 def test_voc_negatives_without_xml_are_counted_in_the_report(exports):
     ds = load_dataset(exports["voc_devkit_negatives"].root)
-    assert ds.notes == ("2 image(s) without an XML file (listed in ImageSets/Main) kept as negative images",)
+    assert ds.notes == ("2 images without an XML file (listed in ImageSets/Main) kept as negative images",)
     assert ds.voc_coordinates[0] == "one-based"
     train = [ds.records[i].image_id for i in ds.splits["train"]]
     assert sorted(train) == ["000001", "000002", "000003"]
@@ -82,7 +82,7 @@ def test_voc_negatives_without_image_sets_come_from_jpegimages(tmp_path):
     (base / "ImageSets").rmdir()
     ds = load_dataset(tmp_path / "v")
     assert ds.empty_images == 2 and len(ds.records) == 5 and ds.problems == ()
-    assert ds.notes == ("2 image(s) without an XML file (in JPEGImages/) kept as negative images",)
+    assert ds.notes == ("2 images without an XML file (in JPEGImages/) kept as negative images",)
 
 
 def test_voc_listed_image_without_a_file_is_reported(tmp_path):
