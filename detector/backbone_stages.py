@@ -14,6 +14,7 @@ training mode).
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 from torchvision.models.detection.faster_rcnn import FasterRCNN
 from torchvision.ops.misc import FrozenBatchNorm2d
@@ -62,14 +63,33 @@ def _has_state(module: nn.Module) -> bool:
     return any(True for _ in module.parameters()) or any(isinstance(m, FrozenBatchNorm2d) for m in module.modules())
 
 
+def freeze_batchnorm(module: nn.Module, only: set[str] | None = None, prefix: str = "") -> nn.Module:
+    """Replace every BatchNorm2d below `module` by FrozenBatchNorm2d with the same statistics.
+
+    only: the qualified names (as in module.named_modules()) of the BatchNorm layers to replace;
+    None: all of them.
+    """
+    for name, child in list(module.named_children()):
+        qualified = f"{prefix}{name}"
+        if isinstance(child, nn.BatchNorm2d) and (only is None or qualified in only):
+            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            with torch.no_grad():
+                frozen.weight.copy_(child.weight.detach())
+                frozen.bias.copy_(child.bias.detach())
+                frozen.running_mean.copy_(child.running_mean)
+                frozen.running_var.copy_(child.running_var)
+            setattr(module, name, frozen)
+        else:
+            freeze_batchnorm(child, only, f"{qualified}.")
+    return module
+
+
 def set_trainable_backbone_layers(model: FasterRCNN, layers: int) -> list[str]:
     """Train the top `layers` backbone stages and freeze the rest; returns the frozen parameter names.
 
     Every parameter outside the frozen stages is made trainable (a COCO builder's own default of 3
     is replaced by `layers`); BatchNorm inside the frozen stages becomes FrozenBatchNorm2d.
     """
-    from detector.models import freeze_batchnorm
-
     frozen_modules = frozen_backbone_modules(model, layers)
     body = _body(model)
     for name in frozen_modules:

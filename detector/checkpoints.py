@@ -28,10 +28,9 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from detector import runs
 from detector.atomic_file import atomic_path
-from detector.models import (
-    ARCHITECTURES, COCO_CLASS_NAMES, DEFAULT_ARCH, GPU_DEFAULT_ARCH, architecture, build_model, freeze_batchnorm,
-    set_anchors,
-)
+from detector.architectures import ARCHITECTURES, COCO_CLASS_NAMES, DEFAULT_ARCH, GPU_DEFAULT_ARCH, architecture
+from detector.backbone_stages import freeze_batchnorm
+from detector.models import build_model, set_anchors
 from detector.weights import cached_weights_path, weights_status
 from detector.wording import counted
 
@@ -42,7 +41,7 @@ CHECKPOINT_FORMAT_VERSION = 1
 DEMO = "demo"
 
 
-DEMO_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "demo.pt"
+DEMO_CHECKPOINT = Path(__file__).resolve().parent / "demo_model" / "demo.pt"
 
 
 class CheckpointError(ValueError):

@@ -20,14 +20,9 @@ from typing import Any
 
 import torch
 
+from detector.architectures import ARCHITECTURES, COCO_CLASS_NAMES, architecture
 from detector.atomic_file import atomic_path
-
-
-def _architecture(name: str) -> Any:
-    """The registry entry (imported here: `detector.models` builds with these weights)."""
-    from detector.models import architecture
-
-    return architecture(name)
+from detector.backbone_stages import freeze_batchnorm
 
 
 class WeightsUnavailable(RuntimeError):
@@ -52,7 +47,7 @@ def weights_cache_dir() -> Path:
 
 def cached_weights_path(name: str) -> Path | None:
     """The cached pretrained weight file of architecture `name`, or None if not downloaded."""
-    weights = _architecture(name).pretrained
+    weights = architecture(name).pretrained
     if weights is None:
         return None
     path = weights_cache_dir() / os.path.basename(weights.url)
@@ -61,7 +56,7 @@ def cached_weights_path(name: str) -> Path | None:
 
 def weights_status(name: str) -> WeightsStatus:
     """Plain-words status of `name`'s pretrained weights (never touches the network)."""
-    arch = _architecture(name)
+    arch = architecture(name)
     if arch.pretrained is None:
         return WeightsStatus(name, "none", False, None, "trained by this project: no pretrained weights to fetch")
     path = cached_weights_path(name)
@@ -80,7 +75,7 @@ def download_weights(name: str, timeout_s: float = 15.0) -> Path:
     Fails fast offline: a socket timeout bounds the wait, and any network error becomes
     WeightsUnavailable with a one-line reason.
     """
-    arch = _architecture(name)
+    arch = architecture(name)
     if arch.pretrained is None:
         raise WeightsUnavailable(f"{name} has no pretrained weights to download")
     previous = socket.getdefaulttimeout()
@@ -116,8 +111,6 @@ class AddedWeights:
 
 def expected_weight_files() -> dict[str, str]:
     """The weight file name each architecture's builder looks for in the cache -> the architecture."""
-    from detector.models import ARCHITECTURES
-
     return {os.path.basename(a.pretrained.url): a.name for a in ARCHITECTURES.values() if a.pretrained is not None}
 
 
@@ -175,8 +168,6 @@ def _check_loads(path: Path, name: str, arch: str) -> None:
     """The file is a state_dict that loads strictly into `arch`'s builder (COCO's 91 classes)."""
     from torchvision.models import resnet50
 
-    from detector.models import COCO_CLASS_NAMES, architecture, freeze_batchnorm
-
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -203,7 +194,7 @@ def add_weights(path: str | Path, file_name: str | None = None) -> AddedWeights:
     After this, `weights_status(arch)` reports it cached and `--weights coco` / the sidebar use it.
     """
     arch, note = check_weight_file(path, file_name)
-    official = os.path.basename(_architecture(arch).pretrained.url)
+    official = os.path.basename(architecture(arch).pretrained.url)
     target = weights_cache_dir() / official
     with atomic_path(target) as tmp:
         shutil.copyfile(path, tmp)

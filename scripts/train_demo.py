@@ -1,5 +1,5 @@
 """Reproduce the shipped demo model: synthetic data, training with the project's engine, evaluation
-on freshly generated images, export as fp16 to detector/weights/demo.pt with a model card.
+on freshly generated images, export as fp16 to detector/demo_model/demo.pt with a model card.
 
     python scripts/train_demo.py --device cuda                       # about 5 minutes on one H100
     python scripts/train_demo.py --device cpu --images 1200 --epochs 12 --batch-size 4   # CPU, slow

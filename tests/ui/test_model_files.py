@@ -13,7 +13,8 @@ import torch
 from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_320_fpn
 
 from detector import checkpoints
-from detector.models import DEMO_ARCH, freeze_batchnorm
+from detector.backbone_stages import freeze_batchnorm
+from detector.models import DEMO_ARCH
 from detector.weights import weights_status
 from tests.app.conftest import app_test
 from ui.links import models_dir

@@ -25,7 +25,7 @@ from detector.checkpoints import CheckpointError, load_chosen, load_model, read_
 from detector.cli import main
 from detector.detection import detect
 from detector.images import to_tensor
-from detector.models import freeze_batchnorm
+from detector.backbone_stages import freeze_batchnorm
 from detector.scenes import make_scene
 
 
@@ -74,7 +74,7 @@ def test_load_model_rebuilds_the_same_network(tiny_ckpt):
 
 def test_frozen_batchnorm_and_frozen_parameters_survive_a_checkpoint(tmp_path):
     model = models.build_model(models.DEMO_ARCH, ("a",))
-    models.freeze_batchnorm(model.backbone)
+    freeze_batchnorm(model.backbone)
     first = next(iter(model.backbone.parameters()))
     first.requires_grad_(False)
     path = checkpoints.save_checkpoint(tmp_path / "f.pt", model, models.DEMO_ARCH, ("a",), half=True)

@@ -17,7 +17,8 @@ from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_320_fpn
 
 from detector import checkpoints, models, weights
 from detector.cli import main
-from detector.models import build_model, freeze_batchnorm
+from detector.backbone_stages import freeze_batchnorm
+from detector.models import build_model
 from detector.weights import WeightsFileRefused, add_weights, cached_weights_path, expected_weight_files, weights_cache_dir, weights_status
 
 
