@@ -450,7 +450,7 @@ def case_diagnose(opts: Options) -> dict:
                                                                 {"rpn_post_nms_top_n_test": 50})),
                          evaluate, n, warmup=1)
     pool = trails.pools[0]
-    return {
+    return {**diagnose_scale(opts),
         "images": n_images, "diagnose_ratio": whole.pair_ratio, "diagnose_ratio_medians": whole.ratio,
         "diagnose_s": statistics.median(whole.a),
         "evaluate_s": statistics.median(whole.b),
@@ -458,6 +458,62 @@ def case_diagnose(opts: Options) -> dict:
         "tuner_rpn_knob_ratio": rpn_knob.pair_ratio, "tuner_rpn_knob_s": statistics.median(rpn_knob.a),
         "cached_mb_per_image": (trails.held_bytes() + trails.pool_bytes()) / len(trails) / 2**20,
         "input_size_wh": list(pool.image_sizes[0][::-1]), "level_anchors": list(pool.level_anchors),
+    }
+
+
+def diagnose_scale(opts: Options) -> dict:
+    """The tuner-ready pass at two sizes (4 and 12 images quick, 8 and 32 full) for resnet50-FPN,
+    random weights as a bare state_dict, 3 classes, synthetic 1066x800 images (800 px input):
+    each size's pass and `evaluate` in processes of their own (bench/diagnose_scale.py), for their
+    own peak RSS. Peak RSS per image: the slope between the two sizes; 5,000 images extrapolated
+    from the larger size along the bytes the pass holds per image. Ratios at the larger size: the pass (plan excluded) / evaluate, a tuner setting / evaluate."""
+    import torch
+
+    from detector.data.synthetic import write_synthetic
+    from detector.models import build_model
+
+    sizes = (4, 12) if opts.quick else (8, 32)
+    data = write_synthetic(opts.workdir / "r50data", images=sizes[1], seed=7, format="coco", width=1066, height=800)
+    torch.manual_seed(0)
+    checkpoint = opts.workdir / "r50-state-dict.pt"
+    torch.save(build_model("fasterrcnn_resnet50_fpn", ("circle", "rectangle", "triangle"), weights="none").state_dict(),
+               checkpoint)
+    runs: dict[tuple[str, int], dict] = {}
+    for n in sizes:
+        for what in ("evaluate", "pass"):
+            out = opts.workdir / f"scale-{what}-{n}.json"
+            subprocess.run([sys.executable, str(ROOT / "bench" / "diagnose_scale.py"), "--what", what, "--images", str(n),
+                            "--data", str(data), "--checkpoint", str(checkpoint), "--out", str(out),
+                            "--threads", str(torch.get_num_threads())], check=True, cwd=ROOT)
+            runs[(what, n)] = json.loads(out.read_text())
+    return scale_figures(runs, sizes)
+
+
+def scale_figures(runs: dict[tuple[str, int], dict], sizes: tuple[int, int]) -> dict:
+    """The diagnose scale figures from each size's `bench/diagnose_scale.py` JSON ((what, images) -> figures)."""
+    small, large = sizes
+    slope = (runs[("pass", large)]["peak_rss_mb"] - runs[("pass", small)]["peak_rss_mb"]) / (large - small)
+    big, evaluate = runs[("pass", large)], runs[("evaluate", large)]
+    return {
+        "scale_sizes": list(sizes),
+        "scale_pass_peak_rss_mb": {n: runs[("pass", n)]["peak_rss_mb"] for n in sizes},
+        "scale_evaluate_peak_rss_mb": {n: runs[("evaluate", n)]["peak_rss_mb"] for n in sizes if ("evaluate", n) in runs},
+        "scale_peak_rss_mb_per_image": slope,
+        # what the pass keeps per image is its trails (TrailSet.held_bytes): the slope between two small
+        # sizes is mostly the allocator's noise, so 5,000 images extrapolate along the held bytes
+        "scale_5000_images_peak_rss_mb": big["peak_rss_mb"] + big["held_bytes_per_image"] * (5000 - large) / 2**20,
+        "scale_held_kib_per_image": big["held_bytes_per_image"] / 1024,
+        "scale_5000_images_held_mb": big["held_bytes_per_image"] * 5000 / 2**20,
+        "scale_disk_kib_per_image": big["disk_bytes_per_image"] / 1024,
+        "scale_pool_rows_per_image": big["pool_rows_per_image"],
+        "scale_pass_ratio": big["pass_s"] / evaluate["evaluate_s"],
+        "scale_pass_cpu_ratio": big["pass_cpu_s"] / evaluate["evaluate_cpu_s"],
+        "scale_plan_s": big["plan_s"],
+        "scale_setting_box_ratio": big["setting_box_s"] / evaluate["evaluate_s"],
+        "scale_setting_rpn_ratio": big["setting_rpn_s"] / evaluate["evaluate_s"],
+        "scale_setting_box_cpu_ratio": big["setting_box_cpu_s"] / evaluate["evaluate_cpu_s"],
+        "scale_setting_rpn_cpu_ratio": big["setting_rpn_cpu_s"] / evaluate["evaluate_cpu_s"],
+        "scale_runs": {f"{what}-{n}": figures for (what, n), figures in runs.items()},
     }
 
 

@@ -38,6 +38,11 @@ HEADLINE = {  # figure -> (case, unit, what it means)
     "diagnose_ratio": ("diagnose", "x", "diagnose / evaluate, same N synthetic images, demo model (goal <= 1.2)"),
     "tuner_box_knob_ratio": ("diagnose", "x", "one box-knob tuner setting, cached images / evaluate (goal <= 0.25)"),
     "tuner_rpn_knob_ratio": ("diagnose", "x", "one RPN-knob tuner setting, cached images / evaluate (goal <= 0.25)"),
+    "scale_peak_rss_mb_per_image": ("diagnose", "MiB", "tuner-ready pass, resnet50-FPN 800 px: peak RSS slope per image"),
+    "scale_5000_images_peak_rss_mb": ("diagnose", "MiB", "the same pass over 5,000 images, extrapolated (goal <= 4096)"),
+    "scale_held_kib_per_image": ("diagnose", "KiB", "held in memory per image by that pass (goal <= 512)"),
+    "scale_pass_cpu_ratio": ("diagnose", "x", "that pass / evaluate, same images, CPU seconds (goal <= 1.3)"),
+    "scale_setting_rpn_cpu_ratio": ("diagnose", "x", "one RPN-knob setting from the pass / evaluate, CPU s (goal <= 0.05)"),
     "export_onnx_ratio": ("export", "x", "demo model at 640x480: onnxruntime / model(images), CPU"),
 }
 

@@ -45,6 +45,7 @@ from detector.diagnosis.candidates import CandidatePool
 from detector.diagnosis.trail import ImageTrail, TrailSet, trail_batches
 from detector.file_lock import LockHeld, exclusive_lock, lock_owner
 from detector.proposals import ProposalSettings
+from detector.wording import counted
 
 FORMAT_VERSION = 1
 PASS_JSON, STATUS_JSON, BATCHES, STOP, LOCK = "pass.json", "status.json", "batches", "STOP", "lock"
@@ -146,16 +147,13 @@ class PassPlan:
             problems.append(f"{mib(self.disk_needed)} of disk ({mib(self.disk_free)} free)")
         if not problems:
             return None
-        return f"A pass over {images(self.images)} needs {' and '.join(problems)}: choose fewer images or free some."
+        return (f"A pass over {counted(self.images, 'image')} needs {' and '.join(problems)}: "
+                "choose fewer images or free some.")
 
     def summary(self) -> str:
         left = self.images - self.done
-        return (f"{images(self.images)} ({left} to run), about {duration(self.seconds)}, "
+        return (f"{counted(self.images, 'image')} ({left} to run), about {duration(self.seconds)}, "
                 f"{mib(self.memory_needed)} of memory, {mib(self.disk_needed)} of disk")
-
-
-def images(n: int) -> str:
-    return f"{n} image" if n == 1 else f"{n} images"
 
 
 def mib(n: float) -> str:
