@@ -380,6 +380,75 @@ def request_stop(study_dir: Path) -> None:
         runs.request_stop(run_dir_of(study, study["current"], study_dir))
 
 
+def new_study_name() -> str:
+    """A readable, sortable, unused name for a study started from the page: `study-YYYYmmdd-HHMMSS`."""
+    from datetime import datetime
+
+    from detector.workspace import studies_dir
+
+    base = f"study-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    name, n = base, 1
+    while (studies_dir() / name).exists():
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
+def study_folder(name: str) -> Path | None:
+    """The folder of study `name` under the workspace's studies/, or None when `name` is not one
+    (a path, '..', a missing study): how a name from a URL becomes a study."""
+    from detector.workspace import is_inside, studies_dir
+
+    if not isinstance(name, str) or runs.run_name_problem(name, new=False):
+        return None
+    path = studies_dir() / name
+    return path if path.is_dir() and is_inside(path, studies_dir()) else None
+
+
+def list_studies() -> list[str]:
+    """Names of the studies under the workspace's studies/ (started ones too, before their
+    study.json), newest first."""
+    from detector.workspace import studies_dir
+
+    found = [p for p in studies_dir().iterdir() if p.is_dir() and ((p / STUDY).is_file() or (p / CONSOLE).is_file())]
+    return [p.name for p in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)]
+
+
+def console_tail(study_dir: Path, lines: int = 20) -> list[str]:
+    """The last lines the study process printed (console.log), for a study still preparing or failed."""
+    try:
+        return (Path(study_dir) / CONSOLE).read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+    except OSError:
+        return []
+
+
+def start_study(name: str, data: str, epochs: int, sets: Sequence[str], changes: dict[str, Any] | None = None,
+                nice: int = runs.TRAINING_NICE) -> Path:
+    """Start `python -m detector anchor-study` for a stored dataset in its own session (the page's way):
+    the study folder is studies/NAME, its runs go to the workspace's runs/ (so /train lists them),
+    each training `nice` steps below the caller. Returns the study folder; the process writes study.json."""
+    from detector.workspace import runs_dir, studies_dir
+
+    if problem := runs.run_name_problem(name, new=False):
+        raise StudyError(f"{name}: {problem}")
+    folder = studies_dir() / name
+    if folder.exists():
+        raise StudyError(f"a study named {name} exists already")
+    folder.mkdir(parents=True)
+    args = ["anchor-study", "--data", data, "--out", str(folder), "--runs-in", str(runs_dir()),
+            "--epochs", str(int(epochs)), "--sets", ",".join(sets), "--nice", str(int(nice))]
+    for key, value in (changes or {}).items():
+        args += ["--set", f"{key}={json.dumps(value)}"]
+    runs.start_command(args, folder / CONSOLE)
+    return folder
+
+
+def continue_study(study_dir: Path) -> None:
+    """Start `python -m detector anchor-study --out STUDY_DIR` in its own session: the stored settings,
+    done runs kept, the stopped one resumed."""
+    runs.start_command(["anchor-study", "--out", str(Path(study_dir).resolve())], Path(study_dir) / CONSOLE)
+
+
 @dataclass
 class _Writer:
     """study.json in memory; written atomically on every change and at most every HEARTBEAT_S while waiting."""
@@ -398,9 +467,6 @@ class _Writer:
     def beat(self) -> None:
         if time.monotonic() - self.written >= HEARTBEAT_S:
             self.write()
-
-    def entry(self, key: str) -> dict[str, Any]:
-        return next(s for s in self.data["sets"] if s["key"] == key)
 
 
 # ---------------------------------------------------------------- running a study
@@ -530,7 +596,8 @@ def run(study_dir: Path, study: dict[str, Any], say: Callable[[str], None] = pri
                 writer.write(current=key)
                 entry.update(run=str(run_dir), run_state="running")
                 ended = _train(run_dir, run_config(spec.base, AnchorSet.from_dict(entry)), spec.nice, status,
-                               lambda: stop["asked"] or (study_dir / STOP).exists(), writer, say)
+                               lambda: stop["asked"] or (study_dir / STOP).exists(), writer, say,
+                               "cpu" if device.type == "cpu" else str(device))
                 entry["run_state"] = ended
                 writer.write(current=None)
                 if ended != "done":
@@ -559,12 +626,20 @@ def run(study_dir: Path, study: dict[str, Any], say: Callable[[str], None] = pri
 
 
 def _train(run_dir: Path, config: TrainConfig, nice: int, status: runs.RunStatus, stop_asked: Callable[[], bool],
-           writer: _Writer, say: Callable[[str], None]) -> str:
+           writer: _Writer, say: Callable[[str], None], lock_key: str) -> str:
     """Start (or resume) one run with the one launcher and wait for it; returns its final state.
-    A run still training from an earlier study process (killed without stopping it) is waited for."""
+    A run still training from an earlier study process (killed without stopping it) is waited for,
+    and so is another training that holds the device (one training per device: runs.device_lock)."""
     if status.state in runs.ACTIVE_STATES and not status.interrupted and status.pid:
         say(f"{run_dir.name}: still training (pid {status.pid}); waiting for it")
         return _wait(run_dir, status.pid, stop_asked, writer, say)
+    if holder := runs.lock_holder(lock_key):
+        say(f"{run_dir.name}: waiting for run {Path(holder).name} to free the {lock_key} (one training per device)")
+        while runs.lock_holder(lock_key) and not stop_asked():
+            writer.beat()
+            time.sleep(POLL_S)
+        if stop_asked():
+            return "stopped"
     resume = runs.checkpoint_path(run_dir, "last").is_file()
     if not resume and runs.has_started(run_dir):  # killed before its first checkpoint: nothing to resume
         runs.write_status(run_dir, state="failed", error="it was killed before its first checkpoint; delete "

@@ -32,6 +32,12 @@ def runs_dir() -> Path:
     return _sub("runs")
 
 
+def studies_dir() -> Path:
+    """`studies/NAME/`: one folder per anchor study (study.json; its runs live in runs/, see
+    detector.anchor_study)."""
+    return _sub("studies")
+
+
 def models_dir() -> Path:
     """`models/`: checkpoint files the user added (named `upload:<file name>` by the app)."""
     return _sub("models")

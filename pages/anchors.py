@@ -10,6 +10,7 @@ from detector import anchor_grids, anchor_matching
 from detector.viz import anchors as V
 from detector.wording import counted
 from ui.anchors import glue as U
+from ui.anchors.study import pick_section, render_study_section
 from ui.inputs import PickedImage, image_input
 from ui.router import ensure_router
 
@@ -20,8 +21,13 @@ st.markdown(
     "The RPN predicts, at every cell of a feature map, an objectness score and a box correction for each of "
     "**k anchors**: reference boxes of several scales and aspect ratios centred on that cell. Here you see every "
     "anchor the model lays over an image, which of them become positive and negative training examples for a "
-    "ground-truth box, and how well they fit the boxes of a whole dataset."
+    "ground-truth box, and how well they fit the boxes of a whole dataset; the Study section trains one run "
+    "per anchor set, as the paper's Table 8 did, and compares them."
 )
+
+if pick_section() == "study":
+    render_study_section()
+    st.stop()
 
 picked = image_input("anchors")
 if picked is None:

@@ -34,7 +34,7 @@ One module per concept, every public name re-exported here (`from detector impor
     metrics         metrics.jsonl: append_metrics, MetricsTail, read_metrics
     snapshot_file   snapshots/epoch_NNN.npz: the one home of its key scheme (write and read)
     listing         the workspace's runs/: new names, create_run, run_path, list_runs
-    launch          how a training process starts (start_training, nice, autogroup, GOMP_SPINCOUNT)
+    launch          how a training process starts (start_training, start_command, nice, autogroup, GOMP_SPINCOUNT)
     lock            one training per device (device_lock, DeviceBusy)
 Which validation is "best" is decided in detector.model_selection.
 """
@@ -45,7 +45,7 @@ from detector.runs.folder import (CHECKPOINTS, CONFIG, CONSOLE, DIAGNOSIS, FIXES
                                   stop_requested, tensorboard_dir, write_config, write_diagnosis, write_fixes,
                                   write_json_atomic)
 from detector.runs.launch import (TRAINING_NICE, TRAINING_SPINCOUNT, autogroup_nice, lower_cpu_priority,
-                                  start_training, training_environment)
+                                  start_command, start_training, training_environment)
 from detector.runs.listing import (RUN_NAME_CHARS, RUN_NAME_MAX, RunSummary, create_run, list_runs, new_run_id,
                                    run_name_problem, run_path, summarize_run)
 from detector.runs.lock import DeviceBusy, device_lock, lock_file, lock_holder
@@ -63,6 +63,6 @@ __all__ = [
     "list_snapshots", "lock_file", "lock_holder", "log_path", "log_tail", "lower_cpu_priority", "new_run_id",
     "now_iso", "pid_alive", "read_config", "read_diagnosis", "read_fixes", "read_metrics", "read_metrics_from",
     "read_snapshot", "read_status", "request_stop", "run_name_problem", "run_path", "snapshot_path",
-    "start_training", "stop_requested", "summarize_run", "tensorboard_dir", "training_environment", "write_config",
+    "start_command", "start_training", "stop_requested", "summarize_run", "tensorboard_dir", "training_environment", "write_config",
     "write_diagnosis", "write_fixes", "write_json_atomic", "write_snapshot", "write_status",
 ]

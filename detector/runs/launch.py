@@ -7,6 +7,8 @@
   step under two busy processes 137 -> 60 s, CPU 17.2 -> 8.4 s; as fast alone). libgomp reads it
   when it loads, so `python -m detector train` applies it before torch is imported, re-executing
   itself with it (`exec_in_training_environment`); the page passes it from the start.
+- The process (`start_command`): `python -m detector ...` in its own session, for trainings and the
+  anchor study alike.
 - The CPU priority (`lower_cpu_priority`, `--nice N`): N nice levels lower, and the session's
   autogroup too when the process leads its session (the page starts trainings with TRAINING_NICE).
 """
@@ -71,6 +73,21 @@ def lower_cpu_priority(steps: int) -> None:
             AUTOGROUP.write_text(str(min(19, current + steps)))
 
 
+def start_command(args: list[str], console: Path, environ: Mapping[str, str] | None = None) -> int:
+    """Start `python -m detector ARGS...` in its own session, this project on PYTHONPATH, stdout and
+    stderr appended to `console`; returns its pid. The process outlives the caller (a page refresh or a
+    Streamlit restart leave it alone). How the Train page starts a training (`start_training`) and the
+    Anchors page an anchor study (`detector.anchor_study.start_study`)."""
+    env = dict(os.environ if environ is None else environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONUNBUFFERED"] = "1"
+    Path(console).parent.mkdir(parents=True, exist_ok=True)
+    with open(console, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "detector", *args], stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, cwd=str(REPO_ROOT), env=env, start_new_session=True)
+    return proc.pid
+
+
 def start_training(run_dir: Path, extra_args: list[str] | None = None, resume: bool = False,
                    nice: int = TRAINING_NICE) -> int:
     """Start `python -m detector train --out RUN_DIR --nice N` in its own session; returns its pid.
@@ -83,19 +100,13 @@ def start_training(run_dir: Path, extra_args: list[str] | None = None, resume: b
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     clear_stop(run_dir)
-    args = [sys.executable, "-m", "detector", "train", "--out", str(run_dir)]
+    args = ["train", "--out", str(run_dir)]
     if nice > 0:
         args += ["--nice", str(int(nice))]
     if resume:
         args.append("--resume")
-    args += list(extra_args or [])
-    env = training_environment(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env["PYTHONUNBUFFERED"] = "1"
-    with open(run_dir / CONSOLE, "ab") as console:
-        proc = subprocess.Popen(args, stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=str(REPO_ROOT), env=env, start_new_session=True)
+    pid = start_command(args + list(extra_args or []), run_dir / CONSOLE, training_environment(os.environ))
     # The engine rewrites its whole status at every heartbeat, so this cannot hide "running" for long.
     if read_status(run_dir).state != "running":
-        write_status(run_dir, state="queued", pid=proc.pid, error=None)
-    return proc.pid
+        write_status(run_dir, state="queued", pid=pid, error=None)
+    return pid

@@ -175,3 +175,44 @@ def _anchor_shapes(source: AnchorSource) -> np.ndarray:
     gen = source.anchor_generator()
     cells = np.concatenate([c.numpy() for c in gen.cell_anchors])
     return np.unique(np.stack([cells[:, 2] - cells[:, 0], cells[:, 3] - cells[:, 1]], axis=1), axis=0)
+
+
+# ---------------------------------------------------------------- the anchor study (Table 8 on your data)
+
+
+def study_map_figure(sets: Sequence[dict]) -> go.Figure:
+    """mAP per anchor set of a study (`detector.anchor_study`'s study.json "sets"): our mAP50 and mAP
+    (0.5:0.95) in %, and the paper's Table 8 mAP (VOC 2007, IoU 0.5, %) beside the rows it has."""
+    names = [s["key"] for s in sets]
+    fig = go.Figure()
+    for label, get, colour in (
+        ("ours: mAP50", lambda s: (s.get("figures") or {}).get("mAP50"), "#2979ff"),
+        ("ours: mAP (0.5:0.95)", lambda s: (s.get("figures") or {}).get("mAP"), "#90caf9"),
+    ):
+        values = [None if get(s) is None else 100 * get(s) for s in sets]
+        fig.add_trace(go.Bar(x=names, y=values, name=label, marker_color=colour,
+                             hovertemplate="%{x}: %{y:.1f} %<extra>" + label + "</extra>"))
+    paper = [(s.get("paper") or {}).get("mAP") for s in sets]
+    fig.add_trace(go.Bar(x=names, y=paper, name="paper, Table 8 (VOC07 mAP)", marker_color="#bdbdbd",
+                         hovertemplate="%{x}: %{y:.1f} % on VOC 2007<extra>paper</extra>"))
+    fig.update_xaxes(title_text="anchor set")
+    fig.update_yaxes(title_text="mAP (%)", rangemode="tozero")
+    fig.update_layout(barmode="group", height=340, margin=dict(l=10, r=10, t=10, b=10),
+                      legend=dict(orientation="h", y=1.12))
+    return fig
+
+
+def study_recall_figure(sets: Sequence[dict], iou: str = "0.5") -> go.Figure:
+    """Proposal recall against the number of proposals per image, one line per anchor set: the share
+    of the validation split's ground-truth boxes one of the top k RPN proposals covers at IoU >= `iou`."""
+    fig = go.Figure()
+    for s in sets:
+        pr = (s.get("figures") or {}).get("proposal_recall")
+        if not pr:
+            continue
+        fig.add_trace(go.Scatter(x=pr["ks"], y=pr["at_k"][iou], mode="lines+markers", name=s["key"],
+                                 hovertemplate="%{x} proposals: recall %{y:.3f}<extra>" + s["key"] + "</extra>"))
+    fig.update_xaxes(title_text="proposals per image (top k by objectness, after NMS)", type="log")
+    fig.update_yaxes(title_text=f"recall at IoU >= {iou}", range=[0, 1.02])
+    fig.update_layout(height=340, margin=dict(l=10, r=10, t=10, b=10))
+    return fig

@@ -121,6 +121,22 @@ def stop_everything():
             wait_for(lambda: runs.read_status(summary.run_dir).state not in runs.ACTIVE_STATES, 60)
 
 
+def open_form(page, first_field: str, expander: str) -> None:
+    """Open a page's collapsed form (its `expander`) unless its `first_field` shows already."""
+    if not page.get_by_label(first_field, exact=True).is_visible():
+        page.get_by_text(expander).click()
+    page.get_by_label(first_field, exact=True).wait_for()
+
+
+def choose_dataset(page, name: str) -> None:
+    """Pick stored dataset `name` in the first 'Dataset' selectbox, unless it is chosen already."""
+    dataset_box = page.locator("[data-testid='stSelectbox']").filter(has_text="Dataset").first
+    if name not in dataset_box.inner_text():
+        dataset_box.click()
+        page.get_by_role("option", name=re.compile(re.escape(name))).click()
+        wait_for_app(page)
+
+
 def set_number(page, label: str, value: int) -> None:
     box = page.get_by_label(label, exact=True)
     box.fill(str(value))

@@ -12,7 +12,8 @@ from detector.data.store import store_upload
 from detector.data.synthetic import write_synthetic
 from detector.workspace import runs_dir
 from tests.browser.conftest import (
-    POINTS_JS, assert_no_exception, fill_short_run, run_header, train_step, wait_for_app, wait_until,
+    POINTS_JS, assert_no_exception, choose_dataset, fill_short_run, open_form, run_header, train_step, wait_for_app,
+    wait_until,
 )
 
 pytestmark = pytest.mark.browser
@@ -24,15 +25,9 @@ def test_start_watch_stop_resume(app_url, page, tmp_path, session_tmp, stop_ever
     page.goto(f"{app_url}/train")
     wait_for_app(page)
     assert_no_exception(page)
-    if not page.get_by_label("Epochs", exact=True).is_visible():
-        page.get_by_text("Start a new run").click()
     # the form: our dataset, the default (small demo) architecture, a short run at 96 px
-    page.get_by_label("Epochs", exact=True).wait_for()
-    dataset_box = page.locator("[data-testid='stSelectbox']").filter(has_text="Dataset").first
-    if name not in dataset_box.inner_text():
-        dataset_box.click()
-        page.get_by_role("option", name=re.compile(re.escape(name))).click()
-        wait_for_app(page)
+    open_form(page, "Epochs", "Start a new run")
+    choose_dataset(page, name)
     fill_short_run(page, epochs=40, batch=1, short_side=96, long_side=128, snapshots=1)
     page.get_by_role("button", name="Start training").click()
     wait_for_app(page)
