@@ -1,13 +1,16 @@
 """The training loop: fine-tune a Faster R-CNN on a dataset, writing a run folder as it goes.
 
-`train(config, run_dir)` reads top to bottom: data, model, optimizer and schedule, then per
-epoch: iterations (four losses, lr and images/s to metrics.jsonl), validation (the model's own
-losses without touching weights or BatchNorm statistics, and COCO mAP), an RPN snapshot of a
-few fixed validation images, and the `last` / `best` checkpoints. It runs the same under
-`torchrun --nproc_per_node=N` (DistributedDataParallel; rank 0 writes the run folder).
-Its parts live apart: data and batches in `detector.training_data`, validation mAP in
-`detector.evaluation.evaluate_model`, the snapshot in `detector.snapshots`, the status heartbeat
-and which checkpoint is best in `detector.runs`.
+Read in stages, as torchvision's references/detection (`train_one_epoch`) and detectron2's plain
+trainer (`do_train`) read: `train(config, run_dir)` holds the run (status heartbeat, device lock,
+signals, faults), `_set_up` builds a `Training` (data, model, loaders, optimizer, schedule, resumed
+state, metric writers), `train_one_epoch` runs the steps, `_train_step` is one step in its profiler
+ranges (train.data, .forward, .readback, .backward, .optimizer, .bookkeeping; one host read-back per
+step), and `_end_of_epoch` validates, snapshots, checkpoints and decides the early stop. It runs
+the same under `torchrun --nproc_per_node=N` (DistributedDataParallel; rank 0 writes the run folder).
+Its parts live apart: the set-up pieces in `detector.training_setup`, data and batches in
+`detector.training_data`, validation in `detector.validation`, the snapshot in `detector.snapshots`,
+the metric writers in `detector.metric_writers`, which checkpoint is best in
+`detector.model_selection`, the run folder in `detector.runs`.
 
 Faults end the run with a plain message in status.json and train.log, and the last good
 checkpoint kept: a non-finite loss (naming the batch's images), out of memory (saying what to
@@ -19,14 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import random
 import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -39,27 +41,27 @@ from torch.utils.data import DataLoader
 from detector import runs
 from detector.augment import BatchScales
 from detector.backbone_stages import set_trainable_backbone_layers
-from detector.runs import LOSS_NAMES
-from detector.checkpoints import checkpoint_path_for, model_from_checkpoint, read_checkpoint, save_checkpoint
-from detector.evaluation import EvalResult, EvaluationUnavailable, evaluate_model, pycocotools_available
+from detector.checkpoints import model_from_checkpoint, read_checkpoint, save_checkpoint
+from detector.evaluation import pycocotools_available
+from detector.metric_writers import MetricWriters, fmt
 from detector.model_selection import Selection
-from detector.models import DEFAULT_ARCH, build_model, replace_box_predictor
+from detector.runs import LOSS_NAMES
 from detector.snapshots import rpn_snapshot
 from detector.tensorboard_events import RunEvents
-from detector.batch_size import CPU_FALLBACK_BATCH, BatchSizeError, choose_batch_size
 from detector.train_config import AUTO, TrainConfig
-from detector.training_data import GroupedBatchSampler, TrainingFailed, load_training_data, make_loader
-from detector.weights import WeightsUnavailable
-
-LOG_EVERY_S = 15.0
+from detector.training_data import (GroupedBatchSampler, TrainingData, TrainingFailed, load_training_data,
+                                    make_loader)
+from detector.training_setup import (  # noqa: F401 - build_training_model, lr_factor: engine's API as before
+    Distributed, ModelSetup, amp_dtype, auto_batch_size, build_optimizer, build_training_model, init_distributed,
+    lr_factor, select_device,
+)
+from detector.validation import validation_losses, validation_row  # noqa: F401 - validation_losses as before
 
 log = logging.getLogger("detector.engine")
 
 # A hook the tests use to reach fault paths on CPU: called as on_step(step, model, images) just
 # before each forward. It may raise (torch.OutOfMemoryError) or poison weights (NaN).
 StepHook = Callable[[int, nn.Module, Sequence[torch.Tensor]], None]
-
-
 
 
 @dataclass(frozen=True)
@@ -73,280 +75,7 @@ class TrainResult:
     message: str
 
 
-# ---------------------------------------------------------------- distributed set-up
-
-
-@dataclass(frozen=True)
-class Distributed:
-    """This process's place in a torchrun job (world_size 1 without torchrun)."""
-
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def from_env(cls) -> "Distributed":
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        return cls(int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world)
-
-    def barrier(self) -> None:
-        if self.enabled:
-            dist.barrier()
-
-
-def _init_distributed(ddp: Distributed, device: torch.device) -> None:
-    if ddp.enabled and not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend)
-
-
-def _select_device(config: TrainConfig, ddp: Distributed) -> torch.device:
-    want = config.device
-    if want == "auto":
-        want = "cuda" if torch.cuda.is_available() else "cpu"
-    if want == "cuda":
-        if not torch.cuda.is_available():
-            raise TrainingFailed("CUDA was asked for but no CUDA device is available (use --device cpu)")
-        index = ddp.local_rank % torch.cuda.device_count()
-        torch.cuda.set_device(index)
-        return torch.device("cuda", index)
-    return torch.device("cpu")
-
-
-# ---------------------------------------------------------------- data
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-# ---------------------------------------------------------------- model, optimizer, schedule
-
-
-@dataclass
-class ModelSetup:
-    model: nn.Module
-    arch: str
-    model_kwargs: dict[str, Any]
-    origin: str  # one line: where the weights came from
-
-
-def build_training_model(config: TrainConfig, class_names: tuple[str, ...]) -> ModelSetup:
-    """The model to fine-tune: --init checkpoint (predictor replaced if classes differ), COCO, or random."""
-    if config.init:
-        path = checkpoint_path_for(config.init)
-        ckpt = read_checkpoint(path)
-        if config.model and config.model != ckpt["model"]:
-            raise TrainingFailed(f"--init {config.init} is a {ckpt['model']} checkpoint, but --model says {config.model}")
-        kwargs = {**ckpt.get("model_kwargs", {}), **config.model_kwargs}
-        model = model_from_checkpoint(ckpt, path.name, **config.model_kwargs)
-        origin = f"initialised from {config.init} ({ckpt['model']}, classes {', '.join(ckpt['class_names'][:6])})"
-        if list(ckpt["class_names"]) != list(class_names):
-            replace_box_predictor(model, len(class_names) + 1)
-            origin += f"; box predictor replaced for {len(class_names)} classes"
-        return ModelSetup(model, ckpt["model"], kwargs, origin)
-    arch = config.model or DEFAULT_ARCH
-    weights = "coco" if config.weights == "coco" else "none"
-    try:
-        model = build_model(arch, class_names, weights=weights, **config.model_kwargs)
-    except WeightsUnavailable as exc:
-        raise TrainingFailed(f"--weights coco: {exc}; nothing is downloaded during training. Download the weights "
-                             "first (Detect or home page), or train from --init demo or --weights none") from None
-    origin = f"{arch} with {'COCO weights' if weights == 'coco' else 'random weights'}"
-    return ModelSetup(model, arch, dict(config.model_kwargs), origin)
-
-
-def build_optimizer(model: nn.Module, config: TrainConfig, lr: float,
-                    device: torch.device | None = None) -> torch.optim.Optimizer:
-    """SGD with momentum or AdamW over the trainable parameters; one fused kernel per step on CUDA
-    unless `fused_optimizer` is False (then torch's default, foreach)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    on_cuda = device is not None and device.type == "cuda"
-    fused = {"fused": True} if (config.fused_optimizer if config.fused_optimizer is not None else on_cuda) and on_cuda else {}
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay, **fused)
-    return torch.optim.SGD(params, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay, **fused)
-
-
-def amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """The autocast type: None off CUDA or with amp off; bfloat16 where supported for "auto", else float16
-    (float16 trains with GradScaler's loss scaling, bfloat16 needs none)."""
-    if device.type != "cuda" or not (config.amp if config.amp is not None else True):
-        return None
-    if config.amp_dtype == "float16" or (config.amp_dtype == "auto" and not torch.cuda.is_bf16_supported()):
-        return torch.float16
-    return torch.bfloat16
-
-
-def lr_factor(config: TrainConfig, iters_per_epoch: int) -> Callable[[int], float]:
-    """Learning-rate multiplier at iteration `it` (0-based): linear warm-up, then step or cosine."""
-    warmup = config.warmup_steps(iters_per_epoch)
-    total = max(config.epochs * iters_per_epoch, 1)
-    milestones = config.milestones()
-
-    def factor(it: int) -> float:
-        if config.schedule == "cosine":
-            value = 0.5 * (1.0 + math.cos(math.pi * min(it, total) / total))
-        else:
-            done_epochs = it // max(iters_per_epoch, 1)
-            value = config.lr_gamma ** sum(1 for m in milestones if done_epochs >= m)
-        if it < warmup:
-            alpha = it / warmup
-            value *= config.warmup_factor * (1 - alpha) + alpha
-        return value
-
-    return factor
-
-
-# ---------------------------------------------------------------- validation and snapshots
-
-
-def _batchnorm_frozen(model: nn.Module) -> contextlib.AbstractContextManager:
-    """Put BatchNorm layers in eval mode (no running-statistics update) for a training-mode forward."""
-
-    @contextlib.contextmanager
-    def ctx():
-        changed = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
-        for m in changed:
-            m.eval()
-        try:
-            yield
-        finally:
-            for m in changed:
-                m.train()
-
-    return ctx()
-
-
-def validation_losses(model: nn.Module, loader: DataLoader, device: torch.device, amp: bool,
-                      dtype: torch.dtype | None = None) -> dict[str, float]:
-    """Mean of the model's four training losses over the validation set, weights untouched.
-
-    The model runs in training mode (that is where torchvision computes losses) with gradients
-    off and BatchNorm in eval mode; the sampling RNG is forked so training's random stream is
-    unchanged.
-    """
-    was_training = model.training
-    sums = dict.fromkeys(LOSS_NAMES, 0.0)
-    count = 0
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), torch.no_grad():
-        model.train()
-        with _batchnorm_frozen(model):
-            for images, targets in loader:
-                images = [i.to(device, non_blocking=True) for i in images]
-                targets = [{k: v.to(device) for k, v in t.items() if k in ("boxes", "labels")} for t in targets]
-                with torch.autocast(device.type, dtype=dtype, enabled=amp):
-                    losses = model(images, targets)
-                n = len(images)
-                for k in LOSS_NAMES:
-                    sums[k] += float(losses[k]) * n
-                count += n
-    model.train(was_training)
-    return {f"val_{k}": sums[k] / max(count, 1) for k in LOSS_NAMES}
-
-
-def validation_map(model: nn.Module, loader: DataLoader, device: torch.device, class_names: Sequence[str],
-                   amp: bool) -> EvalResult:
-    """COCO mAP of the model on the validation set: the one evaluation function (evaluation.evaluate_model)."""
-    return evaluate_model(model, loader, class_names, device, amp=amp)
-
-
-
-
-# ---------------------------------------------------------------- run bookkeeping
-
-
-
-
-def _setup_logging(run_dir: Path, enabled: bool) -> list[logging.Handler]:
-    log.setLevel(logging.INFO)
-    log.propagate = False
-    if not enabled:
-        return []
-    fmt = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S")
-    handlers: list[logging.Handler] = [logging.FileHandler(runs.log_path(run_dir), encoding="utf-8"),
-                                       logging.StreamHandler(sys.stdout)]
-    for h in handlers:
-        h.setFormatter(fmt)
-        log.addHandler(h)
-    return handlers
-
-
-def _batch_files(dataset: Any, targets: Sequence[dict]) -> list[str]:
-    return [dataset.records[int(t["image_id"])].file for t in targets]
-
-
-def _oom_message(device: torch.device, config: TrainConfig, model_kwargs: dict[str, Any], step: int) -> str:
-    size = model_kwargs.get("min_size", "the model's default")
-    return (f"out of memory on {device} at step {step} (batch size {config.batch_size}, min_size {size}): "
-            f"lower --batch-size (now {config.batch_size}), or the image size (model_kwargs min_size / max_size), "
-            "or rpn_batch_size_per_image / box_batch_size_per_image; on CUDA keep --amp on; "
-            "then --resume from the last checkpoint")
-
-
-def _auto_batch_size(config: TrainConfig, model: nn.Module, dataset: Any, device: torch.device,
-                     dtype: torch.dtype | None, ddp: Distributed, ckpt: dict | None, status: Any) -> int:
-    """`--batch-size auto`: the batch chosen at the start when resuming; on CUDA the largest batch
-    whose trial step (the worst-case images, this recipe, a throwaway optimizer) fits with headroom
-    (detector.batch_size), the smallest over all processes; CPU_FALLBACK_BATCH on CPU. Logged and
-    written to status.json (`batch_size`, `batch_size_search`)."""
-    resumed = (ckpt or {}).get("config", {}).get("batch_size")
-    if isinstance(resumed, int):
-        log.info("batch size auto: %d, as chosen when this run started", resumed)
-        status.update(write=True, batch_size=resumed)
-        return resumed
-    if device.type != "cuda":
-        log.info("batch size auto: %d on %s (the search needs a GPU's out-of-memory error)", CPU_FALLBACK_BATCH, device)
-        status.update(write=True, batch_size=CPU_FALLBACK_BATCH)
-        return CPU_FALLBACK_BATCH
-
-    def trial_step(m: nn.Module, images: list[torch.Tensor], targets: list[dict]) -> None:
-        optimizer = build_optimizer(m, config, 0.0, device)
-        scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            losses = m(images, targets)
-        scaler.scale(sum(losses[k] for k in LOSS_NAMES)).backward()
-        scaler.step(optimizer)
-
-    limit = math.ceil(len(dataset) / ddp.world_size)
-    try:
-        choice = choose_batch_size(model, dataset, trial_step, device, limit)
-    except BatchSizeError as exc:
-        raise TrainingFailed(f"--batch-size auto: {exc}") from None
-    chosen = choice.batch_size
-    if ddp.enabled:  # every process trains the same batch: the smallest any of them fits
-        shared = torch.tensor([chosen], device=device)
-        dist.all_reduce(shared, op=dist.ReduceOp.MIN)
-        chosen = int(shared.item())
-    log.info("%s%s", choice.describe(), f"; {chosen} on every process" if chosen != choice.batch_size else "")
-    status.update(write=True, batch_size=chosen, batch_size_search=choice.to_dict())
-    return chosen
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
-# ---------------------------------------------------------------- the loop
+# ---------------------------------------------------------------- the run
 
 
 def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, on_step: StepHook | None = None) -> TrainResult:
@@ -369,8 +98,8 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, on_
     status = runs.StatusKeeper(run_dir, ddp.main, state="running", pid=os.getpid(), **counts, error=None,
                                reason=None, epochs=config.epochs, world_size=ddp.world_size)
     try:
-        device = _select_device(config, ddp)
-        _init_distributed(ddp, device)
+        device = select_device(config, ddp)
+        init_distributed(ddp, device)
         lock_key = str(device) if device.type == "cuda" else "cpu"
         lock = runs.device_lock(lock_key, run_dir) if ddp.main else contextlib.nullcontext()
         # TensorBoard event files beside metrics.jsonl (rank 0; a resume drops the events after its step)
@@ -380,7 +109,9 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, on_
             stop_flag: dict[str, str | None] = {"signal": None}
             previous_handlers = _install_stop_signals(stop_flag)
             try:
-                return _train(config, run_dir, resume, on_step, ddp, device, status, stop_flag, events)
+                writers = MetricWriters.for_run(run_dir, events, log, ddp.main)
+                training = _set_up(config, run_dir, resume, ddp, device, status, writers)
+                return _train(training, stop_flag, on_step)
             finally:
                 for sig, handler in previous_handlers.items():
                     signal.signal(sig, handler)
@@ -408,22 +139,120 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, on_
             dist.destroy_process_group()
 
 
-def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook | None, ddp: Distributed,
-           device: torch.device, status: runs.StatusKeeper, stop_flag: dict[str, str | None],
-           events: RunEvents) -> TrainResult:
+# ---------------------------------------------------------------- set-up
+
+
+@dataclass
+class Training:
+    """What the set-up builds and the epochs run on; `step` and `skip` move as it trains."""
+
+    config: TrainConfig  # with --batch-size auto resolved
+    run_dir: Path
+    ddp: Distributed
+    device: torch.device
+    dtype: torch.dtype | None  # the autocast type; None: mixed precision off
+    data: TrainingData
+    setup: ModelSetup
+    sampler: GroupedBatchSampler
+    train_loader: DataLoader
+    val_loader: DataLoader | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    selection: Selection  # best.pt and the early stop
+    status: runs.StatusKeeper
+    writers: MetricWriters
+    began: float  # time.monotonic() when the set-up started
+    model: nn.Module = field(init=False)  # DistributedDataParallel under torchrun, else setup.model
+    start_epoch: int = 0  # epochs completed before this call (a resume)
+    skip: int = 0  # batches of epoch start_epoch + 1 done before a resume
+    step: int = 0  # global steps taken
+    time_offset: float = 0.0  # training time before a resume, seconds
+    scales: BatchScales | None = None  # multi-scale training
+    snapshot_images: list[int] = field(default_factory=list)  # validation images of the RPN snapshots
+    can_map: bool = False  # pycocotools is here
+
+    def __post_init__(self) -> None:
+        self.model = self.setup.model
+
+    @property
+    def core(self) -> nn.Module:
+        """The model itself (DistributedDataParallel unwrapped): what is validated, snapshot and saved."""
+        return self.model.module if isinstance(self.model, nn.parallel.DistributedDataParallel) else self.model
+
+    @property
+    def iters_per_epoch(self) -> int:
+        return len(self.sampler)
+
+    def elapsed(self) -> float:
+        """Training time so far, across resumes (metrics' `time`)."""
+        return self.time_offset + time.monotonic() - self.began
+
+    def save_checkpoint(self, which: str, epoch: int, batches_done: int, full: bool = True) -> None:
+        """checkpoints/`which`.pt after `epoch` (+ `batches_done` of the next); `full` with the optimizer,
+        schedule and scaler for --resume."""
+        extra: dict[str, Any] = {"step": self.step, "best_metric": self.selection.best,
+                                 "selection": self.selection.state(), "time": self.elapsed(),
+                                 "config": self.config.to_dict()}
+        if full:
+            extra.update(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+                         scaler=self.scaler.state_dict(), batches_done=batches_done)
+        save_checkpoint(runs.checkpoint_path(self.run_dir, which), self.core, self.setup.arch,
+                        self.data.class_names, self.setup.model_kwargs, epoch=epoch, **extra)
+
+
+def _set_up(config: TrainConfig, run_dir: Path, resume: bool, ddp: Distributed, device: torch.device,
+            status: runs.StatusKeeper, writers: MetricWriters) -> Training:
+    """Everything before the first step: seeds, data, model, loaders, optimizer and schedule, the
+    resumed state, the epoch-0 RPN snapshot."""
     began = time.monotonic()
+    dtype = _seed_and_backend(config, ddp, device)
+    data = _load_data(config, run_dir, ddp)
+    setup, ckpt = _model(config, run_dir, resume, data, ddp, device, dtype)
+    if config.batch_size == AUTO:  # the largest batch that fits, from trial steps (CUDA); kept on resume
+        config = config.replace(batch_size=auto_batch_size(config, setup.model, data.train, device, dtype, ddp, ckpt,
+                                                           status))
+    # loaders: grouped, sharded, resumable batches; validation in order
+    groups = [0 if data.train.aspect_ratio(i) >= 1 else 1 for i in range(len(data.train))]
+    sampler = GroupedBatchSampler(groups, config.batch_size, config.seed, ddp.rank, ddp.world_size,
+                                  config.aspect_ratio_grouping)
+    train_loader = make_loader(data.train, sampler, config, device)
+    val_loader = make_loader(data.val, None, config, device, config.batch_size) if data.val is not None else None
+    # optimizer, schedule (per iteration), scaler
+    lr = config.base_lr(ddp.world_size)
+    optimizer = build_optimizer(setup.model, config, lr, device)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, len(sampler)))
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)  # bfloat16 needs no loss scaling
+    t = Training(config, run_dir, ddp, device, dtype, data, setup, sampler, train_loader, val_loader, optimizer,
+                 scheduler, scaler, Selection(config.best_metric, config.patience), status, writers, began)
+    if ckpt is not None:
+        _restore(t, ckpt)
+    if ddp.enabled:
+        t.model = nn.parallel.DistributedDataParallel(setup.model, device_ids=[device.index] if device.type == "cuda" else None)
+    if ddp.main:
+        log.info("optimizer %s, lr %.5g (batch %d x %d processes), %s schedule%s, warm-up %d iterations, "
+                 "%d iterations per epoch", config.optimizer, lr, config.batch_size, ddp.world_size, config.schedule,
+                 f" (x{config.lr_gamma} after epochs {list(config.milestones())})" if config.schedule == "step" else "",
+                 config.warmup_steps(t.iters_per_epoch), t.iters_per_epoch)
+    _snapshots_and_scales(t, first=ckpt is None)
+    return t
+
+
+def _seed_and_backend(config: TrainConfig, ddp: Distributed, device: torch.device) -> torch.dtype | None:
+    """Seed this process, set the device's kernels up; returns the autocast type (None: off)."""
     torch.manual_seed(config.seed + ddp.rank)
     random.seed(config.seed + ddp.rank)
-    dtype = amp_dtype(config, device)
-    amp = dtype is not None
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = config.cudnn_benchmark
     if device.type == "cpu":
         torch.set_flush_denormal(True)  # tiny gradients late in training otherwise slow CPU kernels several-fold
     if config.amp and device.type != "cuda":
         log.info("mixed precision is for CUDA: training in float32 on %s", device)
+    return amp_dtype(config, device)
 
-    # data: resolve, apply the validation fixes, record them
+
+def _load_data(config: TrainConfig, run_dir: Path, ddp: Distributed) -> TrainingData:
+    """Resolve the data, apply the validation fixes, record them (fixes.json)."""
     data = load_training_data(config)
     if ddp.main:
         runs.write_fixes(run_dir, data.fixes)
@@ -432,8 +261,13 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook |
                  len(data.fixes))
         if data.val is None:
             log.info("no validation images: validation, mAP and snapshots are skipped; best.pt follows last.pt")
+    return data
 
-    # model: from the last checkpoint when resuming, else --init / COCO / random
+
+def _model(config: TrainConfig, run_dir: Path, resume: bool, data: TrainingData, ddp: Distributed,
+           device: torch.device, dtype: torch.dtype | None) -> tuple[ModelSetup, dict | None]:
+    """The model on its device (from the last checkpoint when resuming, else --init / COCO / random)
+    and the checkpoint resumed from (None for a new run)."""
     ckpt = None
     if resume:
         last = runs.checkpoint_path(run_dir, "last")
@@ -450,7 +284,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook |
             except ValueError as exc:
                 raise TrainingFailed(f"{setup.arch}: {exc}") from None
             setup.model_kwargs["trainable_backbone_layers"] = config.trainable_backbone_layers
-    model = setup.model.to(device)
+    setup.model = model = setup.model.to(device)
     if ddp.main:
         frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
         total = sum(1 for _ in model.parameters())
@@ -464,243 +298,275 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, on_step: StepHook |
     if ddp.main:
         log.info("model: %s; device %s%s; mixed precision %s%s%s", setup.origin, device,
                  f" x{ddp.world_size} processes" if ddp.enabled else "",
-                 str(dtype).removeprefix("torch.") if amp else "off",
+                 str(dtype).removeprefix("torch.") if dtype is not None else "off",
                  "; backbone channels_last" if config.channels_last else "",
                  "; backbone compiled" if config.compile_backbone else "")
+    return setup, ckpt
 
-    # --batch-size auto: the largest batch that fits, from trial steps (CUDA); kept on resume
-    if config.batch_size == AUTO:
-        config = config.replace(batch_size=_auto_batch_size(config, model, data.train, device, dtype, ddp, ckpt,
-                                                            status))
 
-    # loaders: grouped, sharded, resumable batches; validation in order
-    groups = [0 if data.train.aspect_ratio(i) >= 1 else 1 for i in range(len(data.train))]
-    sampler = GroupedBatchSampler(groups, config.batch_size, config.seed, ddp.rank, ddp.world_size,
-                                  config.aspect_ratio_grouping)
-    train_loader = make_loader(data.train, sampler, config, device)
-    val_loader = make_loader(data.val, None, config, device, config.batch_size) if data.val is not None else None
-    iters_per_epoch = len(sampler)
+def _restore(t: Training, ckpt: dict) -> None:
+    """A resumed run's optimizer, schedule, scaler, counters and model selection, from its last.pt."""
+    t.optimizer.load_state_dict(ckpt["optimizer"])
+    t.scheduler.load_state_dict(ckpt["scheduler"])
+    if ckpt.get("scaler"):
+        t.scaler.load_state_dict(ckpt["scaler"])
+    t.start_epoch, t.step = int(ckpt["epoch"]), int(ckpt["step"])
+    t.skip = int(ckpt.get("batches_done", 0))
+    t.selection = Selection.from_state(ckpt.get("selection"), t.config.best_metric, t.config.patience,
+                                       ckpt.get("best_metric"))
+    t.time_offset = float(ckpt.get("time", 0.0))
+    if t.ddp.main:
+        log.info("resuming after epoch %d%s at step %d", t.start_epoch,
+                 f" (+{t.skip} batches of epoch {t.start_epoch + 1})" if t.skip else "", t.step)
 
-    # optimizer, schedule (per iteration), scaler
-    lr = config.base_lr(ddp.world_size)
-    optimizer = build_optimizer(model, config, lr, device)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, iters_per_epoch))
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)  # bfloat16 needs no loss scaling
-    start_epoch, step, skip, time_offset = 0, 0, 0, 0.0
-    selection = Selection(config.best_metric, config.patience)  # best.pt and the early stop
-    if ckpt is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        start_epoch, step = int(ckpt["epoch"]), int(ckpt["step"])
-        skip = int(ckpt.get("batches_done", 0))
-        selection = Selection.from_state(ckpt.get("selection"), config.best_metric, config.patience,
-                                         ckpt.get("best_metric"))
-        time_offset = float(ckpt.get("time", 0.0))
-        if ddp.main:
-            log.info("resuming after epoch %d%s at step %d", start_epoch,
-                     f" (+{skip} batches of epoch {start_epoch + 1})" if skip else "", step)
-    if ddp.enabled:
-        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    core = _unwrap(model)
-    if ddp.main:
-        log.info("optimizer %s, lr %.5g (batch %d x %d processes), %s schedule%s, warm-up %d iterations, "
-                 "%d iterations per epoch", config.optimizer, lr, config.batch_size, ddp.world_size, config.schedule,
-                 f" (x{config.lr_gamma} after epochs {list(config.milestones())})" if config.schedule == "step" else "",
-                 config.warmup_steps(iters_per_epoch), iters_per_epoch)
 
-    can_map = pycocotools_available()
-    if ddp.main and val_loader is not None and not can_map:
+def _snapshots_and_scales(t: Training, first: bool) -> None:
+    """mAP where pycocotools is here, the snapshot images (and the epoch-0 snapshot of a new run: the
+    RPN before any training), multi-scale training's sizes."""
+    t.can_map = pycocotools_available()
+    if t.ddp.main and t.val_loader is not None and not t.can_map:
         log.info("pycocotools is not installed here: mAP is skipped (validation losses are still computed)")
-    snap_idx = list(range(min(config.snapshot_images, len(data.val)))) if data.val is not None else []
+    val = t.data.val
+    t.snapshot_images = list(range(min(t.config.snapshot_images, len(val)))) if val is not None else []
+    if t.ddp.main and t.snapshot_images and first:
+        runs.write_snapshot(t.run_dir, rpn_snapshot(t.core, val, t.snapshot_images, t.device, t.data.class_names, 0))
+    if t.config.multi_scale:
+        t.scales = BatchScales(t.config.multi_scale, t.config.seed)
+        if t.ddp.main:
+            log.info("multi-scale training: short side drawn per batch from %s; validation at min_size %s",
+                     list(t.scales.sizes), list(t.core.transform.min_size))
 
-    def checkpoint(which: str, epoch: int, batches_done: int, step: int, full: bool = True) -> None:
-        extra: dict[str, Any] = {"step": step, "best_metric": selection.best, "selection": selection.state(),
-                                 "time": time_offset + time.monotonic() - began,
-                                 "config": config.to_dict()}
-        if full:
-            extra.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                         scaler=scaler.state_dict(), batches_done=batches_done)
-        save_checkpoint(runs.checkpoint_path(run_dir, which), core, setup.arch, data.class_names,
-                        setup.model_kwargs, epoch=epoch, **extra)
 
-    if ddp.main and snap_idx and ckpt is None:  # epoch 0: the RPN before any training
-        runs.write_snapshot(run_dir, rpn_snapshot(core, data.val, snap_idx, device, data.class_names, 0))
+# ---------------------------------------------------------------- the epochs
 
-    scales = BatchScales(config.multi_scale, config.seed) if config.multi_scale else None
-    if ddp.main and scales is not None:
-        log.info("multi-scale training: short side drawn per batch from %s; validation at min_size %s",
-                 list(scales.sizes), list(core.transform.min_size))
+
+def _train(t: Training, stop_flag: dict[str, str | None], on_step: StepHook | None) -> TrainResult:
+    """Every epoch from the set-up's on: its steps, then its end (validation, snapshot, checkpoints)."""
     # `epoch`: that of the last step taken (a resumed partial epoch is in progress), `epochs_done`: completed
-    status.update(write=True, state="running", epoch=start_epoch + 1 if skip else start_epoch, epochs_done=start_epoch,
-                  step=step)
-    epoch = start_epoch
-    stop_reason = None
-    for epoch in range(start_epoch + 1, config.epochs + 1):
-        sampler.set_epoch(epoch, skip if epoch == start_epoch + 1 else 0)
-        model.train()
-        done_in_epoch = skip if epoch == start_epoch + 1 else 0
-        boxes_removed = 0
-        tick = time.perf_counter()
-        last_log = time.monotonic()
-        batches = iter(train_loader)
-        while True:
-            # each part of a step is a torch.profiler range (train.data, .forward, .readback, .backward,
-            # .optimizer, .bookkeeping): a profile of a few steps shows where the host time goes
-            fetch = time.perf_counter()
-            with record_function("train.data"):
-                batch = next(batches, None)
-            if batch is None:
-                break
-            images, targets = batch
-            data_s = time.perf_counter() - fetch  # the wait for this batch (the loader not keeping up)
-            # stop requested? (STOP file or SIGTERM on any rank; decided together)
-            stop_local = ddp.main and (runs.stop_requested(run_dir) or stop_flag["signal"] is not None)
-            try:
-                if on_step is not None:
-                    on_step(step, core, images)
-                if scales is not None:
-                    scales.apply(core.transform, step)
-                with record_function("train.forward"):
-                    images = [i.to(device, non_blocking=True) for i in images]
-                    gpu_targets = [{k: v.to(device, non_blocking=True) for k, v in t.items() if k in ("boxes", "labels")}
-                                   for t in targets]
-                    with torch.autocast(device.type, dtype=dtype, enabled=amp):
-                        losses = model(images, gpu_targets)
-                    loss = sum(losses[k] for k in LOSS_NAMES)
-            except torch.OutOfMemoryError:
-                raise TrainingFailed(_oom_message(device, config, setup.model_kwargs, step + 1)) from None
-            # one collective per step: the losses (for logging), a non-finite flag and the stop flag;
-            # built on the device and read back once (a single host-device sync per step on CUDA)
-            with record_function("train.readback"):
-                local = torch.stack([losses[k].detach().float() for k in LOSS_NAMES])
-                nonfinite = (~torch.isfinite(local)).any().float().reshape(1)
-                stop_flag_t = torch.full((1,), float(stop_local), device=device)
-                shared = torch.cat([torch.nan_to_num(local, nan=0.0, posinf=0.0, neginf=0.0), nonfinite, stop_flag_t])
-                if ddp.enabled:
-                    dist.all_reduce(shared)
-                host = torch.cat([shared[:4] / ddp.world_size, shared[4:]]).tolist()
-            values = host[:4]
-            if host[4] > 0:
-                files = _batch_files(data.train, targets)
-                what = ", ".join(f"{k}={v:.4g}" for k, v in zip(LOSS_NAMES, local.tolist()))
-                here = f": {what}" if nonfinite.item() > 0 else " (on another process)"
-                raise TrainingFailed(f"non-finite loss at epoch {epoch}, step {step + 1}{here}; batch images: "
-                                     f"{', '.join(files)}. The last good checkpoint is kept; lower --lr or check "
-                                     "these images' boxes, then --resume")
-            if host[5] > 0:
-                reason = (f"{stop_flag['signal']} received" if stop_flag["signal"]
-                          else "stop requested (the Stop button or the STOP file)")
-                if ddp.main:
-                    if scales is not None:
-                        scales.restore(core.transform)
-                    checkpoint("last", epoch - 1, done_in_epoch, step)
-                    runs.clear_stop(run_dir)
-                    # the epoch of the last step taken, as the page counts it (metrics' `epoch` of that step)
-                    log.info("stopped at epoch %d, step %d (%d epoch(s) complete; %s): checkpoint saved; --resume "
-                             "continues from here", epoch if done_in_epoch else epoch - 1, step, epoch - 1, reason)
-                status.close(state="stopped", epoch=epoch if done_in_epoch else epoch - 1, epochs_done=epoch - 1,
-                             step=step, reason=reason)
-                return TrainResult("stopped", epoch - 1, step, selection.best_map, reason)
-            step_lr = optimizer.param_groups[0]["lr"]  # the rate this step uses
-            try:
-                with record_function("train.backward"):
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                with record_function("train.optimizer"):
-                    if config.grad_clip:
-                        scaler.unscale_(optimizer)
-                        nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    scheduler.step()
-            except torch.OutOfMemoryError:
-                raise TrainingFailed(_oom_message(device, config, setup.model_kwargs, step + 1)) from None
-            step += 1
-            done_in_epoch += 1
-            boxes_removed += sum(int(t.get("boxes_removed", 0)) for t in targets)
-            with record_function("train.bookkeeping"):
-                now = time.perf_counter()
-                ips = len(images) * ddp.world_size / max(now - tick, 1e-9)
-                tick = now
-                if ddp.main:
-                    row = {"kind": "train", "epoch": epoch, "step": step, "lr": step_lr,
-                           "loss": sum(values), **dict(zip(LOSS_NAMES, values)), "images_per_s": ips,
-                           "data_s": data_s, "time": time_offset + time.monotonic() - began}
-                    runs.append_metrics(run_dir, row)
-                    events.add(row)
-                    # written at once when an epoch's first step is taken (the page's header counts it then too)
-                    status.update(write=status.fields.get("epoch") != epoch, epoch=epoch, step=step)
-                    if time.monotonic() - last_log > LOG_EVERY_S or done_in_epoch == iters_per_epoch:
-                        last_log = time.monotonic()
-                        log.info("epoch %d [%d/%d] step %d loss %.4f (cls %.4f box %.4f obj %.4f rpn %.4f) lr %.3g "
-                                 "%.1f img/s", epoch, done_in_epoch, iters_per_epoch, step, row["loss"], *values,
-                                 row["lr"], ips)
-        skip = 0
-        if scales is not None:
-            scales.restore(core.transform)  # validation, snapshots and checkpoints at the model's own size
-        if ddp.main and config.augmentation != "none":
-            status.update(augment_boxes_removed=int(status.fields.get("augment_boxes_removed", 0)) + boxes_removed)
-            log.info("epoch %d augmentation (%s): %d box(es) a crop left degenerate were removed", epoch,
-                     config.augmentation, boxes_removed)
-
-        # end of epoch: validate, snapshot, checkpoint (rank 0), the others wait
-        if ddp.main:
-            val_row = None
-            due = epoch % max(config.val_every, 1) == 0 or epoch == config.epochs
-            if val_loader is not None and due:
-                status.update(write=True, phase="validating")
-                val_row = {"kind": "val", "epoch": epoch, "step": step,
-                           **validation_losses(core, val_loader, device, amp, dtype)}
-                val_row["val_loss"] = sum(val_row[f"val_{k}"] for k in LOSS_NAMES)
-                val_row.update(mAP=None, mAP50=None, mAP75=None)
-                if can_map:
-                    try:
-                        result = validation_map(core, val_loader, device, data.class_names, amp)
-                        val_row.update(mAP=result.mAP, mAP50=result.mAP50, mAP75=result.mAP75,
-                                       per_class=result.per_class, val_images=result.images)
-                    except EvaluationUnavailable as exc:
-                        val_row["note"] = str(exc)
-                else:
-                    val_row["note"] = "pycocotools is not installed here: mAP skipped"
-                val_row["time"] = time_offset + time.monotonic() - began
-                runs.append_metrics(run_dir, val_row)
-                events.add(val_row)
-                log.info("epoch %d validation: loss %.4f (cls %.4f box %.4f obj %.4f rpn %.4f) mAP %s mAP50 %s",
-                         epoch, val_row["val_loss"], *(val_row[f"val_{k}"] for k in LOSS_NAMES),
-                         _fmt(val_row["mAP"]), _fmt(val_row["mAP50"]))
-            if snap_idx:
-                runs.write_snapshot(run_dir, rpn_snapshot(core, data.val, snap_idx, device, data.class_names, epoch))
-            improved = val_loader is None  # no validation: best.pt follows last.pt
-            if val_row is not None:
-                improved = selection.update(epoch, val_row)
-                stop_reason = selection.stop_reason()
-            checkpoint("last", epoch, 0, step)
-            if improved:
-                checkpoint("best", epoch, 0, step, full=False)
-            status.update(write=True, epoch=epoch, epochs_done=epoch, step=step, phase="training",
-                          best_map=selection.best_map,
-                          best={"metric": selection.describe_used(), "value": selection.best_value,
-                                "epoch": selection.best_epoch})
-        if ddp.enabled:  # rank 0 decides the early stop; every rank leaves the loop together
-            flag = torch.tensor([float(stop_reason is not None)], device=device)
-            dist.broadcast(flag, 0)
-            stop_reason = stop_reason or ("early stop" if flag.item() > 0 else None)
-        ddp.barrier()
+    t.status.update(write=True, state="running", epoch=t.start_epoch + 1 if t.skip else t.start_epoch,
+                    epochs_done=t.start_epoch, step=t.step)
+    epoch, stop_reason = t.start_epoch, None
+    for epoch in range(t.start_epoch + 1, t.config.epochs + 1):
+        stopped = train_one_epoch(t, epoch, stop_flag, on_step)
+        if stopped is not None:
+            return stopped
+        stop_reason = _end_of_epoch(t, epoch)
         if stop_reason is not None:
             break
+    reason = stop_reason or f"all {t.config.epochs} epochs"
+    if t.ddp.main:
+        runs.clear_stop(t.run_dir)
+        log.info("done (%s): %d epochs, %d steps, best mAP %s", reason, epoch, t.step, fmt(t.selection.best_map))
+    t.status.close(state="done", epoch=epoch, epochs_done=epoch, step=t.step, phase=None, reason=reason)
+    return TrainResult("done", epoch, t.step, t.selection.best_map, reason)
 
-    reason = stop_reason or f"all {config.epochs} epochs"
-    if ddp.main:
-        runs.clear_stop(run_dir)
-        log.info("done (%s): %d epochs, %d steps, best mAP %s", reason, epoch, step, _fmt(selection.best_map))
-    status.close(state="done", epoch=epoch, epochs_done=epoch, step=step, phase=None, reason=reason)
-    return TrainResult("done", epoch, step, selection.best_map, reason)
+
+@dataclass
+class EpochProgress:
+    """Where an epoch stands: steps done in it, boxes an augmentation removed, the last step's end."""
+
+    done: int
+    boxes_removed: int = 0
+    tick: float = field(default_factory=time.perf_counter)
 
 
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
+def train_one_epoch(t: Training, epoch: int, stop_flag: dict[str, str | None],
+                    on_step: StepHook | None) -> TrainResult | None:
+    """The steps of `epoch` (a resumed one from where it stopped); the result of a clean stop, or None."""
+    skip = t.skip if epoch == t.start_epoch + 1 else 0
+    t.sampler.set_epoch(epoch, skip)
+    t.model.train()
+    progress = EpochProgress(done=skip)
+    t.writers.epoch_started()
+    batches = iter(t.train_loader)
+    while True:
+        fetch = time.perf_counter()
+        with record_function("train.data"):
+            batch = next(batches, None)
+        if batch is None:
+            break
+        data_s = time.perf_counter() - fetch  # the wait for this batch (the loader not keeping up)
+        stopped = _train_step(t, epoch, batch, data_s, progress, stop_flag, on_step)
+        if stopped is not None:
+            return stopped
+    t.skip = 0
+    if t.scales is not None:
+        t.scales.restore(t.core.transform)  # validation, snapshots and checkpoints at the model's own size
+    if t.ddp.main and t.config.augmentation != "none":
+        t.status.update(augment_boxes_removed=int(t.status.fields.get("augment_boxes_removed", 0))
+                        + progress.boxes_removed)
+        log.info("epoch %d augmentation (%s): %d box(es) a crop left degenerate were removed", epoch,
+                 t.config.augmentation, progress.boxes_removed)
+    return None
+
+
+def _train_step(t: Training, epoch: int, batch: tuple, data_s: float, progress: EpochProgress,
+                stop_flag: dict[str, str | None], on_step: StepHook | None) -> TrainResult | None:
+    """One step, each part a torch.profiler range (train.data is the caller's; .forward, .readback,
+    .backward, .optimizer, .bookkeeping here): a profile of a few steps shows where the host time goes.
+    Returns the result of a clean stop (STOP file or a signal, on any rank), else None."""
+    images, targets = batch
+    # stop requested? (STOP file or SIGTERM on any rank; decided together at the read-back)
+    stop_local = t.ddp.main and (runs.stop_requested(t.run_dir) or stop_flag["signal"] is not None)
+    with _out_of_memory_named(t):
+        if on_step is not None:
+            on_step(t.step, t.core, images)
+        if t.scales is not None:
+            t.scales.apply(t.core.transform, t.step)
+        with record_function("train.forward"):
+            images = [i.to(t.device, non_blocking=True) for i in images]
+            gpu_targets = [{k: v.to(t.device, non_blocking=True) for k, v in tg.items() if k in ("boxes", "labels")}
+                           for tg in targets]
+            with torch.autocast(t.device.type, dtype=t.dtype, enabled=t.dtype is not None):
+                losses = t.model(images, gpu_targets)
+            loss = sum(losses[k] for k in LOSS_NAMES)
+    with record_function("train.readback"):
+        local, nonfinite, host = _read_back(t, losses, stop_local)
+    if host[4] > 0:
+        raise TrainingFailed(_nonfinite_message(t, epoch, targets, local, nonfinite))
+    if host[5] > 0:
+        return _stop(t, epoch, progress.done, stop_flag)
+    step_lr = t.optimizer.param_groups[0]["lr"]  # the rate this step uses
+    with _out_of_memory_named(t):
+        with record_function("train.backward"):
+            t.optimizer.zero_grad(set_to_none=True)
+            t.scaler.scale(loss).backward()
+        with record_function("train.optimizer"):
+            if t.config.grad_clip:
+                t.scaler.unscale_(t.optimizer)
+                nn.utils.clip_grad_norm_(t.model.parameters(), t.config.grad_clip)
+            t.scaler.step(t.optimizer)
+            t.scaler.update()
+            t.scheduler.step()
+    t.step += 1
+    progress.done += 1
+    progress.boxes_removed += sum(int(tg.get("boxes_removed", 0)) for tg in targets)
+    with record_function("train.bookkeeping"):
+        _bookkeeping(t, epoch, step_lr, host[:4], len(images), data_s, progress)
+    return None
+
+
+@contextlib.contextmanager
+def _out_of_memory_named(t: Training):
+    """Out of memory during the next step becomes TrainingFailed saying what to lower."""
+    try:
+        yield
+    except torch.OutOfMemoryError:
+        size = t.setup.model_kwargs.get("min_size", "the model's default")
+        batch = t.config.batch_size
+        raise TrainingFailed(
+            f"out of memory on {t.device} at step {t.step + 1} (batch size {batch}, min_size {size}): "
+            f"lower --batch-size (now {batch}), or the image size (model_kwargs min_size / max_size), "
+            "or rpn_batch_size_per_image / box_batch_size_per_image; on CUDA keep --amp on; "
+            "then --resume from the last checkpoint") from None
+
+
+def _read_back(t: Training, losses: dict[str, torch.Tensor],
+               stop_local: bool) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+    """One collective per step: the losses (for logging), a non-finite flag and the stop flag, built on
+    the device and read back once (a single host-device sync per step on CUDA). Returns this process's
+    losses, its non-finite flag, and the host copy: 4 losses averaged over processes, the non-finite
+    count, the stop count."""
+    local = torch.stack([losses[k].detach().float() for k in LOSS_NAMES])
+    nonfinite = (~torch.isfinite(local)).any().float().reshape(1)
+    stop_flag_t = torch.full((1,), float(stop_local), device=t.device)
+    shared = torch.cat([torch.nan_to_num(local, nan=0.0, posinf=0.0, neginf=0.0), nonfinite, stop_flag_t])
+    if t.ddp.enabled:
+        dist.all_reduce(shared)
+    return local, nonfinite, torch.cat([shared[:4] / t.ddp.world_size, shared[4:]]).tolist()
+
+
+def _nonfinite_message(t: Training, epoch: int, targets: Sequence[dict], local: torch.Tensor,
+                       nonfinite: torch.Tensor) -> str:
+    files = [t.data.train.records[int(tg["image_id"])].file for tg in targets]
+    what = ", ".join(f"{k}={v:.4g}" for k, v in zip(LOSS_NAMES, local.tolist()))
+    here = f": {what}" if nonfinite.item() > 0 else " (on another process)"
+    return (f"non-finite loss at epoch {epoch}, step {t.step + 1}{here}; batch images: {', '.join(files)}. "
+            "The last good checkpoint is kept; lower --lr or check these images' boxes, then --resume")
+
+
+def _stop(t: Training, epoch: int, done_in_epoch: int, stop_flag: dict[str, str | None]) -> TrainResult:
+    """A clean stop before this step: checkpoint where it is (rank 0), status stopped with the reason."""
+    reason = (f"{stop_flag['signal']} received" if stop_flag["signal"]
+              else "stop requested (the Stop button or the STOP file)")
+    # the epoch of the last step taken, as the page counts it (metrics' `epoch` of that step)
+    shown = epoch if done_in_epoch else epoch - 1
+    if t.ddp.main:
+        if t.scales is not None:
+            t.scales.restore(t.core.transform)
+        t.save_checkpoint("last", epoch - 1, done_in_epoch)
+        runs.clear_stop(t.run_dir)
+        log.info("stopped at epoch %d, step %d (%d epoch(s) complete; %s): checkpoint saved; --resume "
+                 "continues from here", shown, t.step, epoch - 1, reason)
+    t.status.close(state="stopped", epoch=shown, epochs_done=epoch - 1, step=t.step, reason=reason)
+    return TrainResult("stopped", epoch - 1, t.step, t.selection.best_map, reason)
+
+
+def _bookkeeping(t: Training, epoch: int, step_lr: float, values: list[float], images: int, data_s: float,
+                 progress: EpochProgress) -> None:
+    """The step's metrics row to every writer, and status.json's epoch and step (rank 0)."""
+    now = time.perf_counter()
+    ips = images * t.ddp.world_size / max(now - progress.tick, 1e-9)
+    progress.tick = now
+    if not t.ddp.main:
+        return
+    row = {"kind": "train", "epoch": epoch, "step": t.step, "lr": step_lr, "loss": sum(values),
+           **dict(zip(LOSS_NAMES, values)), "images_per_s": ips, "data_s": data_s, "time": t.elapsed()}
+    t.writers.write(row, (progress.done, t.iters_per_epoch))
+    # written at once when an epoch's first step is taken (the page's header counts it then too)
+    t.status.update(write=t.status.fields.get("epoch") != epoch, epoch=epoch, step=t.step)
+
+
+def _end_of_epoch(t: Training, epoch: int) -> str | None:
+    """Validate (when due), snapshot, checkpoint last.pt and best.pt (rank 0; the others wait); returns
+    why the run stops early (patience spent), or None."""
+    stop_reason = None
+    if t.ddp.main:
+        val_row = None
+        due = epoch % max(t.config.val_every, 1) == 0 or epoch == t.config.epochs
+        if t.val_loader is not None and due:
+            t.status.update(write=True, phase="validating")
+            val_row = validation_row(t.core, t.val_loader, t.device, t.data.class_names, t.dtype, t.can_map, epoch,
+                                     t.step)
+            val_row["time"] = t.elapsed()
+            t.writers.write(val_row)
+        if t.snapshot_images:
+            runs.write_snapshot(t.run_dir, rpn_snapshot(t.core, t.data.val, t.snapshot_images, t.device,
+                                                        t.data.class_names, epoch))
+        improved = t.val_loader is None  # no validation: best.pt follows last.pt
+        if val_row is not None:
+            improved = t.selection.update(epoch, val_row)
+            stop_reason = t.selection.stop_reason()
+        t.save_checkpoint("last", epoch, 0)
+        if improved:
+            t.save_checkpoint("best", epoch, 0, full=False)
+        t.status.update(write=True, epoch=epoch, epochs_done=epoch, step=t.step, phase="training",
+                        best_map=t.selection.best_map,
+                        best={"metric": t.selection.describe_used(), "value": t.selection.best_value,
+                              "epoch": t.selection.best_epoch})
+    if t.ddp.enabled:  # rank 0 decides the early stop; every rank leaves the loop together
+        flag = torch.tensor([float(stop_reason is not None)], device=t.device)
+        dist.broadcast(flag, 0)
+        stop_reason = stop_reason or ("early stop" if flag.item() > 0 else None)
+    t.ddp.barrier()
+    return stop_reason
+
+
+# ---------------------------------------------------------------- logging and signals
+
+
+def _setup_logging(run_dir: Path, enabled: bool) -> list[logging.Handler]:
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    if not enabled:
+        return []
+    formatter = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S")
+    handlers: list[logging.Handler] = [logging.FileHandler(runs.log_path(run_dir), encoding="utf-8"),
+                                       logging.StreamHandler(sys.stdout)]
+    for h in handlers:
+        h.setFormatter(formatter)
+        log.addHandler(h)
+    return handlers
 
 
 class StopSignal(KeyboardInterrupt):

@@ -154,7 +154,21 @@ def load_coco_file(tree: FileTree, rel: str, id_prefix: str = "", data: dict | N
     class_names, cat_name = _class_names(categories, used, rel, problems)
     label_of = {cid: class_names.index(name) + 1 for cid, name in cat_name.items()}
 
-    # Images: locate the file, read its header, check the size the annotation gives.
+    images, order = _coco_images(tree, rel, data["images"], id_prefix, problems)
+    _coco_annotations(rel, annotations, images, label_of, problems)
+
+    records = [
+        ImageRecord(img[0], img[1], img[2], tuple(img[3]), tuple(img[4]), f"{id_prefix}{iid}" if id_prefix else iid)
+        for iid in order
+        for img in (images[iid],)
+    ]
+    return class_names, records, problems
+
+
+def _coco_images(tree: FileTree, rel: str, entries: list, id_prefix: str,
+                 problems: list[Problem]) -> tuple[dict, list]:
+    """COCO's "images" of file `rel`: each located, its header read, its size checked against the entry's.
+    Returns (image id -> [file, width, height, boxes, labels], or None when left out; ids in order)."""
     folder = posixpath.dirname(rel)
     parent = posixpath.dirname(folder)
     split = split_name(rel) or ""
@@ -165,7 +179,7 @@ def load_coco_file(tree: FileTree, rel: str, id_prefix: str = "", data: dict | N
     images: dict = {}  # id -> [file, width, height, boxes, labels]
     order: list = []
     seen_files: dict[str, object] = {}
-    for entry in data["images"]:
+    for entry in entries:
         if not isinstance(entry, dict) or "id" not in entry or not entry.get("file_name"):
             problems.append(Problem("warning", rel, None, entry.get("id") if isinstance(entry, dict) else None,
                                     f"image entry without id or file_name: {str(entry)[:80]}", "image left out"))
@@ -204,7 +218,13 @@ def load_coco_file(tree: FileTree, rel: str, id_prefix: str = "", data: dict | N
         images[image_id] = [found, header.width, header.height, [], []]
         order.append(image_id)
 
-    # Annotations: known image and category, four finite numbers, then the common box checks.
+    return images, order
+
+
+
+def _coco_annotations(rel: str, annotations: list, images: dict, label_of: dict, problems: list[Problem]) -> None:
+    """COCO's "annotations" into `images`' boxes and labels: a known image and category, four finite
+    numbers, then the common box checks; crowd regions are left out."""
     seen_ann: set = set()
     for ann in annotations:
         if not isinstance(ann, dict):
@@ -246,12 +266,6 @@ def load_coco_file(tree: FileTree, rel: str, id_prefix: str = "", data: dict | N
         image[3].append(box)
         image[4].append(label_of[ann["category_id"]])
 
-    records = [
-        ImageRecord(img[0], img[1], img[2], tuple(img[3]), tuple(img[4]), f"{id_prefix}{iid}" if id_prefix else iid)
-        for iid in order
-        for img in (images[iid],)
-    ]
-    return class_names, records, problems
 
 
 def choose_files(tasks: dict[str, str]) -> tuple[list[str], list[IgnoredFile]]:

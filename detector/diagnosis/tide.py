@@ -171,39 +171,44 @@ def tide_errors(images: Sequence[TideImage], pos_thresh: float = 0.5, bg_thresh:
 
     base = ap_data.mAP()
 
-    def fixed_map(fix_type: str | None = None, perfect_precision: bool = False, perfect_recall: bool = False) -> float:
-        new = _Classed()
-        gt_pos = dict(ap_data.gt)
-        for e in errors:
-            if e["type"] == "Miss":
-                if e["type"] == fix_type:
-                    gt_pos[gt_state[e["gt"]]["class"]] -= 1
-                continue
-            cls, point = e["class"], (e["score"], False)
-            if e["type"] == fix_type:
-                point = None
-                if e["type"] in ("Cls", "Loc") and e.get("gt") is not None:
-                    state = gt_state[e["gt"]]
-                    if not e["suppress"] and state.get("best_id") == e["pred"]:
-                        point = (e["score"], True)
-                        cls = state["class"] if e["type"] == "Cls" else cls
-            if point is not None:
-                if perfect_precision:
-                    point = (0.0, False)
-                new.push(cls, e["pred"], *point)
-        for k in gt_pos:
-            for pid, (score, correct) in ap_data.points[k].items():
-                if correct:
-                    new.push(k, pid, 1.0 if perfect_precision else score, True)
-        for k, v in gt_pos.items():
-            new.add_gt(k, v - (false_negatives.get(k, 0) if perfect_recall else 0))
-        return new.mAP()
-
-    main = {t: max(fixed_map(t) - base, 0.0) for t in MAIN_ERRORS}
-    special = {"FalsePos": fixed_map(perfect_precision=True) - base,
-               "FalseNeg": fixed_map(perfect_recall=True) - base}
+    found = (ap_data, errors, gt_state, false_negatives)
+    main = {t: max(_fixed_map(*found, fix_type=t) - base, 0.0) for t in MAIN_ERRORS}
+    special = {"FalsePos": _fixed_map(*found, perfect_precision=True) - base,
+               "FalseNeg": _fixed_map(*found, perfect_recall=True) - base}
     counts = {t: sum(1 for e in errors if e["type"] == t) for t in MAIN_ERRORS}
     return TideErrors(ap50=base, main=main, special=special, counts=counts)
+
+
+def _fixed_map(ap_data: "_Classed", errors: list[dict], gt_state: dict[int, dict], false_negatives: dict[int, int],
+               fix_type: str | None = None, perfect_precision: bool = False, perfect_recall: bool = False) -> float:
+    """The mAP50 with the errors of `fix_type` fixed (or every false positive / negative gone), as TIDE's
+    fix_main_errors / fix_special_errors compute it."""
+    new = _Classed()
+    gt_pos = dict(ap_data.gt)
+    for e in errors:
+        if e["type"] == "Miss":
+            if e["type"] == fix_type:
+                gt_pos[gt_state[e["gt"]]["class"]] -= 1
+            continue
+        cls, point = e["class"], (e["score"], False)
+        if e["type"] == fix_type:
+            point = None
+            if e["type"] in ("Cls", "Loc") and e.get("gt") is not None:
+                state = gt_state[e["gt"]]
+                if not e["suppress"] and state.get("best_id") == e["pred"]:
+                    point = (e["score"], True)
+                    cls = state["class"] if e["type"] == "Cls" else cls
+        if point is not None:
+            if perfect_precision:
+                point = (0.0, False)
+            new.push(cls, e["pred"], *point)
+    for k in gt_pos:
+        for pid, (score, correct) in ap_data.points[k].items():
+            if correct:
+                new.push(k, pid, 1.0 if perfect_precision else score, True)
+    for k, v in gt_pos.items():
+        new.add_gt(k, v - (false_negatives.get(k, 0) if perfect_recall else 0))
+    return new.mAP()
 
 
 def _best_gt_match(state: dict, pid: int, score: float) -> dict:
