@@ -41,9 +41,11 @@ CPU_MODEL_KWARGS: dict[str, Any] = {
 
 
 def _field(default: Any = dataclasses.MISSING, help: str = "", factory: Any = dataclasses.MISSING, **meta: Any) -> Any:
-    """A config field with its one-line `help` (and `choices`, `min`, `max` where they apply) as metadata.
+    """A config field with its one-line `help` (and `choices`, `min`, `max`, `auto`, `metavar` where they
+    apply) as metadata.
 
-    The training form builds its widgets from these: `dataclasses.fields(TrainConfig)[i].metadata`.
+    The training form builds its widgets from these (`dataclasses.fields(TrainConfig)[i].metadata`), and
+    the `train` command its flags (detector/cli/train.py).
     """
     return field(default=default, default_factory=factory, metadata={"help": help, **meta})
 
@@ -52,16 +54,19 @@ def _field(default: Any = dataclasses.MISSING, help: str = "", factory: Any = da
 class TrainConfig:
     """Everything needed to rerun a training (one help line per field, in its metadata)."""
 
-    data: str = _field("", "DATASET: a folder, a zip, or a stored dataset's name")
-    val_data: str | None = _field(None, "a separate validation DATASET; empty: the dataset's own val split")
-    model: str | None = _field(None, "architecture name; empty: the --init checkpoint's, else fasterrcnn_mobilenet_v3_large_320_fpn")
-    init: str | None = _field(None, "start from a checkpoint file, a run folder or demo (box predictor replaced if classes differ)")
+    data: str = _field("", "DATASET: a folder, a zip, or a stored dataset's name", metavar="DATASET")
+    val_data: str | None = _field(None, "a separate validation DATASET; empty: the dataset's own val split",
+                                  metavar="DATASET")
+    model: str | None = _field(None, "architecture name; empty: the --init checkpoint's, else fasterrcnn_mobilenet_v3_large_320_fpn",
+                               metavar="NAME")
+    init: str | None = _field(None, "start from a checkpoint file, a run folder or demo (box predictor replaced if classes differ)",
+                              metavar="CHECKPOINT")
     weights: str = _field("none", "coco: start from torchvision's cached COCO weights; none: random (or --init)", choices=WEIGHTS)
     epochs: int = _field(12, "passes over the training split", min=1)
     batch_size: int | str = _field(
         4, "images per step, per process; auto: the largest that fits the GPU with 20 % of its memory left free "
-        "(found by trial steps before training; 4 on CPU)", min=1, auto=True)
-    lr: float | None = _field(None, "learning rate; empty: the reference lr scaled by batch (0.02 x B/16 for SGD, 1e-4 x B/16 for AdamW)")
+        "(found by trial steps before training; 4 on CPU)", min=1, auto=True, metavar="B|auto")
+    lr: float | None = _field(None, "learning rate; empty: the reference lr scaled by batch (0.02 x B/16 for SGD, 1e-4 x B/16 for AdamW)", metavar="LR")
     optimizer: str = _field("sgd", "sgd (momentum) or adamw", choices=OPTIMIZERS)
     momentum: float = _field(0.9, "SGD momentum", min=0.0, max=1.0)
     weight_decay: float = _field(1e-4, "L2 penalty (decoupled for AdamW)", min=0.0)
@@ -96,7 +101,7 @@ class TrainConfig:
         choices=AUGMENTATIONS)
     multi_scale: tuple[int, ...] | None = _field(
         None, "short-side sizes (px) drawn per training batch, e.g. 480,512,544,576,608; validation and "
-        "detection use the model's min_size; empty: one size")
+        "detection use the model's min_size; empty: one size", metavar="S1,S2,...")
     trainable_backbone_layers: int | None = _field(
         None, "backbone stages that train, counted from the top, as torchvision's builders define it "
         "(0: whole backbone frozen; 5: all of a ResNet, 6: all of a MobileNet); empty: the builder's default "

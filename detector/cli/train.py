@@ -11,11 +11,12 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from detector.cli import CliError, add_run_options, model_command
-from detector.train_config import AUGMENTATIONS, BEST_METRICS
+from detector.train_config import AUTO, TrainConfig
 
 
 def register(subparsers: Any) -> None:
@@ -26,43 +27,10 @@ def register(subparsers: Any) -> None:
                     "override it. Runs under `torchrun --nproc_per_node=N` too (DistributedDataParallel).",
     )
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="the run folder (created if missing)")
-    p.add_argument("--data", metavar="DATASET", help="a dataset folder or zip, or a stored dataset's name")
-    p.add_argument("--val-data", metavar="DATASET", help="a separate validation dataset (default: DATASET's val split)")
-    p.add_argument("--model", metavar="NAME", help="architecture (default: the --init checkpoint's, else "
-                                                    "DEFAULT_ARCH of detector/models.py)")
-    p.add_argument("--init", metavar="CHECKPOINT", help="start from a checkpoint file, a run folder, or demo")
-    p.add_argument("--weights", choices=("coco", "none"), help="coco: start from cached COCO weights (default none)")
-    p.add_argument("--epochs", type=int, metavar="N")
-    p.add_argument("--batch-size", type=_count_or_auto, metavar="B|auto",
-                   help="images per step per process (default 4); auto: the largest that fits the GPU, with headroom")
-    p.add_argument("--lr", type=float, metavar="LR", help="learning rate (default: 0.02 x total batch / 16 for SGD)")
-    p.add_argument("--optimizer", choices=("sgd", "adamw"))
-    p.add_argument("--schedule", choices=("step", "cosine"))
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                   help="mixed precision (default: on for CUDA)")
-    p.add_argument("--workers", type=_count_or_auto, metavar="N|auto",
-                   help="DataLoader worker processes (default auto: the CPU cores less one, at most 12)")
-    p.add_argument("--amp-dtype", choices=("auto", "bfloat16", "float16"),
-                   help="mixed-precision type (default auto: bfloat16 where supported, else float16 with loss scaling)")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="backbone in channels-last memory order (default off)")
-    p.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=None,
-                   help="cuDNN autotuning per input shape (default off)")
-    p.add_argument("--fused-optimizer", action=argparse.BooleanOptionalAction, default=None,
-                   help="fused SGD / AdamW kernels (default on for CUDA)")
-    p.add_argument("--compile-backbone", action=argparse.BooleanOptionalAction, default=None,
-                   help="torch.compile the backbone (default off)")
+    add_config_flags(p)
+    # not config fields: the model's resize targets go into model_kwargs, and how this process runs
     p.add_argument("--min-size", type=int, metavar="PX", help="the model's resize target for the short side")
     p.add_argument("--max-size", type=int, metavar="PX", help="the model's limit for the long side")
-    p.add_argument("--trainable-backbone-layers", type=int, metavar="N",
-                   help="backbone stages that train, from the top (torchvision's meaning: 0 to 5 for ResNet, 6 for "
-                        "MobileNet); the rest are frozen")
-    p.add_argument("--multi-scale", metavar="S1,S2,...", help="short-side sizes drawn per training batch, e.g. 480,512,544")
-    p.add_argument("--augmentation", choices=AUGMENTATIONS,
-                   help="torchvision references' augmentation set (default none; flips are --set hflip=false to turn off)")
-    p.add_argument("--best-metric", choices=BEST_METRICS, help="what best.pt is the best of (default mAP)")
-    p.add_argument("--patience", type=int, metavar="N", help="stop after N validations without a better best metric")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
                    help="any config field, e.g. --set model_kwargs='{\"min_size\": 128}' (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue RUN_DIR from checkpoints/last.pt")
@@ -80,37 +48,65 @@ def register(subparsers: Any) -> None:
 # ---------------------------------------------------------------- train
 
 
-def _count_or_auto(text: str) -> int | str:
-    """A whole number or "auto" (--batch-size, --workers)."""
-    if text == "auto":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number or auto, not {text!r}") from None
+def add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field (`--batch-size` for batch_size), generated from the field's type and
+    metadata as the Train form's widgets are (ui/train/form.py): its help, choices, `auto`, metavar.
+    Every flag defaults to None (not given: config.json's value, else the field's default)."""
+    for f in fields(TrainConfig):
+        if f.name in NOT_FLAGS:
+            continue
+        meta, kind = f.metadata, str(f.type)
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not MISSING else None
+        helptext = (meta.get("help", "") + (f" (default {default})" if default not in (None, "") else "")).replace("%", "%%")
+        if kind.startswith("bool"):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=helptext)
+        elif "choices" in meta:
+            p.add_argument(flag, choices=meta["choices"], help=helptext)
+        else:
+            p.add_argument(flag, type=_flag_type(kind, bool(meta.get("auto"))), help=helptext,
+                           metavar=meta.get("metavar") or _metavar(kind, bool(meta.get("auto"))))
+
+
+NOT_FLAGS = ("model_kwargs",)  # a JSON object: --set model_kwargs=..., or --min-size / --max-size
+
+
+def _flag_type(kind: str, auto: bool) -> Callable[[str], Any]:
+    """The argparse type of a field: whole numbers (or auto), numbers, or text (lists as S1,S2,...,
+    which TrainConfig.from_dict reads)."""
+    if kind.startswith("int") or auto:
+        def number(text: str) -> int | str:
+            if auto and text == AUTO:
+                return text
+            try:
+                return int(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(
+                    f"expected a whole number{' or auto' if auto else ''}, not {text!r}") from None
+        return number
+    return float if kind.startswith("float") else str
+
+
+def _metavar(kind: str, auto: bool) -> str:
+    if auto:
+        return "N|auto"
+    if kind.startswith("tuple"):
+        return "N1,N2,..."
+    return {"int": "N", "float": "X"}.get(kind.split(" ")[0], "TEXT")
 
 
 def _config_from(args: argparse.Namespace, run_dir: Path) -> Any:
     from detector import runs
-    from detector.train_config import TrainConfig
 
     try:
         stored = runs.read_config(run_dir)
     except runs.RunError as exc:
         raise CliError(str(exc)) from None
     changes: dict[str, Any] = {}
-    for flag, field in (("data", "data"), ("val_data", "val_data"), ("model", "model"), ("init", "init"),
-                        ("weights", "weights"), ("epochs", "epochs"), ("batch_size", "batch_size"), ("lr", "lr"),
-                        ("optimizer", "optimizer"), ("schedule", "schedule"), ("device", "device"), ("amp", "amp"),
-                        ("workers", "workers"), ("amp_dtype", "amp_dtype"), ("channels_last", "channels_last"),
-                        ("cudnn_benchmark", "cudnn_benchmark"), ("fused_optimizer", "fused_optimizer"),
-                        ("compile_backbone", "compile_backbone"),
-                        ("trainable_backbone_layers", "trainable_backbone_layers"),
-                        ("multi_scale", "multi_scale"), ("augmentation", "augmentation"),
-                        ("best_metric", "best_metric"), ("patience", "patience")):
-        value = getattr(args, flag)
+    for f in fields(TrainConfig):
+        value = getattr(args, f.name, None)
         if value is not None:
-            changes[field] = value
+            changes[f.name] = value
     for item in args.set:
         key, sep, raw = item.partition("=")
         if not sep:
