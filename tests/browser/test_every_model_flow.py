@@ -34,7 +34,7 @@ def test_rpn_detect_and_anchors_open_with_every_model(app_url, page, session_tmp
     # would only add a forward): the gallery's figures, then every detection, in the figure and the PNG
     page.goto(f"{app_url}/detect?model={model}")
     wait_for_app(page, 300)
-    expect(main.get_by_text(re.compile(r"detection\(s\) in \d+ image\(s\)")).first).to_be_visible(timeout=300_000)
+    expect(main.get_by_text(re.compile(r"\d+ detections? in \d+ images?")).first).to_be_visible(timeout=300_000)
     assert_no_exception(page)
     # every detection the model returns (its own box_score_thresh)
     main.locator("[data-testid='stSlider']").filter(has_text="Score threshold").get_by_role("slider").press("Home")
