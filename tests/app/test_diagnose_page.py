@@ -167,4 +167,9 @@ def test_a_longer_pass_states_its_plan_and_starts_on_a_click(stored, uploaded, m
     at.button(key="diag_start").click().run()
     assert not at.exception, at.exception
     assert _metric(at, "images") == "3"
+    # the pass ended in this run: its plan and Stop button are gone, its progress says done
+    assert not {"Start the pass", "Stop the pass"} & {b.label for b in at.button}
+    assert not any("to run)" in i.value for i in at.info)
+    progress = [p.proto.text for p in at.get("progress")]
+    assert progress == ["One forward per image: 3 of 3, done"], progress
     assert any("rpn_pre_nms_top_n_test" in c.value for c in at.caption)  # the tuner says what is exact

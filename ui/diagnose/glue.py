@@ -197,18 +197,14 @@ def _wait(request: PassRequest) -> None:
         eta = "" if left is None else f", about {passes.duration(left)} left"
         bar.progress(done / max(1, total), text=f"One forward per image: {done} of {total}{eta}")
         time.sleep(0.3)
-    bar.empty()
 
 
-def diagnosis_pass(loaded: checkpoints.LoadedModel, target: Target, images: int) -> tuple[TrailSet, ThresholdFree, int]:
-    """The tuner-ready pass over the target's first `images` images: (trails, threshold-free figures,
-    images in the target). A finished pass is read from its folder; one being written (by this
-    server or another process) is shown with its progress; otherwise the plan is stated first, a
-    pass the machine cannot hold is refused with what it needs and what is free, and a short one
-    starts at once (a longer one, or a stopped one, on a click)."""
-    request = pass_request(loaded, target, images)
+def _start_or_wait(loaded: checkpoints.LoadedModel, request: PassRequest,
+                   status: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """The plan and the Start button of a pass not written yet (stops the script until it starts), then
+    the progress of a pass being written, until it ends: (its status.json after, whether it ran here)."""
     folder = request.folder
-    status = passes.read_status(folder)
+    started = False
     if status["state"] != "done" and not running(folder):
         plan = _plan(str(folder), int(status.get("done") or 0), loaded, request)
         st.info(plan_text(plan, int(request.identity["pool_top_n"])), icon=":material/schedule:")
@@ -228,9 +224,31 @@ def diagnosis_pass(loaded: checkpoints.LoadedModel, target: Target, images: int)
             st.stop()
         pass_job.start(folder, model=loaded.model, records=list(request.records), root=request.root,
                        class_names=loaded.class_names, identity=request.identity)
-    if running(folder):
-        _wait(request)
-        status = passes.read_status(folder)
+        started = True  # a pass that ends before the next line still has its status.json read again
+    if not started and not running(folder):
+        return status, False
+    _wait(request)
+    return passes.read_status(folder), True
+
+
+def diagnosis_pass(loaded: checkpoints.LoadedModel, target: Target, images: int) -> tuple[TrailSet, ThresholdFree, int]:
+    """The tuner-ready pass over the target's first `images` images: (trails, threshold-free figures,
+    images in the target). A finished pass is read from its folder; one being written (by this
+    server or another process) is shown with its progress; otherwise the plan is stated first, a
+    pass the machine cannot hold is refused with what it needs and what is free, and a short one
+    starts at once (a longer one, or a stopped one, on a click). The plan, the buttons and the
+    progress share one placeholder that the pass's end replaces in the same script run: a pass
+    finished here leaves only its progress, saying done."""
+    request = pass_request(loaded, target, images)
+    folder = request.folder
+    block = st.empty()
+    with block.container():
+        status, ran = _start_or_wait(loaded, request, passes.read_status(folder))
+    if ran and status["state"] == "done":
+        total = int(status.get("total") or len(request.records))
+        block.progress(1.0, text=f"One forward per image: {int(status.get('done') or total)} of {total}, done")
+    else:
+        block.empty()
     if status["state"] != "done":
         current = pass_job.job(folder)
         why = current.error if current is not None and current.error else f"the pass is {status['state']}"
