@@ -1,7 +1,7 @@
 """`python -m detector anchor-study`: the paper's anchor experiment (Table 8) on a dataset.
 
 One ordinary training run per anchor set, in sequence, through the one launcher (`runs.start_training`);
-the study folder, its sets and its figures are `detector.anchor_study`'s.
+the study folder and its figures are `detector.anchor_study`'s, its anchor sets `detector.anchor_sets`'.
 """
 
 from __future__ import annotations

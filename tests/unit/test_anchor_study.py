@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from detector import anchor_study, runs
+from detector import anchor_sets, anchor_study, runs
 from detector.checkpoints import DEMO_CHECKPOINT, model_from_checkpoint, read_checkpoint
 from detector.cli import main as cli_main
 from detector.data.synthetic import write_synthetic
@@ -72,7 +72,7 @@ def test_a_stopped_study_resumes_without_retraining_finished_runs(study):
 
 def test_study_json_has_every_figure_for_every_set_and_the_paper_beside_it(study):
     final = study["final"]
-    assert [r["mAP"] for r in final["paper_table8"]] == [r.mAP for r in anchor_study.PAPER_TABLE8]
+    assert [r["mAP"] for r in final["paper_table8"]] == [r.mAP for r in anchor_sets.PAPER_TABLE8]
     for s in final["sets"]:
         f = s["figures"]
         assert s["paper"]["key"] == s["key"]
@@ -109,10 +109,10 @@ def test_each_run_has_the_anchors_per_location_its_set_says(study):
 def test_paper_rows_in_both_anchor_forms_build_what_they_say():
     """A model with one size per level (ResNet-50 FPN) gets b x 2^(k/3) for 3 scales; one whose levels
     share a list (the demo) gets the middle three of it; torchvision builds each with that count."""
-    per_level = anchor_study.paper_sets([[32], [64], [128], [256], [512]])
+    per_level = anchor_sets.paper_sets([[32], [64], [128], [256], [512]])
     by_key = {s.key: s for s in per_level}
     assert by_key["3s3r"].sizes[0] == (32, 40, 51) and by_key["1s1r-256"].sizes[2] == (256,)
-    shared = {s.key: s for s in anchor_study.paper_sets([[16, 32, 64, 128, 256]] * 3)}
+    shared = {s.key: s for s in anchor_sets.paper_sets([[16, 32, 64, 128, 256]] * 3)}
     assert shared["3s1r"].sizes == ((32, 64, 128),) * 3 and shared["1s3r-256"].sizes == ((64,),) * 3
     for s in per_level:
         model = build_model("fasterrcnn_resnet50_fpn", ("a",), min_size=64, max_size=64, **s.model_kwargs())

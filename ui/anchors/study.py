@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from detector import anchor_study, runs
+from detector import anchor_sets, anchor_study, runs
 from detector.train_config import TrainConfig
 from detector.viz import anchors as V
 from ui.inputs import dataset_select
@@ -23,9 +23,9 @@ from ui.links import page_url
 STUDY_PARAM = "study"
 PICK_KEY = "study_pick"
 REFRESH_S = 3.0
-SET_CHOICES = (*anchor_study.PAPER_KEYS, anchor_study.FITTED)
-SET_LABELS = {r.key: f"{r.key}: {r.settings}, {r.scales}" for r in anchor_study.PAPER_TABLE8} | {
-    anchor_study.FITTED: "fitted: k-means on your boxes (the Fitness section's suggestion)"}
+SET_CHOICES = (*anchor_sets.PAPER_KEYS, anchor_sets.FITTED)
+SET_LABELS = {r.key: f"{r.key}: {r.settings}, {r.scales}" for r in anchor_sets.PAPER_TABLE8} | {
+    anchor_sets.FITTED: "fitted: k-means on your boxes (the Fitness section's suggestion)"}
 
 
 # ---------------------------------------------------------------- reading a study
@@ -84,7 +84,7 @@ TABLE_COLUMNS = {
     "mAP50": st.column_config.NumberColumn(format="%.3f", help="validation mAP at IoU 0.5: the paper's metric"),
     "mAP": st.column_config.NumberColumn(format="%.3f", help="COCO mAP 0.5:0.95 on the validation split"),
     "train time (s)": st.column_config.NumberColumn(format="%.0f"),
-    "paper mAP (VOC07)": st.column_config.NumberColumn(format="%.1f", help=anchor_study.PAPER_SOURCE),
+    "paper mAP (VOC07)": st.column_config.NumberColumn(format="%.1f", help=anchor_sets.PAPER_SOURCE),
 }
 
 
