@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from detector.cli import CliError
+from detector.cli.train import set_values
 
 DESCRIPTION = """\
 The anchor experiment of Ren et al. (Faster R-CNN, Table 8) on DATASET: one ordinary training run per
@@ -76,14 +77,7 @@ def base_config(args: argparse.Namespace) -> Any:
     for flag in ("data", "init"):  # the runs start in the project's folder: paths made absolute
         if values.get(flag) and Path(values[flag]).exists():
             values[flag] = str(Path(values[flag]).resolve())
-    for item in args.set:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise CliError(f"--set {item!r}: expected FIELD=JSON")
-        try:
-            values[key.strip()] = json.loads(raw)
-        except ValueError:
-            values[key.strip()] = raw
+    values.update(set_values(args.set))
     kwargs = values.get("model_kwargs") or {}
     if isinstance(kwargs, dict) and ({"anchor_sizes", "aspect_ratios"} & set(kwargs)):
         raise CliError("--set model_kwargs: anchors are what the study varies; choose them with --sets")

@@ -71,6 +71,20 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
 NOT_FLAGS = ("model_kwargs",)  # a JSON object: --set model_kwargs=..., or --min-size / --max-size
 
 
+def set_values(items: list[str]) -> dict[str, Any]:
+    """`--set FIELD=JSON` items as {field: value}: the value parsed as JSON, else kept as a bare string."""
+    values: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise CliError(f"--set {item!r}: expected FIELD=JSON")
+        try:
+            values[key.strip()] = json.loads(raw)
+        except ValueError:
+            values[key.strip()] = raw  # a bare string
+    return values
+
+
 def _flag_type(kind: str, auto: bool) -> Callable[[str], Any]:
     """The argparse type of a field: whole numbers (or auto), numbers, or text (lists as S1,S2,...,
     which TrainConfig.from_dict reads)."""
@@ -107,14 +121,7 @@ def _config_from(args: argparse.Namespace, run_dir: Path) -> Any:
         value = getattr(args, f.name, None)
         if value is not None:
             changes[f.name] = value
-    for item in args.set:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise CliError(f"--set {item!r}: expected FIELD=JSON")
-        try:
-            changes[key.strip()] = json.loads(raw)
-        except ValueError:
-            changes[key.strip()] = raw  # a bare string
+    changes.update(set_values(args.set))
     try:
         config = TrainConfig.from_dict({**(stored or {}), **changes})
         kwargs = dict(config.model_kwargs)
