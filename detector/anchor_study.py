@@ -42,6 +42,7 @@ import numpy as np
 from detector import runs
 from detector.anchor_sets import PAPER_SOURCE, PAPER_TABLE8, AnchorSet, StudyError, choose_sets, fitted_set, paper_dict
 from detector.train_config import TrainConfig
+from detector.wording import counted
 
 STUDY = "study.json"
 STOP = "STOP"
@@ -465,7 +466,7 @@ def _train(run_dir: Path, config: TrainConfig, nice: int, status: runs.RunStatus
     runs.write_config(run_dir, config.to_dict())
     if not resume:
         runs.write_status(run_dir, state="queued", pid=None, epoch=0, step=0, error=None)
-    say(f"{run_dir.name}: {'resuming' if resume else 'training'} ({config.epochs} epoch(s))")
+    say(f"{run_dir.name}: {'resuming' if resume else 'training'} ({counted(config.epochs, 'epoch')})")
     return _wait(run_dir, runs.start_training(run_dir, resume=resume, nice=nice), stop_asked, writer, say)
 
 

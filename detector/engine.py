@@ -56,6 +56,7 @@ from detector.training_setup import (  # noqa: F401 - build_training_model, lr_f
     lr_factor, select_device,
 )
 from detector.validation import validation_losses, validation_row  # noqa: F401 - validation_losses as before
+from detector.wording import counted
 
 log = logging.getLogger("detector.engine")
 
@@ -496,8 +497,8 @@ def _stop(t: Training, epoch: int, done_in_epoch: int, stop_flag: dict[str, str 
             t.scales.restore(t.core.transform)
         t.save_checkpoint("last", epoch - 1, done_in_epoch)
         runs.clear_stop(t.run_dir)
-        log.info("stopped at epoch %d, step %d (%d epoch(s) complete; %s): checkpoint saved; --resume "
-                 "continues from here", shown, t.step, epoch - 1, reason)
+        log.info("stopped at epoch %d, step %d (%s complete; %s): checkpoint saved; --resume "
+                 "continues from here", shown, t.step, counted(epoch - 1, "epoch"), reason)
     t.status.close(state="stopped", epoch=shown, epochs_done=epoch - 1, step=t.step, reason=reason)
     return TrainResult("stopped", epoch - 1, t.step, t.selection.best_map, reason)
 

@@ -13,6 +13,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from detector.wording import counted
+
 
 def best_score(val_row: dict[str, Any], metric: str = "mAP") -> float:
     """How good a validation line is for choosing best.pt, higher better: the one place "best" is decided.
@@ -60,7 +62,7 @@ class Selection:
         """Why the run should end now (patience spent), or None."""
         if self.patience is None or self.stale < self.patience or self.best is None:
             return None
-        return (f"early stop: {self.describe_used()} has not improved for {self.stale} validation(s) "
+        return (f"early stop: {self.describe_used()} has not improved for {counted(self.stale, 'validation')} "
                 f"(patience {self.patience}); best {self.best_value:.4f} at epoch {self.best_epoch}")
 
     def describe_used(self) -> str:

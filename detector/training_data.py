@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from detector.augment import Augment
 from detector.train_config import TrainConfig
+from detector.wording import counted
 
 
 class TrainingFailed(RuntimeError):
@@ -52,7 +53,7 @@ def load_training_data(config: TrainConfig) -> TrainingData:
         errors = [p for p in ds.problems if p.severity == "error"]
         first = errors[0]
         where = f"{first.file}" + (f":{first.line}" if first.line else "")
-        raise TrainingFailed(f"{config.data}: not usable for training ({len(errors)} error(s); first: {where}: {first.message})")
+        raise TrainingFailed(f"{config.data}: not usable for training ({counted(len(errors), 'error')}; first: {where}: {first.message})")
     records, fixes = prepare_for_training(ds, decode=config.decode_check)
     by_index = _align(ds.records, records)
     train_records = [by_index[i] for i in train_idx if i in by_index]

@@ -13,6 +13,7 @@ from typing import Any
 
 from detector.cli import CliError
 from detector.cli.train import set_values
+from detector.wording import counted
 
 DESCRIPTION = """\
 The anchor experiment of Ren et al. (Faster R-CNN, Table 8) on DATASET: one ordinary training run per
@@ -107,7 +108,7 @@ def cmd_anchor_study(args: argparse.Namespace) -> int:
     else:
         spec = anchor_study.StudySpec(base_config(args), args.sets, args.nice)
     runs_in = Path(args.runs_in) if args.runs_in else None
-    print(f"anchor study {out}: {spec.base.data}, {spec.base.epochs} epoch(s) per run, "
+    print(f"anchor study {out}: {spec.base.data}, {counted(spec.base.epochs, 'epoch')} per run, "
           f"start {spec.base.init or spec.base.model or 'default'}")
     try:
         study = anchor_study.prepare(out, spec, runs_in)

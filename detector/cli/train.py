@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from detector.cli import CliError, add_run_options, model_command
 from detector.train_config import AUTO, TrainConfig
+from detector.wording import counted
 
 
 def register(subparsers: Any) -> None:
@@ -173,7 +174,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     if main_rank:
         best = f", best mAP {result.best_map:.4f}" if result.best_map is not None else ""
-        print(f"{result.state}: {result.epoch} epoch(s), {result.step} steps{best}; run folder {run_dir}")
+        print(f"{result.state}: {counted(result.epoch, 'epoch')}, {counted(result.step, 'step')}{best}; "
+              f"run folder {run_dir}")
     return 0
 
 
