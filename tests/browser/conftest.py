@@ -66,6 +66,31 @@ def assert_no_exception(page) -> None:
     assert exceptions.count() == 0, exceptions.first.inner_text()
 
 
+def open_diagnose_on_tiny_model(page, app_url: str, session_tmp, tiny_checkpoint, model: str, dataset: str,
+                                images: int, seed: int):
+    """Upload the random-weight tiny model as models/`model` (every score under 0.5) and a synthetic set
+    stored as `dataset` (160 x 120 images, half validation), open /diagnose on both and wait for its AP
+    figures. Returns (the page's main area, the stored dataset's name)."""
+    import shutil
+
+    from playwright.sync_api import expect
+
+    from detector.data import store
+    from detector.data.synthetic import write_synthetic
+    from ui.links import models_dir
+
+    models_dir().mkdir(parents=True, exist_ok=True)
+    shutil.copy(tiny_checkpoint, models_dir() / model)
+    folder = write_synthetic(session_tmp / dataset, images=images, seed=seed, width=160, height=120, val_fraction=0.5)
+    stored = store.store_upload(dataset, folder)
+    page.goto(f"{app_url}/diagnose?model=upload:{model}&dataset={stored.name}")
+    wait_for_app(page, 240)
+    assert_no_exception(page)
+    main = page.locator("[data-testid='stMain']")
+    expect(main.get_by_text(re.compile("AP figures: pycocotools"))).to_be_visible(timeout=120_000)
+    return main, stored.name
+
+
 def zip_folder(folder, out):
     """A zip of `folder`'s files, paths relative to it (as a download of an export is)."""
     import zipfile

@@ -3,33 +3,20 @@
 from __future__ import annotations
 
 import re
-import shutil
 from urllib.parse import unquote
 
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import assert_no_exception, wait_for_app
+from tests.browser.conftest import assert_no_exception, open_diagnose_on_tiny_model, wait_for_app
 
 pytestmark = pytest.mark.browser
 
 
 def test_diagnose_a_stored_dataset_and_follow_a_missed_box_to_rpn(app_url, page, session_tmp, tiny_checkpoint):
-    from detector.data import store
-    from detector.data.synthetic import write_synthetic
-    from ui.links import models_dir
-
     # a random-weight model (every score under 0.5: every box is missed somewhere) as an uploaded model
-    models_dir().mkdir(parents=True, exist_ok=True)
-    shutil.copy(tiny_checkpoint, models_dir() / "tiny-browser.pt")
-    folder = write_synthetic(session_tmp / "diag-browser", images=6, seed=12, width=160, height=120, val_fraction=0.5)
-    stored = store.store_upload("diag-browser", folder)
-
-    page.goto(f"{app_url}/diagnose?model=upload:tiny-browser.pt&dataset={stored.name}")
-    wait_for_app(page, 240)
-    assert_no_exception(page)
-    main = page.locator("[data-testid='stMain']")
-    expect(main.get_by_text(re.compile("AP figures: pycocotools"))).to_be_visible(timeout=120_000)
+    main, _ = open_diagnose_on_tiny_model(page, app_url, session_tmp, tiny_checkpoint, "tiny-browser.pt",
+                                          "diag-browser", images=6, seed=12)
     expect(main.locator(".js-plotly-plot").first).to_be_visible(timeout=60_000)  # PR curves
 
     page.get_by_role("tab", name="Confusion").click()

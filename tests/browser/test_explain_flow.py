@@ -4,12 +4,11 @@
 from __future__ import annotations
 
 import re
-import shutil
 
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import assert_no_exception, wait_for_app
+from tests.browser.conftest import assert_no_exception, open_diagnose_on_tiny_model, wait_for_app
 
 pytestmark = pytest.mark.browser
 
@@ -68,20 +67,9 @@ def test_a_detect_link_opens_the_explanation(app_url, page, session_tmp):
 
 
 def test_a_diagnose_false_positive_opens_the_explanation(app_url, page, session_tmp, tiny_checkpoint):
-    from detector.data import store
-    from detector.data.synthetic import write_synthetic
-    from ui.links import models_dir
-
-    models_dir().mkdir(parents=True, exist_ok=True)
-    shutil.copy(tiny_checkpoint, models_dir() / "tiny-explain.pt")  # random weights: false positives everywhere
-    folder = write_synthetic(session_tmp / "explain-browser", images=4, seed=13, width=160, height=120,
-                             val_fraction=0.5)
-    stored = store.store_upload("explain-browser", folder)
-    page.goto(f"{app_url}/diagnose?model=upload:tiny-explain.pt&dataset={stored.name}")
-    wait_for_app(page, 240)
-    assert_no_exception(page)
-    main = page.locator("[data-testid='stMain']")
-    expect(main.get_by_text(re.compile("AP figures: pycocotools"))).to_be_visible(timeout=120_000)
+    # random weights: false positives everywhere
+    main, dataset = open_diagnose_on_tiny_model(page, app_url, session_tmp, tiny_checkpoint, "tiny-explain.pt",
+                                                "explain-browser", images=4, seed=13)
     # score threshold 0: every detection counts (the tiny model's scores are all under 0.5)
     slider = main.locator("[data-testid='stSlider']").filter(has_text="Score threshold").get_by_role("slider")
     slider.focus()
@@ -92,7 +80,7 @@ def test_a_diagnose_false_positive_opens_the_explanation(app_url, page, session_
     link = main.get_by_role("link", name="Explain this detection in the RPN inspector")
     expect(link).to_be_visible(timeout=60_000)
     href = link.get_attribute("href")
-    assert "det=" in href and f"dataset={stored.name}" in href, href
+    assert "det=" in href and f"dataset={dataset}" in href, href
     page.goto(href if href.startswith("http") else f"{app_url}/{href}")
     wait_for_app(page, 240)
     _panel_shown(page, session_tmp, "from-diagnose")
