@@ -10,7 +10,6 @@ that trains one run per set is `detector.anchor_study`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -149,10 +148,7 @@ def fitted_set(fit: Any, source: Any) -> AnchorSet:
 def sets_from_file(path: Path, levels: int) -> tuple[AnchorSet, ...]:
     """Anchor sets from a JSON file: a list (or {"sets": [...]}) of {key, label?, sizes, ratios}; sizes
     one list per level or one list for every level, ratios one list (every level) or one per level."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise StudyError(f"{path}: not readable JSON ({exc})") from None
+    data = runs.read_json_strict(Path(path), StudyError)
     items = data.get("sets") if isinstance(data, dict) else data
     if not isinstance(items, list) or not items:
         raise StudyError(f"{path}: expected a list of anchor sets (or {{\"sets\": [...]}})")

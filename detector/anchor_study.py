@@ -171,10 +171,7 @@ def read_study(study_dir: Path) -> dict[str, Any] | None:
     path = study_path(study_dir)
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise StudyError(f"{path}: not readable JSON ({exc})") from None
+    data = runs.read_json_strict(path, StudyError)
     if not isinstance(data, dict) or not isinstance(data.get("sets"), list):
         raise StudyError(f"{path}: not a study file")
     state = data.get("state")

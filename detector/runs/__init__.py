@@ -41,9 +41,9 @@ Which validation is "best" is decided in detector.model_selection.
 
 from detector.runs.folder import (CHECKPOINTS, CONFIG, CONSOLE, DIAGNOSIS, FIXES, LOG, METRICS, SNAPSHOTS, STATUS, STOP,
                                   RunError, best_checkpoint, checkpoint_path, clear_stop, diagnosis_path, has_started,
-                                  log_path, log_tail, now_iso, read_config, read_diagnosis, read_fixes, request_stop,
-                                  stop_requested, tensorboard_dir, write_config, write_diagnosis, write_fixes,
-                                  write_json_atomic)
+                                  log_path, log_tail, now_iso, read_config, read_diagnosis, read_fixes, read_json_strict,
+                                  request_stop, stop_requested, tensorboard_dir, write_config, write_diagnosis,
+                                  write_fixes, write_json_atomic)
 from detector.runs.launch import (TRAINING_NICE, TRAINING_SPINCOUNT, autogroup_nice, lower_cpu_priority,
                                   start_command, start_training, training_environment)
 from detector.runs.listing import (RUN_NAME_CHARS, RUN_NAME_MAX, RunSummary, create_run, list_runs, new_run_id,
@@ -64,5 +64,5 @@ __all__ = [
     "now_iso", "pid_alive", "read_config", "read_diagnosis", "read_fixes", "read_metrics", "read_metrics_from",
     "read_snapshot", "read_status", "request_stop", "run_name_problem", "run_path", "snapshot_path",
     "start_command", "start_training", "stop_requested", "summarize_run", "tensorboard_dir", "training_environment", "write_config",
-    "write_diagnosis", "write_fixes", "write_json_atomic", "write_snapshot", "write_status",
+    "read_json_strict", "write_diagnosis", "write_fixes", "write_json_atomic", "write_snapshot", "write_status",
 ]

@@ -40,6 +40,15 @@ def write_json_atomic(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, allow_nan=False, default=json_default) + "\n")
 
 
+def read_json_strict(path: Path, error: type[Exception]) -> Any:
+    """The JSON in `path`; `error` with a one-line message naming the file when it cannot be read or parsed
+    (`read_json` is the lenient twin: None instead)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise error(f"{path}: not readable JSON ({exc})") from None
+
+
 def json_default(value: Any) -> Any:
     """What json.dumps writes for the non-JSON values a run folder holds (paths, numpy scalars, sets)."""
     if isinstance(value, Path):
@@ -92,10 +101,7 @@ def read_config(run_dir: Path) -> dict[str, Any] | None:
     path = Path(run_dir) / CONFIG
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise RunError(f"{path}: not readable JSON ({exc})") from None
+    data = read_json_strict(path, RunError)
     if not isinstance(data, dict):
         raise RunError(f"{path}: expected a JSON object")
     return data
