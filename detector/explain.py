@@ -28,6 +28,7 @@ mapped with torchvision's own `resize_boxes` as its postprocess does. Boxes are 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +40,7 @@ from torchvision.ops import boxes as box_ops
 from detector.data.records import class_name
 from detector.frames import ImageFrame
 from detector.inspect import Inspection, trace_proposal
+from detector.proposals import AnchorLocation
 
 # What became of one (RoI, class) candidate in postprocess_detections, in the order it is decided.
 DETECTION, BEYOND_LIMIT, SUPPRESSED, UNDER_THRESHOLD, TOO_SMALL = 0, 1, 2, 3, 4
@@ -194,16 +196,11 @@ class RoIOrigin:
 
 
 @dataclass(frozen=True)
-class AnchorOrigin:
-    """The anchor an RoI was regressed from, and the RPN head's regression of it."""
+class AnchorOrigin(AnchorLocation):
+    """The anchor an RoI was regressed from (where it sits: `AnchorLocation`), and the RPN head's
+    regression of it."""
 
     level: str  # FPN level name (the backbone's key)
-    level_index: int
-    row: int  # feature-map row
-    column: int  # feature-map column
-    shape: int  # anchor shape index at this level: ratio_index * len(sizes) + size_index
-    size: int  # anchor size (sqrt of area, input pixels)
-    ratio: float  # height / width
     box: Tensor  # (4,) the anchor, ORIGINAL frame
     box_input: Tensor  # (4,) the anchor, INPUT frame (AnchorGenerator's)
     rpn_deltas: Tensor  # (4,) the RPN head's (tx, ty, tw, th) for this anchor (BoxCoder weights (1, 1, 1, 1))
@@ -328,9 +325,9 @@ def explain_image(model: FasterRCNN, inspection: Inspection, image: int = 0,
                           objectness=float(post.scores[r]),
                           level=inspection.roi_featmap_names[int(inspection.roi_level[roi_rows[r]])]),
             anchor=AnchorOrigin(
-                level=trace.level_name, level_index=loc.level, row=loc.y, column=loc.x, shape=loc.a, size=loc.size,
-                ratio=loc.ratio, box=frame.to_original(trace.anchor)[0], box_input=trace.anchor,
-                rpn_deltas=rpn_deltas_at(inspection, image, loc.level, loc.y, loc.x, loc.a),
+                **dataclasses.asdict(loc), level=trace.level_name,
+                box=frame.to_original(trace.anchor)[0], box_input=trace.anchor,
+                rpn_deltas=rpn_deltas_at(inspection, image, loc.level_index, loc.row, loc.column, loc.shape),
                 regressed=frame.to_original(trace.regressed)[0], regressed_input=trace.regressed,
             ),
             class_probs=d.probs[r], class_logits=d.logits[r], box_deltas=d.regression[r, label],

@@ -414,7 +414,7 @@ def trace_proposal(inspection: Inspection, image: int, rank: int) -> ProposalTra
     index = torch.tensor([idx])
     return ProposalTrace(
         rank=rank, score=float(post.scores[rank]), anchor_index=idx, location=location,
-        level_name=stage.levels[location.level].name, anchor=stage.anchor_boxes(index)[0],
+        level_name=stage.levels[location.level_index].name, anchor=stage.anchor_boxes(index)[0],
         regressed=stage.decoded_boxes(image, index)[0], proposal=post.boxes[rank].clone(),
     )
 

@@ -231,10 +231,10 @@ def funnels_from_top_k(
 class AnchorLocation:
     """Where a flat anchor index points: FPN level, feature-map cell, anchor shape."""
 
-    level: int
-    y: int  # feature-map row
-    x: int  # feature-map column
-    a: int  # anchor shape index at this level: ratio_index * len(sizes) + size_index
+    level_index: int  # FPN level, in the backbone's order
+    row: int  # feature-map row
+    column: int  # feature-map column
+    shape: int  # anchor shape index at this level: ratio_index * len(sizes) + size_index
     size: int  # anchor size (sqrt of area, input pixels)
     ratio: float  # height / width
 

@@ -202,7 +202,7 @@ def plan_pass(model: FasterRCNN, records: Sequence[Any], root: Any, class_names:
     done = len(_done_batches(folder)) * batch_size if folder.is_dir() else 0
     rss_before = _rss_now()
     start = time.perf_counter()
-    batch = next(trail_batches(model, records[:1], root, class_names, 1, True, pool_top_n))
+    batch = next(trail_batches(model, records[:1], root, 1, True, pool_top_n))
     seconds = time.perf_counter() - start
     # the forward's working set: what the process peak rose to above its size before the probe
     # (an over-estimate when an earlier peak was higher), at least the tensors the batch keeps
@@ -356,7 +356,7 @@ def run_pass(model: FasterRCNN, records: Sequence[Any], root: Any, class_names: 
         write_status(folder, **state, seconds=0.0, eta_s=None)
         start, run_here = time.perf_counter(), 0
         try:
-            for batch in trail_batches(model, records, root, class_names, batch_size, True, top_n, first_batch=first):
+            for batch in trail_batches(model, records, root, batch_size, True, top_n, first_batch=first):
                 write_batch(folder, batch.index, batch.trails, batch.pool)
                 run_here += len(batch.trails)
                 done = min(total, (batch.index + 1) * batch_size)

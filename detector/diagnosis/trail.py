@@ -153,7 +153,6 @@ def trail_batches(
     model: FasterRCNN,
     records: Any,
     root: Any,
-    class_names: tuple[str, ...],
     batch_size: int = 2,
     keep_pool: bool = False,
     pool_top_n: int | None = None,
@@ -163,7 +162,6 @@ def trail_batches(
     writes as it goes. Batch b holds records[b * batch_size:(b + 1) * batch_size]."""
     from detector.data import DetectionDataset, collate
 
-    del class_names  # the trails carry label ids; the names live in the TrailSet
     if model.training:
         raise ValueError("diagnosis needs the model in eval mode (call model.eval())")
     records = list(records)
@@ -209,7 +207,7 @@ def collect_trails(
     records = list(records)
     trails: list[ImageTrail] = []
     pools: list[CandidatePool] = []
-    for batch in trail_batches(model, records, root, class_names, batch_size, keep_pool, pool_top_n):
+    for batch in trail_batches(model, records, root, batch_size, keep_pool, pool_top_n):
         trails += batch.trails
         if batch.pool is not None:
             pools.append(batch.pool)

@@ -177,19 +177,19 @@ def test_proposal_traces_back_to_its_anchor(models, inspections):
     for rank in (0, 5, len(result.proposals[1]) - 1):
         trace = trace_proposal(result, 1, rank)
         loc = trace.location
-        level = stage.levels[loc.level]
+        level = stage.levels[loc.level_index]
         sx, sy = level.stride
         # the anchor is the level's cell anchor a, shifted to the cell's centre (x * stride, y * stride)
-        expected_anchor = level.cell_anchors[loc.a] + torch.tensor([loc.x * sx, loc.y * sy, loc.x * sx, loc.y * sy])
+        expected_anchor = level.cell_anchors[loc.shape] + torch.tensor([loc.column * sx, loc.row * sy, loc.column * sx, loc.row * sy])
         assert torch.equal(trace.anchor, expected_anchor)
-        assert (level.cell_anchors[loc.a][2] - level.cell_anchors[loc.a][0]).item() == pytest.approx(
+        assert (level.cell_anchors[loc.shape][2] - level.cell_anchors[loc.shape][0]).item() == pytest.approx(
             loc.size / math.sqrt(loc.ratio), abs=1.0)
         # decoding the head's deltas at (level, a, y, x) gives the regressed box
-        deltas = stage.bbox_deltas[loc.level][1, 4 * loc.a: 4 * loc.a + 4, loc.y, loc.x]
+        deltas = stage.bbox_deltas[loc.level_index][1, 4 * loc.shape: 4 * loc.shape + 4, loc.row, loc.column]
         decoded = model.rpn.box_coder.decode_single(deltas[None], trace.anchor[None])[0]
         assert torch.allclose(decoded, trace.regressed, atol=1e-4)
         # the score is the sigmoid of that cell's logit, and the proposal is the regressed box clipped
-        logit = stage.objectness[loc.level][1, loc.a, loc.y, loc.x]
+        logit = stage.objectness[loc.level_index][1, loc.shape, loc.row, loc.column]
         assert trace.score == pytest.approx(torch.sigmoid(logit).item())
         w, h = result.frames[1].resized_size
         clipped = torch.stack([trace.regressed[0].clamp(0, w), trace.regressed[1].clamp(0, h),

@@ -17,9 +17,9 @@ def test_locate_anchor_by_hand():
     ratios = [(0.5, 1.0, 2.0), (1.0,)]
     # level 0 has 2 * 3 cells * 6 shapes = 36 anchors; index 6*4 + 5 is cell (1, 1), a = 5 (ratio 2, size 64)
     loc = locate_anchor(6 * 4 + 5, grids, sizes, ratios)
-    assert (loc.level, loc.y, loc.x, loc.a, loc.size, loc.ratio) == (0, 1, 1, 5, 64, 2.0)
+    assert (loc.level_index, loc.row, loc.column, loc.shape, loc.size, loc.ratio) == (0, 1, 1, 5, 64, 2.0)
     loc = locate_anchor(36, grids, sizes, ratios)
-    assert (loc.level, loc.y, loc.x, loc.a, loc.size) == (1, 0, 0, 0, 128)
+    assert (loc.level_index, loc.row, loc.column, loc.shape, loc.size) == (1, 0, 0, 0, 128)
     with pytest.raises(IndexError):
         locate_anchor(37, grids, sizes, ratios)
 

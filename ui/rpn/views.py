@@ -168,7 +168,7 @@ def _trace(s: InspectorState) -> None:
         s.picked.image, to_orig(tr.anchor).numpy()[0], to_orig(tr.regressed).numpy()[0], to_orig(tr.proposal).numpy()[0],
         anchor_label=f"anchor {loc.size}, {loc.ratio:g}")), key="rpn_trace")
     st.caption(f"Proposal {rank} (objectness {tr.score:.3f}) comes from the anchor at FPN level {tr.level_name}, "
-               f"cell (row {loc.y}, column {loc.x}), shape {loc.a}: size {loc.size}, ratio {loc.ratio:g} (h/w); "
+               f"cell (row {loc.row}, column {loc.column}), shape {loc.shape}: size {loc.size}, ratio {loc.ratio:g} (h/w); "
                "the RPN's regression (t_x, t_y, t_w, t_h) moved it to the magenta box. Boxes in this image's pixels.")
 
 
