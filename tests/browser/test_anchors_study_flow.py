@@ -49,8 +49,16 @@ def test_start_a_short_study_and_see_its_table(app_url, page, tmp_path, session_
     page.keyboard.press("Escape")
     page.get_by_role("button", name="Start study").click()
     shown = re.compile(r"(study-\d{8}-\d{6}(?:-\d+)?): ")
-    wait_until(lambda: shown.search(_body(page)), 120, "the new study shown")
-    study_name = shown.search(_body(page)).group(1)
+    found: list[str] = []
+
+    def study_shown() -> bool:  # the name kept as seen: the section redraws every 3 s, a second read may miss it
+        match = shown.search(_body(page))
+        if match:
+            found.append(match.group(1))
+        return bool(found)
+
+    wait_until(study_shown, 120, "the new study shown")
+    study_name = found[0]
     wait_until(lambda: f"study={study_name}" in page.url, 30, "the study's name in the URL")
     study_dir = studies_dir() / study_name
     try:
