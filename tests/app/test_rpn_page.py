@@ -190,8 +190,8 @@ def _explain_at(**params):
 
 
 def _frame(at, column: str):
-    """The first dataframe on the page with this column (AppTest does not expose a dataframe's key)."""
-    return next(d.value for d in at.dataframe if column in d.value.columns)
+    """The first table on the page with this column, a grid (st.dataframe) or a static one (st.table)."""
+    return next(d.value for d in [*at.dataframe, *at.table] if column in d.value.columns)
 
 
 def _spec(at, key: str) -> dict:

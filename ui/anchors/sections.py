@@ -38,7 +38,7 @@ def cell_anchors(picked: PickedImage, grid: anchor_grids.AnchorGrid) -> None:
         f"cell whose centre is on the image"
         + (f"; the faint boxes are one shape at every {step}th cell" if shape_boxes is not None else "") + "."
     )
-    st.dataframe(U.cell_table(grid, level, at), hide_index=True, key="anchors_cell_table")
+    st.table(U.cell_table(grid, level, at), hide_index=True)  # a static table: quicker to redraw than a grid
 
 
 # ---- matching
@@ -71,6 +71,6 @@ def training_labels(key: str, grid: anchor_grids.AnchorGrid, picked: PickedImage
             "(at most 150 of each kind are drawn)."
         )
         table, missing = U.ground_truth_table(picked, match)
-        st.dataframe(table, hide_index=True, key="anchors_gt_table")
+        st.table(table, hide_index=True)
         if missing:
             st.warning(f"{counted(missing, 'ground-truth box')} got no positive anchor: the RPN never learns to propose them.")

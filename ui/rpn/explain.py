@@ -171,13 +171,14 @@ def render_explanation(s: InspectorState, expl: ImageExplanation, k: int) -> Non
         expl.class_names, det.class_probs.tolist(), det.class_logits.tolist(), det.label)), key="rpn_explain_classes")
     c2.caption("The box head's softmax over all K + 1 classes for this RoI, background included (Fast R-CNN's "
                f"p = (p_0, ..., p_K)); the score is p of the class: {det.score:.4f}. Logits on hover.")
-    st.dataframe(chain_frame(expl, det), hide_index=True, key="rpn_explain_table")
-    st.dataframe(deltas_frame(expl, det), hide_index=True, key="rpn_explain_deltas")
+    # static tables (st.table): the whole text of each cell shows, and they redraw quicker than a grid
+    st.table(chain_frame(expl, det), hide_index=True)
+    st.table(deltas_frame(expl, det), hide_index=True)
     st.caption("t = (t_x, t_y, t_w, t_h) as in the paper (eq. 2): the centre shift in widths and heights and the log "
                "size ratio; torchvision's BoxCoder decodes d = w t, with w = (1, 1, 1, 1) for the RPN and "
                "(10, 10, 5, 5) for the box head.")
     if det.suppressed:
-        st.dataframe(suppressed_frame(expl, det), hide_index=True, key="rpn_explain_suppressed")
+        st.table(suppressed_frame(expl, det), hide_index=True)
     else:
         st.caption(f"Its NMS suppressed no {det.label_name} candidate.")
     m1, m2 = st.columns([2, 1])
@@ -213,7 +214,7 @@ def render_missed(s: InspectorState, expl: ImageExplanation, box: tuple[float, .
     label = _linked_label(s, box)
     missed = nearest_candidates(s.result, 0, list(box), label, expl.decisions)
     st.subheader("The linked box through each stage")
-    st.dataframe(nearest_frame(missed), hide_index=True, key="rpn_missed_table")
+    st.table(nearest_frame(missed), hide_index=True)
     st.caption("The nearest candidate at each stage: the best anchor by IoU (measured in the model's input frame, "
                "as the RPN's matcher does), the best proposal before and after the RPN's NMS, and the best RoI "
                "(one of the first post_nms_top_n). Where the IoU drops is where the box was lost.")
