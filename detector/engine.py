@@ -98,6 +98,11 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, on_
     counts = {} if resume else dict(epoch=0, epochs_done=0, step=0)
     status = runs.StatusKeeper(run_dir, ddp.main, state="running", pid=os.getpid(), **counts, error=None,
                                reason=None, epochs=config.epochs, world_size=ddp.world_size)
+    # from the moment status.json says running, a signal is recorded: a first one stops at the first
+    # step (with a checkpoint), a second one ends the run as failed (was: from after the device lock and
+    # TensorBoard's import, and a SIGTERM in between killed the run with its status left 'running')
+    stop_flag: dict[str, str | None] = {"signal": None}
+    previous_handlers = _install_stop_signals(stop_flag)
     try:
         device = select_device(config, ddp)
         init_distributed(ddp, device)
@@ -107,15 +112,9 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, on_
         with lock, RunEvents(runs.tensorboard_dir(run_dir), resume, enabled=ddp.main) as events:
             status.update(device=str(device))
             status.start()
-            stop_flag: dict[str, str | None] = {"signal": None}
-            previous_handlers = _install_stop_signals(stop_flag)
-            try:
-                writers = MetricWriters.for_run(run_dir, events, log, ddp.main)
-                training = _set_up(config, run_dir, resume, ddp, device, status, writers)
-                return _train(training, stop_flag, on_step)
-            finally:
-                for sig, handler in previous_handlers.items():
-                    signal.signal(sig, handler)
+            writers = MetricWriters.for_run(run_dir, events, log, ddp.main)
+            training = _set_up(config, run_dir, resume, ddp, device, status, writers)
+            return _train(training, stop_flag, on_step)
     except BaseException as exc:  # record every way out in status.json, then let set-up errors through
         signalled = isinstance(exc, KeyboardInterrupt)  # StopSignal, or SIGINT before the handlers were set
         message = str(exc) if isinstance(exc, StopSignal) or not signalled else "interrupted (SIGINT)"
@@ -132,6 +131,8 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, on_
             status.close(state="failed", error=message or type(exc).__name__)
         raise
     finally:
+        for sig, handler in previous_handlers.items():
+            signal.signal(sig, handler)
         status.stop_heartbeat()
         for h in handlers:
             log.removeHandler(h)
