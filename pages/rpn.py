@@ -11,7 +11,7 @@ from ui.links import box_from_param
 from ui.model import current_device, current_model
 from ui.rpn.knobs import proposal_knobs
 from ui.router import ensure_router
-from ui.rpn.views import VIEWS, InspectorState, follow_proposal_click, render_view
+from ui.rpn.views import InspectorState, views
 
 ensure_router()
 
@@ -56,19 +56,6 @@ right.markdown(f"**Frames** (W x H): original {size_text(frame.original_size)}, 
 right.dataframe(timings_frame(result.timings), hide_index=True)
 right.caption(f"Time per stage on {current_device().type.upper()}: the first four when this image was first run "
               "(cached since), the last two on this run.")
-
-
-@st.fragment
-def views(state: InspectorState) -> None:
-    """One view at a time, kept in the URL (?view=): only its figures are built, sent and drawn. A
-    fragment: the view switch, a view's own widgets and a click in its figures rerun this part alone
-    (the image, the knobs, the funnel and the timings stay as they are in the browser); a knob reruns
-    the page, this part included."""
-    # a click on a proposal centre (Proposals view) drives the rank widget (its twin) and opens the Trace
-    follow_proposal_click()
-    view = st.segmented_control("View", VIEWS, default=VIEWS[0], required=True, key="view", bind="query-params",
-                                label_visibility="collapsed") or VIEWS[0]
-    render_view(view, state)
 
 
 views(InspectorState(loaded, picked, stage, result, settings, defaults, linked))

@@ -104,6 +104,19 @@ def render_view(view: str, s: InspectorState) -> None:
     RENDERERS[view](s)
 
 
+@st.fragment
+def views(state: InspectorState) -> None:
+    """One view at a time, kept in the URL (?view=): only its figures are built, sent and drawn. A
+    fragment: the view switch, a view's own widgets and a click in its figures rerun this part alone
+    (the image, the knobs, the funnel and the timings stay as they are in the browser); a knob reruns
+    the page, this part included."""
+    # a click on a proposal centre (Proposals view) drives the rank widget (its twin) and opens the Trace
+    follow_proposal_click()
+    view = st.segmented_control("View", VIEWS, default=VIEWS[0], required=True, key="view", bind="query-params",
+                                label_visibility="collapsed") or VIEWS[0]
+    render_view(view, state)
+
+
 def _objectness(s: InspectorState) -> None:
     levels, frame = s.stage.levels, s.frame
     c1, c2, c3 = st.columns(3)
