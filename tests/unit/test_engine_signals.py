@@ -132,8 +132,8 @@ def test_a_second_training_on_the_same_device_is_refused_cleanly(dataset):
     assert status["state"] == "failed" and "is busy" in status["error"] and "busy-first" in status["error"]
     assert "Traceback" not in (second_dir / runs.CONSOLE).read_text()
     assert _status(first_dir)["state"] == "running"  # the holder is left alone
-    os.killpg(first, signal.SIGKILL)  # its clean stop is tested above; at nice 10 beside a busy suite a step
-    _reap(first)  # and the checkpoint can take minutes (CI: the SIGTERM'd holder still ran after 120 s)
+    os.killpg(first, signal.SIGKILL)  # its clean stop is tested above; here CI's SIGTERM'd holder still ran
+    _reap(first)  # after 120 s (2.4 to 3.0 s in four tries on a quiet machine; the cause was not found)
 
 
 def test_a_training_typed_in_a_terminal_gets_the_same_launch_policy(dataset, tmp_path):
